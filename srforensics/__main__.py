@@ -1,0 +1,3 @@
+from srforensics.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,447 @@
+"""The audit pipeline: the one place that wires the pieces together.
+
+``run_audit(config)`` loads the protocol, dataset, model and metrics; for each
+record it prepares the HR (e.g. aligned face crop), draws and applies each LR
+variant, asks the model for N outputs, quantises them to 8 bits, scores them,
+and commits them to the ledger; then it exports the results, writes the
+manifest and renders the report. ``resume_audit(run_dir)`` finishes a run that
+stopped, recomputing only what the ledger lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from srforensics import __version__
+from srforensics.errors import SRForensicsError
+from srforensics.images import DEFAULT_MAX_PIXELS, encode_png, pixel_sha256, quantize, read_image, to_tensor
+from srforensics.seeding import degradation_rng, model_seed
+
+SaveImages = Literal["report", "all", "none"]
+Device = Literal["auto", "cpu", "cuda"]
+CONFIG_NAME = "config.json"
+REPORT_NAME = "report.html"
+
+#: Output statuses written to the ledger.
+OK, FAILED, NO_FACE = "ok", "failed", "no_face"
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything that defines an audit. ``None`` means "take it from the protocol"."""
+
+    model: str = "bicubic"
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    protocol: str = "faces"
+    dataset: str = "sample"
+    samples: int = 4
+    metrics: tuple[str, ...] | None = None
+    seed: int | None = None
+    variants: int | None = None
+    crop_border: int | None = None
+    out: str | None = None
+    save_images: SaveImages = "report"
+    report_examples: int = 4
+    device: Device = "cpu"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    limit: int | None = None
+    allow_downloads: bool = False
+    command: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise SRForensicsError(f"--samples must be at least 1, got {self.samples}")
+        if self.variants is not None and self.variants < 1:
+            raise SRForensicsError(f"--variants must be at least 1, got {self.variants}")
+        if self.save_images not in ("report", "all", "none"):
+            raise SRForensicsError(f"--save-images must be report, all or none, got {self.save_images!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise SRForensicsError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.limit is not None and self.limit < 1:
+            raise SRForensicsError(f"--limit must be at least 1, got {self.limit}")
+        if self.metrics is not None and not self.metrics:
+            raise SRForensicsError("--metrics is empty; name at least one metric")
+        if self.crop_border is not None and self.crop_border < 0:
+            raise SRForensicsError(f"--crop-border must be >= 0, got {self.crop_border}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model_args"] = dict(self.model_args)
+        d["metrics"] = list(self.metrics) if self.metrics is not None else None
+        d["command"] = list(self.command) if self.command is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditConfig:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        for k in ("metrics", "command"):
+            if kw.get(k) is not None:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    run_dir: Path
+    report: Path
+    manifest_sha256: str
+    counts: Mapping[str, int]
+
+
+def _safe(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:limit] or "x"
+
+
+def _image_stem(record_id: str) -> str:
+    # Readable and collision-free even for ids that differ only in odd characters.
+    import hashlib
+
+    return f"{_safe(record_id)}-{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
+
+
+def default_run_dir(config: AuditConfig) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path("runs") / f"{stamp}-{_safe(Path(config.model).name)}-{_safe(Path(config.protocol).stem)}"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SRForensicsError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+class _Pipeline:
+    """The loaded parts of one audit (protocol, dataset, model, metrics) and its ledger."""
+
+    def __init__(self, config: AuditConfig, run_dir: Path, progress: Callable[..., Any] | None) -> None:
+        from srforensics.data import load_dataset
+        from srforensics.degradations.protocol import load_protocol
+        from srforensics.ledger import LEDGER_NAME, Ledger
+        from srforensics.metrics import DEFAULT_METRICS, MetricConfig, MetricUnavailable, build_metric
+        from srforensics.models import load_model
+
+        self.config = config
+        self.run_dir = run_dir
+        self.progress = progress
+        self.protocol = load_protocol(config.protocol)
+        self.dataset = load_dataset(config.dataset)
+        self.device = resolve_device(config.device)
+        self.model = load_model(config.model, args=config.model_args, device=self.device)
+        self.card = self.model.card()
+        self.scale = self.protocol.scale
+        if self.model.scale is not None and self.model.scale != self.scale:
+            raise SRForensicsError(
+                f"model {config.model!r} upscales x{self.model.scale}, but protocol "
+                f"{self.protocol.name!r} is x{self.scale}; pick a matching protocol"
+            )
+        self.run_seed = self.protocol.seed if config.seed is None else config.seed
+        self.variants = self.protocol.variants if config.variants is None else config.variants
+        names = config.metrics or self.protocol.metrics or DEFAULT_METRICS
+        mconf = MetricConfig(scale=self.scale, crop_border=config.crop_border, device=self.device,
+                             allow_downloads=config.allow_downloads)
+        self.metrics = []
+        infos, unavailable = [], {}
+        from srforensics.metrics import METRICS, describe_metric
+
+        for name in names:
+            canonical = METRICS.canonical(name)
+            try:
+                metric = build_metric(name, mconf)
+            except MetricUnavailable as exc:
+                info = describe_metric(name)
+                info.pop("unavailable", None)
+                info["name"] = canonical
+                infos.append(info)
+                unavailable[canonical] = str(exc)
+                continue
+            metric.name = canonical  # type: ignore[misc]  # the column is the name the user gave
+            self.metrics.append(metric)
+            infos.append(metric.info())
+        self.metric_infos, self.unavailable = infos, unavailable
+        records = self.dataset.records
+        self.records = records[: config.limit] if config.limit else records
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(run_dir / LEDGER_NAME)
+        self.ledger.set_metrics(infos, unavailable)
+        self.ledger.set_meta("attribute_names", list(self.dataset.attribute_names))
+
+    # -- image files ----------------------------------------------------------
+    def _save(self, img: np.ndarray, rel: str) -> str:
+        path = self.run_dir / "images" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(img))
+        return Path("images", rel).as_posix()
+
+    def _keep_images(self, idx: int, variant: int) -> bool:
+        mode = self.config.save_images
+        return mode == "all" or (mode == "report" and idx < self.config.report_examples and variant == 0)
+
+    # -- one record -------------------------------------------------------------
+    def run_record(self, idx: int, rec) -> None:
+        from srforensics.faces import NoFaceFound
+        from srforensics.ledger import OutputRow
+
+        pending = {v: sorted(set(range(self.config.samples)) - self.ledger.done_samples(rec.id, v))
+                   for v in range(self.variants)}
+        if not any(pending.values()):
+            self._tick(self.variants)
+            return
+        base = {"record_id": rec.id, "idx": idx, "path": str(rec.path), "subject": rec.subject,
+                "attributes": rec.attributes}
+        sha = None
+        try:
+            img, sha = read_image(rec.path, max_pixels=self.config.max_pixels)
+            if rec.sha256 and sha != rec.sha256:
+                raise SRForensicsError(
+                    f"file hash {sha[:12]}... differs from the dataset card's {rec.sha256[:12]}...: "
+                    "the file is not the one the card describes"
+                )
+            hr, hr_params = self.protocol.prepare(img)
+        except NoFaceFound as exc:
+            return self._record_failed(base, sha, pending, NO_FACE, str(exc))
+        except Exception as exc:  # a long run records the failure and goes on
+            return self._record_failed(base, sha, pending, FAILED, _describe_error(exc))
+        stem = _image_stem(rec.id)
+        hr_path = self._save(hr, f"{stem}/hr.png") if self._keep_images(idx, 0) else None
+        self.ledger.put_record(**base, sha256=sha, status=OK, hr_params=hr_params,
+                               hr_sha256=pixel_sha256(hr), hr_path=hr_path)
+        hr_t = to_tensor(hr).to(self.device)
+        for variant, todo in pending.items():
+            if todo:
+                self._run_variant(idx, rec, stem, variant, todo, hr, hr_t)
+            self._tick(1)
+
+    def _record_failed(self, base, sha, pending, status: str, error: str) -> None:
+        from srforensics.ledger import OutputRow
+
+        self.ledger.put_record(**base, sha256=sha, status=status, error=error)
+        for variant, todo in pending.items():
+            rows = [OutputRow(sample=s, seed=None, status=status, error=error) for s in todo]
+            self.ledger.put_lr(record_id=base["record_id"], variant=variant, params=None,
+                               lr_sha256=None, lr_path=None, outputs=rows)
+        self._tick(len(pending))
+
+    def _run_variant(self, idx, rec, stem, variant, todo, hr, hr_t) -> None:
+        import torch
+
+        from srforensics.ledger import OutputRow
+
+        keep = self._keep_images(idx, variant)
+        seeds = [model_seed(self.run_seed, rec.id, variant, s) for s in todo]
+
+        def fail_all(error: str, params=None, lr_sha=None, lr_path=None) -> None:
+            rows = [OutputRow(sample=s, seed=sd, status=FAILED, error=error) for s, sd in zip(todo, seeds, strict=True)]
+            self.ledger.put_lr(record_id=rec.id, variant=variant, params=params, lr_sha256=lr_sha,
+                               lr_path=lr_path, outputs=rows)
+
+        try:
+            params = self.protocol.sample(degradation_rng(self.run_seed, rec.id, variant))
+            lr = self.protocol.apply(hr, params)
+        except Exception as exc:
+            return fail_all(f"degradation failed: {_describe_error(exc)}")
+        lr_sha = pixel_sha256(lr)
+        lr_path = self._save(lr, f"{stem}/v{variant}_lr.png") if keep else None
+        lr_t = to_tensor(lr).to(self.device)
+        h, w = lr.shape[:2]
+        expected = (1, len(todo), 3, h * self.scale, w * self.scale)
+        context = [{"record_id": rec.id, "variant": variant, "degradation": params,
+                    "attributes": dict(rec.attributes)}]
+        try:
+            with torch.no_grad():
+                outs = self.model.sample(lr_t, scale=self.scale, n=len(todo), seeds=seeds, context=context)
+        except Exception as exc:
+            return fail_all(f"model failed: {_describe_error(exc)}", params, lr_sha, lr_path)
+        if tuple(outs.shape) != expected:
+            return fail_all(f"model returned shape {tuple(outs.shape)}, expected {expected}",
+                            params, lr_sha, lr_path)
+        outs = outs[0].detach().to("cpu", torch.float32)
+        rows: list[OutputRow | None] = [None] * len(todo)
+        good: list[int] = []
+        images: list[np.ndarray] = []
+        for j, (s, sd) in enumerate(zip(todo, seeds, strict=True)):
+            if not torch.isfinite(outs[j]).all():
+                rows[j] = OutputRow(sample=s, seed=sd, status=FAILED, error="model output contains NaN or Inf")
+                continue
+            good.append(j)
+            images.append(quantize(outs[j].permute(1, 2, 0).numpy()))
+        hashes = [pixel_sha256(im) for im in images]
+        scores, notes = self._score(images, hashes, hr_t, lr_t)
+        for k, j in enumerate(good):
+            s = todo[j]
+            path = self._save(images[k], f"{stem}/v{variant}_s{s}.png") if keep else None
+            rows[j] = OutputRow(sample=s, seed=seeds[j], status=OK, output_sha256=hashes[k],
+                                output_path=path, scores=scores[k], notes=notes[k])
+        self.ledger.put_lr(record_id=rec.id, variant=variant, params=params, lr_sha256=lr_sha,
+                           lr_path=lr_path, outputs=[r for r in rows if r is not None])
+
+    def _score(self, images, hashes, hr_t, lr_t):
+        """Score each distinct output once (a deterministic model's N outputs are one)."""
+        import torch
+
+        unique: dict[str, int] = {}
+        for k, h in enumerate(hashes):
+            unique.setdefault(h, k)
+        firsts = list(unique.values())
+        scores: list[dict[str, float | None]] = [{} for _ in images]
+        notes: list[dict[str, str]] = [{} for _ in images]
+        if not firsts:
+            return scores, notes
+        batch = to_tensor([images[k] for k in firsts]).to(self.device)
+        ref = hr_t.expand(len(firsts), -1, -1, -1)
+        lr = lr_t.expand(len(firsts), -1, -1, -1)
+        for metric in self.metrics:
+            try:
+                vals = metric(batch, ref if metric.requires_reference else None, lr=lr)
+                vals = torch.as_tensor(vals, dtype=torch.float64).reshape(-1).tolist()
+                note = None
+            except Exception as exc:
+                vals, note = [None] * len(firsts), f"{metric.name} could not be computed: {_describe_error(exc)}"
+            by_hash = dict(zip([hashes[k] for k in firsts], vals, strict=True))
+            for k, h in enumerate(hashes):
+                v = by_hash[h]
+                if v is not None and not np.isfinite(v) and not np.isinf(v):
+                    v, n = None, f"{metric.name} returned NaN"
+                else:
+                    n = note
+                scores[k][metric.name] = v
+                if n:
+                    notes[k][metric.name] = n
+        return scores, notes
+
+    def _tick(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress(n)
+
+
+def _describe_error(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, SRForensicsError):
+        return msg
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _execute(config: AuditConfig, run_dir: Path, *, resumed: bool) -> AuditRun:
+    from tqdm import tqdm
+
+    from srforensics.ledger import export_results
+    from srforensics.provenance import (
+        environment,
+        git_commit,
+        package_versions,
+        utc_now,
+        write_manifest,
+    )
+    from srforensics.report import render_report
+
+    started = utc_now()
+    bar = tqdm(total=0, unit="LR", desc="audit", file=sys.stderr, dynamic_ncols=True,
+               disable=None if sys.stderr.isatty() else False)
+    pipe = _Pipeline(config, run_dir, progress=bar.update)
+    bar.total = len(pipe.records) * pipe.variants
+    bar.refresh()
+    ledger = pipe.ledger
+    history = ledger.get_meta("history", [])
+    history.append({"started_at": started, "resumed": resumed, "command": list(config.command or [])})
+    ledger.set_meta("history", history)
+    manifest: dict[str, Any] = {
+        "run_id": ledger.get_meta("run_id") or f"{run_dir.name}-{uuid.uuid4().hex[:8]}",
+        "srforensics_version": __version__,
+        "status": "running",
+        "command": list(config.command or []),
+        "config": config.to_dict(),
+        "protocol": {
+            "name": pipe.protocol.name,
+            "version": pipe.protocol.version,
+            "file": pipe.protocol.source,
+            "sha256": pipe.protocol.sha256,
+            "text": pipe.protocol.text,
+            "resolved": pipe.protocol.resolved(),
+        },
+        "dataset": pipe.dataset.info(),
+        "model": pipe.card.to_dict(),
+        "metrics": [dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos],
+        "seeds": {
+            "run_seed": pipe.run_seed,
+            "variants": pipe.variants,
+            "samples": config.samples,
+            "scheme": "numpy SeedSequence(run_seed, spawn_key=(stream, sha256(record_id)[:8], variant[, sample])); "
+                      "stream 0 = degradation parameters, 1 = model seeds",
+        },
+        "device": pipe.device,
+        "packages": package_versions(),
+        "git": git_commit(),
+        "environment": environment(),
+        "history": history,
+        "started_at": history[0]["started_at"],
+        "finished_at": None,
+    }
+    ledger.set_meta("run_id", manifest["run_id"])
+    write_manifest(run_dir, manifest)
+    try:
+        for idx, rec in enumerate(pipe.records):
+            pipe.run_record(idx, rec)
+    finally:
+        bar.close()
+    parquet, csv_path = export_results(ledger, run_dir)
+    from srforensics.images import sha256_file
+
+    manifest["inputs"] = [
+        {"record_id": r["record_id"], "path": r["path"], "sha256": r["sha256"], "status": r["status"],
+         "error": r["error"]}
+        for r in ledger.records()
+    ]
+    manifest["lrs"] = [
+        {"record_id": r["record_id"], "variant": r["variant"], "lr_sha256": r["lr_sha256"], "params": r["params"]}
+        for r in ledger.lrs()
+    ]
+    manifest["counts"] = ledger.counts()
+    manifest["exports"] = {p.name: sha256_file(p) for p in (parquet, csv_path)}
+    manifest["status"] = "finished"
+    manifest["finished_at"] = utc_now()
+    counts = ledger.counts()
+    ledger.close()
+    digest = write_manifest(run_dir, manifest)
+    report = render_report(run_dir)
+    return AuditRun(run_dir=run_dir, report=report, manifest_sha256=digest, counts=counts)
+
+
+def run_audit(config: AuditConfig) -> AuditRun:
+    """Run a new audit into ``config.out`` (or ``runs/<UTC time>-<model>-<protocol>/``)."""
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    if (run_dir / CONFIG_NAME).exists():
+        raise SRForensicsError(
+            f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    return _execute(config, run_dir, resumed=False)
+
+
+def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -> AuditRun:
+    """Finish a run that stopped, with its recorded configuration, computing only missing outputs."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise SRForensicsError(f"{run_dir} is not a run folder (no {CONFIG_NAME}); check the path")
+    try:
+        data = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SRForensicsError(f"cannot read {cfg_path}: {exc}") from None
+    if command is not None:
+        data["command"] = list(command)
+    return _execute(AuditConfig.from_dict(data), run_dir, resumed=True)

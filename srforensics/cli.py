@@ -1,0 +1,191 @@
+"""The ``srforensics`` command line: parses arguments into a config and calls the library.
+
+Kept thin and cheap to import: ``srforensics --help`` imports no heavy library.
+A user error prints one line ``srforensics: error: ...`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from srforensics import __version__
+from srforensics.errors import SRForensicsError
+
+
+def _model_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _metric_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of metric names")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srforensics",
+        description="Forensic-grade evaluation and audit of image super-resolution.",
+    )
+    parser.add_argument("--version", action="version", version=f"srforensics {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    a = sub.add_parser("audit", help="run a model under a protocol and audit its outputs",
+                       description="Run an SR model under a degradation protocol on a dataset, score every "
+                                   "output and write ledger, results, manifest and report to a run folder. "
+                                   "The last line printed is the path of the report.")
+    a.add_argument("--model", default=None, help="registry name (see 'models list') or package.module:Class "
+                                                 "(default: bicubic)")
+    a.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
+                   help="argument for the model's constructor (repeatable; VALUE parsed as YAML)")
+    a.add_argument("--protocol", default=None, help="shipped protocol name (see 'protocols list') or a YAML "
+                                                    "file (default: faces)")
+    a.add_argument("--dataset", default=None, help="dataset card name, card file, or folder of images "
+                                                   "(default: sample, bundled with scikit-image)")
+    a.add_argument("--samples", type=int, default=None, metavar="N", help="outputs per LR (default: 4)")
+    a.add_argument("--variants", type=int, default=None, metavar="V",
+                   help="LR variants per image (default: the protocol's)")
+    a.add_argument("--metrics", type=_metric_list, default=None, metavar="A,B,C",
+                   help="metrics to compute (default: the protocol's; see 'metrics list')")
+    a.add_argument("--seed", type=int, default=None, help="run seed (default: the protocol's)")
+    a.add_argument("--crop-border", type=int, default=None, metavar="PX",
+                   help="pixels cropped from each side for PSNR/SSIM (default: the scale)")
+    a.add_argument("--out", default=None, metavar="DIR",
+                   help="run folder (default: runs/<UTC time>-<model>-<protocol>/)")
+    a.add_argument("--save-images", choices=("report", "all", "none"), default=None,
+                   help="report: images of the report's examples (default); all: every HR, LR and "
+                        "output as PNG under images/; none")
+    a.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: cpu")
+    a.add_argument("--limit", type=int, default=None, metavar="N", help="audit only the first N records")
+    a.add_argument("--allow-downloads", action="store_true", default=None,
+                   help="let metrics download missing weight files (off by default)")
+    a.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="finish a run that stopped, with its recorded configuration")
+
+    m = sub.add_parser("models", help="list models").add_subparsers(dest="action", metavar="ACTION")
+    m.required = True
+    m.add_parser("list", help="list registered models")
+
+    p = sub.add_parser("protocols", help="list or show degradation protocols").add_subparsers(
+        dest="action", metavar="ACTION")
+    p.required = True
+    p.add_parser("list", help="list shipped protocols")
+    show = p.add_parser("show", help="print a protocol's file and its SHA-256")
+    show.add_argument("name", help="protocol name or YAML file")
+
+    mt = sub.add_parser("metrics", help="list metrics").add_subparsers(dest="action", metavar="ACTION")
+    mt.required = True
+    ml = mt.add_parser("list", help="list metrics: FR/NR, direction, availability")
+    ml.add_argument("--pyiqa", action="store_true", help="also list every pyiqa metric (pyiqa:<name>)")
+
+    r = sub.add_parser("report", help="re-render the report of a run folder")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    return parser
+
+
+def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from srforensics.audit import AuditConfig, resume_audit, run_audit
+
+    command = ("srforensics", *argv)
+    if args.resume:
+        run = resume_audit(args.resume, command=command)
+    else:
+        given = {
+            "model": args.model, "protocol": args.protocol, "dataset": args.dataset,
+            "samples": args.samples, "variants": args.variants, "metrics": args.metrics,
+            "seed": args.seed, "crop_border": args.crop_border, "out": args.out,
+            "save_images": args.save_images, "device": args.device, "limit": args.limit,
+            "allow_downloads": args.allow_downloads,
+        }
+        config = AuditConfig(
+            **{k: v for k, v in given.items() if v is not None},
+            model_args=dict(args.model_arg),
+            command=command,
+        )
+        run = run_audit(config)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(run.counts.items()))
+    print(f"outputs: {counts}")
+    print(f"run folder: {run.run_dir}")
+    print(f"manifest SHA-256: {run.manifest_sha256}")
+    print(run.report)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from srforensics.models import MODELS
+
+    for e in MODELS.entries():
+        print(f"{e.name:<12} {e.description or '-'}  [{e.origin}]")
+    return 0
+
+
+def _cmd_protocols(args: argparse.Namespace) -> int:
+    from srforensics.degradations.protocol import available_protocols, load_protocol
+
+    if args.action == "list":
+        for name in available_protocols():
+            p = load_protocol(name)
+            first = p.description.split(". ")[0].rstrip(".")
+            print(f"{name:<12} x{p.scale}, {p.variants} variant(s)  {first}")
+        return 0
+    p = load_protocol(args.name)
+    print(f"# {p.source}")
+    print(f"# SHA-256 (resolved): {p.sha256}")
+    print(p.text.rstrip())
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from srforensics.metrics import METRICS, describe_metric
+
+    names = METRICS.names()
+    if args.pyiqa:
+        from srforensics.metrics.quality import pyiqa_configs
+
+        names += [f"pyiqa:{n}" for n in sorted(pyiqa_configs())]
+    print(f"{'name':<22} {'type':<4} {'direction':<7} status")
+    for name in names:
+        info = describe_metric(name)
+        kind = "FR" if info["requires_reference"] else ("LR" if info["requires_lr"] else "NR")
+        direction = "higher" if info["higher_is_better"] else "lower"
+        status = "usable" if info["unavailable"] is None else f"unavailable: {info['unavailable']}"
+        print(f"{info['name']:<22} {kind:<4} {direction:<7} {status}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from srforensics.report import render_report
+
+    print(render_report(args.run_dir))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "audit":
+            return _cmd_audit(args, argv)
+        handler = {"models": _cmd_models, "protocols": _cmd_protocols, "metrics": _cmd_metrics,
+                   "report": _cmd_report}[args.command]
+        return handler(args)
+    except SRForensicsError as exc:
+        print(f"srforensics: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("srforensics: interrupted; finished outputs are in the ledger (use --resume)", file=sys.stderr)
+        return 130

@@ -1,0 +1,209 @@
+"""Datasets: dataset cards and folder + CSV manifests -> :class:`Record` lists.
+
+``--dataset`` takes a card name (``datasets/NAME.yaml``), a card file, or a
+folder of images. A folder may hold ``metadata.csv`` with a ``path`` column
+(relative to the folder), an optional ``subject`` column and any attribute
+columns; without it every image below the folder is a record. Loading never
+downloads anything and never opens a file outside the dataset root.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from srforensics.errors import SRForensicsError
+from srforensics.resources import list_resources
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+CSV_NAME = "metadata.csv"
+_CARD_FIELDS = {"name", "description", "source", "licence", "layout", "root", "records", "attributes"}
+
+
+class DatasetError(SRForensicsError):
+    """A dataset that cannot be loaded; the message says which file and what to fix."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input image: id, file, subject (identity label) and attributes."""
+
+    id: str
+    path: Path
+    subject: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    sha256: str | None = None  # expected file hash, when the card gives one
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    root: Path
+    records: tuple[Record, ...]
+    attribute_names: tuple[str, ...]
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    card_path: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "records": len(self.records),
+            "attributes": list(self.attribute_names),
+            "description": self.description,
+            "source": self.source,
+            "licence": self.licence,
+            "card": self.card_path,
+        }
+
+
+def _inside(root: Path, rel: str, where: str) -> Path:
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise DatasetError(f"{where}: path {rel!r} points outside the dataset root {root}")
+    return path
+
+
+def _resolve_root(raw: Any, card: Path) -> Path:
+    if isinstance(raw, Mapping) and set(raw) == {"package"}:
+        spec = importlib.util.find_spec(str(raw["package"]))
+        if spec is None or not spec.submodule_search_locations:
+            raise DatasetError(f"{card}: package {raw['package']!r} for the dataset root is not installed")
+        return Path(next(iter(spec.submodule_search_locations)))
+    if isinstance(raw, str):
+        p = Path(raw).expanduser()
+        return p if p.is_absolute() else (card.parent / p)
+    raise DatasetError(f"{card}: 'root' must be a path or {{package: NAME}}, got {raw!r}")
+
+
+def _check_unique(records: list[Record], where: str) -> None:
+    seen: set[str] = set()
+    for r in records:
+        if r.id in seen:
+            raise DatasetError(f"{where}: duplicate record id {r.id!r}; ids must be unique")
+        seen.add(r.id)
+
+
+def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset card {path}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise DatasetError(f"{path}: a dataset card is a YAML mapping")
+    unknown = sorted(set(data) - _CARD_FIELDS)
+    if unknown:
+        raise DatasetError(f"{path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_CARD_FIELDS))}")
+    layout = data.get("layout", "folder")
+    root = root_override or _resolve_root(data.get("root", "."), path)
+    if layout == "folder":
+        base = load_folder(root)
+        records = list(base.records)
+        attrs = list(base.attribute_names)
+    elif layout == "list":
+        records, attrs = [], list(data.get("attributes") or [])
+        for i, item in enumerate(data.get("records") or []):
+            where = f"{path}: records[{i}]"
+            if not isinstance(item, Mapping) or "path" not in item:
+                raise DatasetError(f"{where}: each record needs a 'path'")
+            a = dict(item.get("attributes") or {})
+            for k in a:
+                if k not in attrs:
+                    attrs.append(k)
+            records.append(
+                Record(
+                    id=str(item.get("id", item["path"])),
+                    path=_inside(root, str(item["path"]), where),
+                    subject=None if item.get("subject") is None else str(item["subject"]),
+                    attributes=a,
+                    sha256=item.get("sha256"),
+                )
+            )
+        _check_unique(records, str(path))
+    else:
+        raise DatasetError(f"{path}: unknown layout {layout!r}; use 'folder' or 'list'")
+    return Dataset(
+        name=str(data.get("name", path.stem)),
+        root=root,
+        records=tuple(records),
+        attribute_names=tuple(attrs),
+        description=str(data.get("description", "")).strip(),
+        source=str(data.get("source", "")),
+        licence=str(data.get("licence", "")),
+        card_path=str(path),
+    )
+
+
+def load_folder(root: Path) -> Dataset:
+    """A folder of images, described by ``metadata.csv`` when present."""
+    root = root.resolve()
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    csv_path = root / CSV_NAME
+    records: list[Record] = []
+    attrs: list[str] = []
+    if csv_path.is_file():
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            if "path" not in cols:
+                raise DatasetError(f"{csv_path}: needs a 'path' column (found: {', '.join(cols) or 'none'})")
+            attrs = [c for c in cols if c not in ("path", "subject", "id")]
+            for line, row in enumerate(reader, start=2):
+                where = f"{csv_path}:{line}"
+                rel = (row.get("path") or "").strip()
+                if not rel:
+                    raise DatasetError(f"{where}: empty 'path'")
+                records.append(
+                    Record(
+                        id=(row.get("id") or rel).strip(),
+                        path=_inside(root, rel, where),
+                        subject=(row.get("subject") or "").strip() or None,
+                        attributes={a: ((row.get(a) or "").strip() or None) for a in attrs},
+                    )
+                )
+    else:
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                rel = p.relative_to(root).as_posix()
+                records.append(Record(id=rel, path=p, subject=p.stem))
+        if not records:
+            raise DatasetError(
+                f"dataset folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no {CSV_NAME}"
+            )
+    _check_unique(records, str(csv_path if csv_path.is_file() else root))
+    return Dataset(name=root.name, root=root, records=tuple(records), attribute_names=tuple(attrs))
+
+
+def available_datasets() -> dict[str, Path]:
+    return list_resources("datasets")
+
+
+def load_dataset(spec: str | Path) -> Dataset:
+    """Load a dataset from a card name, a card file, or a folder."""
+    cards = available_datasets()
+    if str(spec) in cards:
+        return load_card(cards[str(spec)])
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_folder(path)
+    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        return load_card(path)
+    import difflib
+
+    close = difflib.get_close_matches(str(spec), list(cards), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise DatasetError(
+        f"unknown dataset {str(spec)!r}{hint} Give a card name ({', '.join(cards)}), "
+        "a dataset card .yaml file, or a folder of images"
+    )

@@ -1,0 +1,226 @@
+"""Protocol files: load, validate, and run a degradation protocol.
+
+A protocol is YAML (read with ``yaml.safe_load``) naming only registered
+operators::
+
+    name: faces
+    version: 1
+    description: ...
+    references: [...]
+    scale: 4
+    variants: 2          # LRs drawn per image
+    seed: 0              # run seed unless --seed overrides it
+    hr:                  # HR preparation, deterministic from the image
+      - {op: face_align, size: 128}
+    steps:               # the degradation, random parameters drawn per variant
+      - {op: gaussian_blur, sigma: {uniform: [0.2, 2.0]}}
+      - {op: downscale, scale: 4}
+    metrics: [psnr, ssim]
+
+Its SHA-256 is computed from the resolved, canonical form, so formatting and
+comments do not change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from srforensics.degradations import DEGRADATIONS
+from srforensics.degradations.base import Degradation, HRStep, ProtocolError
+from srforensics.errors import SRForensicsError
+from srforensics.images import quantize
+from srforensics.resources import list_resources
+
+_TOP_LEVEL = {
+    "name": str,
+    "version": (int, str),
+    "description": str,
+    "references": list,
+    "scale": int,
+    "variants": int,
+    "seed": int,
+    "hr": list,
+    "steps": list,
+    "metrics": list,
+}
+_REQUIRED = ("name", "scale", "steps")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated degradation protocol."""
+
+    name: str
+    version: str
+    description: str
+    references: tuple[str, ...]
+    scale: int
+    variants: int
+    seed: int
+    hr_steps: tuple[HRStep, ...]
+    steps: tuple[Degradation, ...]
+    metrics: tuple[str, ...] | None
+    source: str = ""
+    text: str = field(default="", repr=False)
+
+    # -- identity -----------------------------------------------------------
+    def resolved(self) -> dict[str, Any]:
+        """The protocol in canonical, fully resolved form (what the hash covers)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "references": list(self.references),
+            "scale": self.scale,
+            "variants": self.variants,
+            "seed": self.seed,
+            "hr": [s.resolved() for s in self.hr_steps],
+            "steps": [s.resolved() for s in self.steps],
+            "metrics": list(self.metrics) if self.metrics is not None else None,
+        }
+
+    @property
+    def sha256(self) -> str:
+        canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @property
+    def needs_face(self) -> bool:
+        return any(getattr(s, "needs_face", False) for s in self.hr_steps)
+
+    # -- running ------------------------------------------------------------
+    def prepare(self, hr: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Run the HR steps: ``(prepared HR, the parameters each step fitted)``."""
+        params = []
+        for step in self.hr_steps:
+            p = step.fit(hr)
+            hr = step.apply(hr, **p)
+            params.append(p)
+        return np.ascontiguousarray(hr, dtype=np.float32), params
+
+    def sample(self, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """Draw the parameters of every degradation step, in order."""
+        return [step.sample(rng) for step in self.steps]
+
+    def apply(self, hr: np.ndarray, params: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Degrade a prepared HR with recorded parameters; the LR is rounded to 8 bits. Pure."""
+        if len(params) != len(self.steps):
+            raise ValueError(f"expected {len(self.steps)} parameter sets, got {len(params)}")
+        img = hr
+        for step, p in zip(self.steps, params, strict=True):
+            img = step.apply(img, **p)
+        return quantize(img)
+
+
+def _build_step(raw: Any, where: str) -> Degradation:
+    if not isinstance(raw, Mapping):
+        raise ProtocolError(f"{where}: a step is a mapping with 'op', got {raw!r}")
+    spec = dict(raw)
+    op = spec.pop("op", None)
+    if not isinstance(op, str):
+        raise ProtocolError(f"{where}: missing 'op' (the operator name)")
+    try:
+        cls = DEGRADATIONS.get(op)
+    except SRForensicsError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Degradation)):
+        raise ProtocolError(f"{where}: {op!r} is not a degradation operator")
+    return cls(where=f"{where} ({op})", **spec)
+
+
+def parse_protocol(data: Any, *, source: str = "<protocol>", text: str = "") -> Protocol:
+    """Validate a loaded YAML document into a :class:`Protocol`."""
+    if not isinstance(data, Mapping):
+        raise ProtocolError(f"{source}: a protocol is a YAML mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_TOP_LEVEL))
+    if unknown:
+        raise ProtocolError(
+            f"{source}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_TOP_LEVEL)}"
+        )
+    for key in _REQUIRED:
+        if key not in data:
+            raise ProtocolError(f"{source}: missing required field {key!r}")
+    for key, typ in _TOP_LEVEL.items():
+        if key in data and data[key] is not None and (
+            not isinstance(data[key], typ) or isinstance(data[key], bool)
+        ):
+            raise ProtocolError(f"{source}: field {key!r} has the wrong type: {data[key]!r}")
+    scale, variants = data["scale"], data.get("variants", 1)
+    if not 1 <= scale <= 16:
+        raise ProtocolError(f"{source}: scale must be between 1 and 16, got {scale}")
+    if not 1 <= variants <= 10_000:
+        raise ProtocolError(f"{source}: variants must be between 1 and 10000, got {variants}")
+    hr_steps = tuple(_build_step(s, f"{source}: hr[{i}]") for i, s in enumerate(data.get("hr") or []))
+    for i, s in enumerate(hr_steps):
+        if not isinstance(s, HRStep):
+            raise ProtocolError(f"{source}: hr[{i}]: {s.name!r} is a degradation, not an HR step")
+    steps = tuple(_build_step(s, f"{source}: steps[{i}]") for i, s in enumerate(data["steps"]))
+    for i, s in enumerate(steps):
+        if isinstance(s, HRStep):
+            raise ProtocolError(f"{source}: steps[{i}]: {s.name!r} is an HR step; list it under 'hr'")
+    factor = 1
+    for s in steps:
+        factor *= s.scale_factor()
+    if factor != scale:
+        raise ProtocolError(
+            f"{source}: the downscale steps reduce by x{factor}, but the protocol's scale is {scale}"
+        )
+    metrics = data.get("metrics")
+    if metrics is not None and not all(isinstance(m, str) for m in metrics):
+        raise ProtocolError(f"{source}: 'metrics' must be a list of metric names")
+    return Protocol(
+        name=data["name"],
+        version=str(data.get("version", "1")),
+        description=(data.get("description") or "").strip(),
+        references=tuple(str(r) for r in data.get("references") or []),
+        scale=scale,
+        variants=variants,
+        seed=int(data.get("seed", 0)),
+        hr_steps=hr_steps,
+        steps=steps,
+        metrics=tuple(metrics) if metrics is not None else None,
+        source=source,
+        text=text,
+    )
+
+
+def available_protocols() -> dict[str, Path]:
+    """Shipped protocol names and their files."""
+    return list_resources("protocols")
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """Load a shipped protocol by name, or a protocol YAML file by path."""
+    path = Path(name_or_path)
+    shipped = available_protocols()
+    if str(name_or_path) in shipped:
+        path = shipped[str(name_or_path)]
+    elif not path.is_file():
+        import difflib
+
+        close = difflib.get_close_matches(str(name_or_path), list(shipped), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ProtocolError(
+            f"unknown protocol {str(name_or_path)!r}{hint} Known: {', '.join(shipped)}; "
+            "or give the path of a protocol YAML file"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"cannot read protocol file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProtocolError(f"{path}: invalid YAML{loc}: {problem}") from None
+    return parse_protocol(data, source=str(path), text=text)

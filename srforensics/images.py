@@ -1,0 +1,159 @@
+"""Image I/O, colour conversion, quantisation and hashing.
+
+Conventions: images in memory are ``float32`` arrays ``(H, W, 3)`` in [0, 1]
+(RGB); tensors are ``(B, 3, H, W)``. Y is BT.601 as MATLAB ``rgb2ycbcr``
+(range [16, 235] on the 8-bit scale), the SR evaluation convention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from srforensics.errors import SRForensicsError
+
+if TYPE_CHECKING:
+    import torch
+
+#: Default decompression-bomb guard: images above this many pixels are refused.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+# MATLAB rgb2ycbcr, rows for Y (inputs in [0, 1], output on the 8-bit scale).
+_Y_WEIGHTS = (65.481, 128.553, 24.966)
+_Y_OFFSET = 16.0
+
+
+class ImageError(SRForensicsError):
+    """An input file that cannot be read as an image (corrupt, too large, not an image)."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to RGB ``float32`` in [0, 1].
+
+    EXIF orientation is applied; grayscale, palette, RGBA (alpha dropped),
+    CMYK and 16-bit images are converted. Raises :class:`ImageError` on
+    anything that is not a readable image within ``max_pixels``.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(
+                        f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}; "
+                        "raise the pixel limit if the file is trusted"
+                    )
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                arr = _to_rgb_array(im)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"not a readable image: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt or truncated image: {exc}") from None
+    if not np.isfinite(arr).all():
+        raise ImageError("image contains non-finite values")
+    return arr
+
+
+def _to_rgb_array(im) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if a.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        a = np.clip(a / peak, 0.0, 1.0)
+        return np.repeat(a[..., None], 3, axis=2).astype(np.float32)
+    if mode == "F":
+        a = np.clip(np.asarray(im, dtype=np.float64), 0.0, 1.0)
+        return np.repeat(a[..., None], 3, axis=2).astype(np.float32)
+    if mode != "RGB":
+        im = im.convert("RGBA").convert("RGB") if mode in ("P", "PA", "LA") else im.convert("RGB")
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Read an image file: ``(RGB float32 array, SHA-256 of the file bytes)``."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_image(data, max_pixels=max_pixels), sha256_bytes(data)
+
+
+def quantize(img: np.ndarray) -> np.ndarray:
+    """Round to 8-bit levels and clip (BasicSR ``tensor2img``), returned as float32 in [0, 1]."""
+    return (np.clip(np.round(np.asarray(img, dtype=np.float64) * 255.0), 0, 255) / 255.0).astype(
+        np.float32
+    )
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """Encode an RGB image in [0, 1] as 8-bit PNG bytes (deterministic)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img), mode="RGB").save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def pixel_sha256(img: np.ndarray) -> str:
+    """SHA-256 of an image's 8-bit pixels (shape included), independent of file encoding."""
+    u8 = to_uint8(img)
+    h = hashlib.sha256(f"{u8.shape}".encode())
+    h.update(np.ascontiguousarray(u8).tobytes())
+    return h.hexdigest()
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma as MATLAB ``rgb2ycbcr``: RGB in [0, 1] -> Y in [16, 235] (float64)."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    wr, wg, wb = _Y_WEIGHTS
+    return rgb[..., 0] * wr + rgb[..., 1] * wg + rgb[..., 2] * wb + _Y_OFFSET
+
+
+def tensor_rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    """Tensor version of :func:`rgb_to_y`: ``(B, 3, H, W)`` in [0, 1] -> ``(B, 1, H, W)``."""
+    wr, wg, wb = _Y_WEIGHTS
+    return (x[:, 0:1] * wr + x[:, 1:2] * wg + x[:, 2:3] * wb) + _Y_OFFSET
+
+
+def to_tensor(imgs: np.ndarray | list[np.ndarray], *, dtype=None) -> torch.Tensor:
+    """``(H, W, 3)`` or a list of them -> ``(B, 3, H, W)`` float tensor."""
+    import torch
+
+    arr = np.stack(imgs) if isinstance(imgs, list) else np.asarray(imgs)
+    if arr.ndim == 3:
+        arr = arr[None]
+    t = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+    return t.to(dtype or torch.float32)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` -> ``(H, W, 3)``, or ``(B, 3, H, W)`` -> ``(B, H, W, 3)`` float32."""
+    a = t.detach().to("cpu").float().numpy()
+    return np.ascontiguousarray(np.moveaxis(a, -3, -1))

@@ -1,0 +1,85 @@
+"""The ``Metric`` contract and its metadata."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from srforensics.errors import SRForensicsError
+
+if TYPE_CHECKING:
+    import torch
+
+
+class MetricUnavailable(SRForensicsError):
+    """A metric that cannot be computed here (missing weights, broken dependency); says why."""
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    """What every metric is built with.
+
+    ``crop_border`` None means "the scale", the SR convention.
+    """
+
+    scale: int
+    crop_border: int | None = None
+    device: str = "cpu"
+    allow_downloads: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if self.crop_border is not None and self.crop_border < 0:
+            raise ValueError(f"crop_border must be >= 0, got {self.crop_border}")
+
+    @property
+    def border(self) -> int:
+        return self.scale if self.crop_border is None else self.crop_border
+
+
+class Metric:
+    """Base class of metrics. Inputs are ``(B, 3, H, W)`` float in [0, 1], 8-bit quantised.
+
+    Subclasses set the metadata and implement :meth:`__call__`, returning one
+    float64 score per image, shape ``(B,)``.
+    """
+
+    name: ClassVar[str] = "metric"
+    higher_is_better: ClassVar[bool] = True
+    requires_reference: ClassVar[bool] = True
+    requires_lr: ClassVar[bool] = False
+    score_range: ClassVar[tuple[float, float] | None] = None
+    unit: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: MetricConfig) -> None:
+        self.config = config
+
+    def __call__(
+        self, out: torch.Tensor, ref: torch.Tensor | None = None, *, lr: torch.Tensor | None = None
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Metadata of the metric (no instance needed): direction, FR/NR, range."""
+        return _describe(cls)
+
+    def info(self) -> dict[str, Any]:
+        """Metadata recorded in the ledger and shown in the report."""
+        return _describe(self)
+
+
+def _describe(m: Any) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "higher_is_better": bool(m.higher_is_better),
+        "requires_reference": bool(m.requires_reference),
+        "requires_lr": bool(m.requires_lr),
+        # JSON has no infinity: an unbounded end of the range is null.
+        "score_range": [b if math.isfinite(b) else None for b in m.score_range] if m.score_range else None,
+        "unit": m.unit,
+        "description": m.description,
+    }

@@ -1,0 +1,137 @@
+"""PSNR and SSIM in the SR convention, and LR consistency.
+
+Convention (BasicSR / EDSR / RCAN evaluation): images on the 8-bit scale
+(rounded, as BasicSR ``tensor2img``), Y channel of BT.601 as MATLAB
+``rgb2ycbcr`` (range [16, 235]), ``crop_border`` pixels removed from each side
+(default: the scale), computed in float64. SSIM: Wang et al. 2004, 11x11
+Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, valid region only
+(equal to scikit-image ``structural_similarity(gaussian_weights=True,
+sigma=1.5, use_sample_covariance=False, data_range=255)``). The ``_rgb``
+variants use the three RGB channels instead of Y.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from srforensics.images import tensor_rgb_to_y
+from srforensics.metrics.base import Metric
+from srforensics.resize import imresize_tensor
+
+_PEAK = 255.0
+
+
+def to_8bit_scale(x: torch.Tensor, *, y_channel: bool) -> torch.Tensor:
+    """``(B, 3, H, W)`` in [0, 1] -> float64 on the 8-bit scale, Y (``(B, 1, H, W)``) or RGB."""
+    x = torch.round(x.detach().to(torch.float64) * _PEAK).clamp(0, _PEAK)
+    if y_channel:
+        return tensor_rgb_to_y(x / _PEAK)
+    return x
+
+
+def crop(x: torch.Tensor, border: int) -> torch.Tensor:
+    return x[..., border:-border, border:-border] if border > 0 else x
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, *, peak: float = _PEAK) -> torch.Tensor:
+    """Per-image PSNR (dB) of two float64 tensors on the same scale; ``inf`` when identical."""
+    mse = ((a - b) ** 2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(peak**2 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, *, peak: float = _PEAK) -> torch.Tensor:
+    """Per-image mean SSIM (averaged over channels), valid region of an 11x11 Gaussian window."""
+    bsz, ch, h, w = a.shape
+    if min(h, w) < 11:
+        raise ValueError(f"SSIM needs at least 11x11 pixels after cropping, got {w}x{h}")
+    g = _gaussian_window().to(a.device)
+    gx, gy = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
+
+    def filt(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, gx), gy)
+
+    x = a.reshape(bsz * ch, 1, h, w)
+    y = b.reshape(bsz * ch, 1, h, w)
+    mu_x, mu_y = filt(x), filt(y)
+    sxx = filt(x * x) - mu_x**2
+    syy = filt(y * y) - mu_y**2
+    sxy = filt(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return smap.reshape(bsz, ch, -1).mean(dim=2).mean(dim=1)
+
+
+class _Fidelity(Metric):
+    y_channel: ClassVar[bool] = True
+    requires_reference = True
+
+    def _prepare(self, out: torch.Tensor, ref: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if ref is None:
+            raise ValueError(f"{self.name} needs a reference image")
+        if out.shape != ref.shape:
+            raise ValueError(f"{self.name}: output {tuple(out.shape)} and reference {tuple(ref.shape)} differ")
+        border = self.config.border
+        a = crop(to_8bit_scale(out, y_channel=self.y_channel), border)
+        b = crop(to_8bit_scale(ref, y_channel=self.y_channel), border)
+        return a, b
+
+
+class PSNRY(_Fidelity):
+    name = "psnr"
+    unit = "dB"
+    score_range = (0.0, float("inf"))
+    description = "PSNR on Y (BT.601, MATLAB rgb2ycbcr), crop_border = scale; the SR convention"
+
+    def __call__(self, out, ref=None, *, lr=None):
+        return psnr(*self._prepare(out, ref))
+
+
+class PSNRRGB(PSNRY):
+    name = "psnr_rgb"
+    y_channel = False
+    description = "PSNR on RGB, crop_border = scale"
+
+
+class SSIMY(_Fidelity):
+    name = "ssim"
+    score_range = (-1.0, 1.0)
+    description = "SSIM on Y (BT.601), Gaussian 11x11 sigma 1.5, crop_border = scale; the SR convention"
+
+    def __call__(self, out, ref=None, *, lr=None):
+        return ssim(*self._prepare(out, ref))
+
+
+class SSIMRGB(SSIMY):
+    name = "ssim_rgb"
+    y_channel = False
+    description = "SSIM on RGB (mean over channels), crop_border = scale"
+
+
+class LRPSNR(Metric):
+    """Consistency with the evidence: the output, downscaled again, against the LR input."""
+
+    name = "lr_psnr"
+    unit = "dB"
+    requires_reference = False
+    requires_lr = True
+    score_range = (0.0, float("inf"))
+    description = (
+        "PSNR (RGB) between the output downscaled with MATLAB bicubic and the LR input; "
+        ">= 45 dB is consistent (NTIRE Learning the SR space)"
+    )
+
+    def __call__(self, out, ref=None, *, lr=None):
+        if lr is None:
+            raise ValueError("lr_psnr needs the LR input")
+        h, w = lr.shape[-2:]
+        down = imresize_tensor(out.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
+        return psnr(down, to_8bit_scale(lr, y_channel=False))

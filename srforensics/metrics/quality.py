@@ -1,0 +1,193 @@
+"""pyiqa-backed image-quality metrics (pyiqa is PolyForm-Noncommercial-1.0.0).
+
+Any pyiqa metric is addressable as ``pyiqa:<name>``; a few weight-free ones also
+have short names (``fsim``, ``vif``, ...). Direction, FR/NR mode and range come
+from pyiqa's own configuration. ``import pyiqa`` is slow, so it happens only
+when a pyiqa metric is described or built.
+
+Nothing is downloaded unless the config allows it: a metric whose pyiqa
+architecture lists weight files (``default_model_urls``) that are not in
+pyiqa's cache is reported unavailable, naming the files and the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from srforensics.errors import SRForensicsError
+from srforensics.metrics.base import Metric, MetricConfig, MetricUnavailable
+
+
+def _import_pyiqa(*, allow_downloads: bool = False):
+    if not allow_downloads:
+        # huggingface_hub reads this when first imported: a hub lookup then fails at once
+        # instead of downloading (or retrying for minutes offline).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import pyiqa
+    except Exception as exc:  # pyiqa pulls in many optional packages
+        raise MetricUnavailable(f"pyiqa cannot be imported: {type(exc).__name__}: {exc}") from None
+    return pyiqa
+
+
+def pyiqa_configs() -> dict[str, dict[str, Any]]:
+    return _import_pyiqa().default_model_configs.DEFAULT_CONFIGS
+
+
+def pyiqa_cache_dir() -> Path:
+    """Where pyiqa looks for weight files (``$TORCH_HOME/hub/pyiqa``, fixed at import)."""
+    _import_pyiqa()
+    from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
+
+    return Path(DEFAULT_CACHE_DIR)
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _strings(v)
+
+
+def weight_files(name: str) -> list[str]:
+    """File names of the weights pyiqa's architecture for ``name`` may download (empty: none)."""
+    configs = pyiqa_configs()
+    import pyiqa.archs
+    from pyiqa.utils.registry import ARCH_REGISTRY
+
+    arch_type = configs[name]["metric_opts"]["type"]
+    if arch_type not in ARCH_REGISTRY:
+        # pyiqa >= 0.1.15 imports architectures lazily, with its own resolver.
+        resolve = getattr(pyiqa.archs, "_lazy_import_arch", None)
+        if resolve is not None:
+            resolve(arch_type)
+    try:
+        arch = ARCH_REGISTRY.get(arch_type)
+    except KeyError:
+        raise MetricUnavailable(f"pyiqa has no architecture {arch_type!r} for {name!r}") from None
+    urls = getattr(sys.modules[arch.__module__], "default_model_urls", None) or {}
+    return sorted({Path(urlparse(u).path).name for u in _strings(urls) if "://" in u})
+
+
+def missing_weights(name: str) -> str | None:
+    """Why ``name`` cannot be built offline, or None when nothing it may need is missing."""
+    files = weight_files(name)
+    if not files:
+        return None
+    cache = pyiqa_cache_dir()
+    if any((cache / f).is_file() for f in files):
+        return None
+    shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
+    return (
+        f"needs pyiqa weight file(s) {shown}, none of which is in {cache}; "
+        "downloads are off during an audit: place the file there"
+    )
+
+
+def _parse_range(text: Any) -> tuple[float, float] | None:
+    try:
+        lo, hi = (float(p.strip().lstrip("~")) for p in str(text).split(","))
+    except (ValueError, TypeError):
+        return None
+    return (lo, hi)
+
+
+class PyIQAFactory:
+    """Builds one pyiqa metric under a column name; describes it without building it."""
+
+    def __init__(self, pyiqa_name: str, column: str | None = None) -> None:
+        self.pyiqa_name = pyiqa_name
+        self.column = column or f"pyiqa:{pyiqa_name}"
+
+    def _config(self) -> dict[str, Any]:
+        configs = pyiqa_configs()
+        if self.pyiqa_name not in configs:
+            import difflib
+
+            close = difflib.get_close_matches(self.pyiqa_name, list(configs), n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise SRForensicsError(f"pyiqa has no metric {self.pyiqa_name!r}{hint}")
+        return configs[self.pyiqa_name]
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self._config()
+        return {
+            "name": self.column,
+            "higher_is_better": not bool(cfg.get("lower_better", False)),
+            "requires_reference": cfg.get("metric_mode") == "FR",
+            "requires_lr": False,
+            "score_range": list(_parse_range(cfg.get("score_range")) or []) or None,
+            "unit": "",
+            "description": f"pyiqa {self.pyiqa_name} ({cfg.get('metric_mode')})",
+        }
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            self._config()
+            return missing_weights(self.pyiqa_name)
+        except MetricUnavailable as exc:
+            return str(exc)
+
+    def __call__(self, config: MetricConfig) -> PyIQAMetric:
+        return PyIQAMetric(config, pyiqa_name=self.pyiqa_name, column=self.column)
+
+
+class PyIQAMetric(Metric):
+    """One pyiqa metric, evaluated in batches on ``(B, 3, H, W)`` float32 tensors."""
+
+    def __init__(self, config: MetricConfig, *, pyiqa_name: str, column: str) -> None:
+        super().__init__(config)
+        factory = PyIQAFactory(pyiqa_name, column)
+        meta = factory.describe()
+        self.name = column  # type: ignore[misc]
+        self.higher_is_better = meta["higher_is_better"]  # type: ignore[misc]
+        self.requires_reference = meta["requires_reference"]  # type: ignore[misc]
+        self.score_range = _parse_range(factory._config().get("score_range"))  # type: ignore[misc]
+        self.description = meta["description"]  # type: ignore[misc]
+        if not config.allow_downloads:
+            reason = missing_weights(pyiqa_name)
+            if reason:
+                raise MetricUnavailable(reason)
+        pyiqa = _import_pyiqa(allow_downloads=config.allow_downloads)
+        try:
+            self._metric = pyiqa.create_metric(pyiqa_name, as_loss=False, device=config.device)
+        except Exception as exc:  # pyiqa raises many kinds; all mean "cannot use it here"
+            raise MetricUnavailable(
+                f"pyiqa could not create {pyiqa_name!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def __call__(self, out, ref=None, *, lr=None):
+        import torch
+
+        with torch.no_grad():
+            x = out.to(self.config.device, torch.float32)
+            if self.requires_reference:
+                if ref is None:
+                    raise ValueError(f"{self.name} needs a reference image")
+                score = self._metric(x, ref.to(self.config.device, torch.float32))
+            else:
+                score = self._metric(x)
+        return torch.as_tensor(score).detach().to("cpu", torch.float64).reshape(-1)
+
+
+def pyiqa_factory(name: str) -> PyIQAFactory:
+    """Registry prefix handler: ``pyiqa:<name>``."""
+    return PyIQAFactory(name)
+
+
+fsim = PyIQAFactory("fsim", "fsim")
+vif = PyIQAFactory("vif", "vif")
+gmsd = PyIQAFactory("gmsd", "gmsd")
+ms_ssim = PyIQAFactory("ms_ssim", "ms_ssim")
+piqe = PyIQAFactory("piqe", "piqe")
+lpips = PyIQAFactory("lpips", "lpips")
+niqe = PyIQAFactory("niqe", "niqe")

@@ -1,0 +1,100 @@
+"""The run manifest: what was run, on what, with what, and the hashes to prove it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+
+#: Distributions whose versions every manifest records.
+TRACKED_PACKAGES = (
+    "srforensics", "torch", "torchvision", "numpy", "scipy", "scikit-image", "pillow", "pyiqa",
+    "facenet-pytorch", "pandas", "pyarrow", "matplotlib", "fairlearn", "jinja2", "pyyaml", "tqdm",
+)
+
+#: Licences shown in every report; pyiqa's restricts commercial use.
+DEPENDENCY_LICENCES = {
+    "pyiqa": "PolyForm-Noncommercial-1.0.0 (non-commercial use only)",
+    "torch": "BSD-3-Clause",
+    "torchvision": "BSD-3-Clause",
+    "facenet-pytorch": "MIT (MTCNN weights: MIT, from the original MTCNN release)",
+    "scikit-image": "BSD-3-Clause",
+    "numpy": "BSD-3-Clause",
+    "scipy": "BSD-3-Clause",
+    "pillow": "MIT-CMU (HPND)",
+    "pandas": "BSD-3-Clause",
+    "pyarrow": "Apache-2.0",
+    "matplotlib": "Matplotlib licence (PSF-based)",
+    "fairlearn": "MIT",
+    "jinja2": "BSD-3-Clause",
+    "pyyaml": "MIT",
+    "tqdm": "MPL-2.0 and MIT",
+}
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def git_commit(path: Path | None = None) -> dict[str, Any] | None:
+    """The git commit (and whether the tree is dirty) of the srforensics source, when in a checkout."""
+    where = path or Path(__file__).resolve().parent.parent
+    if not (where / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if commit.returncode != 0:
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+
+
+def write_manifest(run_dir: Path, manifest: Mapping[str, Any]) -> str:
+    """Write ``manifest.json`` (sorted keys, stable) and return its SHA-256."""
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+    tmp = run_dir / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(run_dir / MANIFEST_NAME)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / MANIFEST_NAME).read_text(encoding="utf-8"))

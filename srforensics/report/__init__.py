@@ -1,0 +1,7 @@
+"""HTML reports rendered from a finished run's ledger and manifest (never the live pipeline)."""
+
+from __future__ import annotations
+
+from srforensics.report.render import render_report
+
+__all__ = ["render_report"]

@@ -1,0 +1,122 @@
+"""Render ``report.html`` of a run folder: self-contained (CSS, figures and images inline)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from srforensics.analysis import status_counts, summarize
+from srforensics.errors import SRForensicsError
+from srforensics.ledger import LEDGER_NAME, Ledger
+from srforensics.provenance import DEPENDENCY_LICENCES, MANIFEST_NAME, read_manifest
+from srforensics.report.figures import distribution, png_data_uri
+from srforensics.resources import resource_dir
+
+REPORT_NAME = "report.html"
+TEMPLATE = "audit.html.j2"
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        if math.isnan(v):
+            return "—"
+        return f"{v:.{digits}g}" if abs(v) < 1e5 else f"{v:.3e}"
+    return str(v)
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=FileSystemLoader(str(resource_dir("reports"))),
+        autoescape=select_autoescape(enabled_extensions=("html", "j2"), default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = _fmt
+    return env
+
+
+def _image(run_dir: Path, rel: str | None) -> str | None:
+    if not rel:
+        return None
+    path = (run_dir / rel).resolve()
+    if not path.is_relative_to(run_dir.resolve()) or not path.is_file():
+        return None
+    return png_data_uri(path.read_bytes())
+
+
+def _examples(run_dir: Path, results) -> list[dict[str, Any]]:
+    """Records whose images were saved: HR | LR | outputs, first variant with images."""
+    saved = results[results["output_path"].notna() & (results["status"] == "ok")]
+    out = []
+    for (rid, variant), group in saved.groupby(["record_id", "variant"], sort=False):
+        first = group.iloc[0]
+        out.append(
+            {
+                "record_id": rid,
+                "variant": int(variant),
+                "subject": first["subject"],
+                "hr": _image(run_dir, first["hr_path"]),
+                "lr": _image(run_dir, first["lr_path"]),
+                "outputs": [
+                    {"sample": int(r["sample"]), "src": _image(run_dir, r["output_path"]),
+                     "sha": r["output_sha256"]}
+                    for _, r in group.sort_values("sample").iterrows()
+                ],
+            }
+        )
+    return out
+
+
+def render_report(run_dir: str | Path) -> Path:
+    """Render the audit report of a finished (or stopped) run from its ledger and manifest."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
+        raise SRForensicsError(f"{run_dir} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})")
+    manifest = read_manifest(run_dir)
+    with Ledger(run_dir / LEDGER_NAME) as ledger:
+        results = ledger.results()
+        metrics = ledger.metrics()
+        notes = ledger.notes()
+        records = ledger.records()
+    summary = summarize(results, metrics)
+    ok = results[results["status"] == "ok"]
+    figures = []
+    for m in summary:
+        if m["unavailable"] is None and m["n"]:
+            figures.append({"name": m["name"], "src": distribution(
+                ok[m["name"]].dropna().tolist(), title=m["name"], higher_is_better=m["higher_is_better"])})
+    note_rows = (
+        notes.groupby(["metric", "note"]).size().reset_index(name="count").to_dict("records") if len(notes) else []
+    )
+    problems = [r for r in records if r["status"] != "ok"]
+    env = _environment()
+    css = (resource_dir("reports") / "style.css").read_text(encoding="utf-8")
+    html = env.get_template(TEMPLATE).render(
+        css=css,
+        manifest=manifest,
+        manifest_json=json.dumps(manifest, indent=2, sort_keys=True, default=str),
+        model=manifest["model"],
+        protocol=manifest["protocol"],
+        dataset=manifest["dataset"],
+        summary=summary,
+        figures=figures,
+        examples=_examples(run_dir, results),
+        status=status_counts(results) if len(results) else {},
+        n_records=len(records),
+        problems=problems,
+        note_rows=note_rows,
+        licences=DEPENDENCY_LICENCES,
+        packages=manifest.get("packages", {}),
+    )
+    path = run_dir / REPORT_NAME
+    path.write_text(html, encoding="utf-8")
+    return path
