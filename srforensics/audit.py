@@ -128,16 +128,14 @@ def resolve_device(device: str) -> str:
 class _Pipeline:
     """The loaded parts of one audit (protocol, dataset, model, metrics) and its ledger."""
 
-    def __init__(self, config: AuditConfig, run_dir: Path, progress: Callable[..., Any] | None) -> None:
+    def __init__(self, config: AuditConfig) -> None:
         from srforensics.data import load_dataset
         from srforensics.degradations.protocol import load_protocol
-        from srforensics.ledger import LEDGER_NAME, Ledger
         from srforensics.metrics import DEFAULT_METRICS, MetricConfig, MetricUnavailable, build_metric
         from srforensics.models import load_model
 
         self.config = config
-        self.run_dir = run_dir
-        self.progress = progress
+        self.progress: Callable[..., Any] | None = None
         self.protocol = load_protocol(config.protocol)
         self.dataset = load_dataset(config.dataset)
         self.device = resolve_device(config.device)
@@ -175,9 +173,15 @@ class _Pipeline:
         self.metric_infos, self.unavailable = infos, unavailable
         records = self.dataset.records
         self.records = records[: config.limit] if config.limit else records
+
+    def open(self, run_dir: Path) -> None:
+        """Open (or create) the run folder's ledger; nothing is written before this."""
+        from srforensics.ledger import LEDGER_NAME, Ledger
+
+        self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(run_dir / LEDGER_NAME)
-        self.ledger.set_metrics(infos, unavailable)
+        self.ledger.set_metrics(self.metric_infos, self.unavailable)
         self.ledger.set_meta("attribute_names", list(self.dataset.attribute_names))
 
     # -- image files ----------------------------------------------------------
@@ -335,7 +339,7 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
-def _execute(config: AuditConfig, run_dir: Path, *, resumed: bool) -> AuditRun:
+def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     from tqdm import tqdm
 
     from srforensics.ledger import export_results
@@ -348,12 +352,9 @@ def _execute(config: AuditConfig, run_dir: Path, *, resumed: bool) -> AuditRun:
     )
     from srforensics.report import render_report
 
+    config = pipe.config
     started = utc_now()
-    bar = tqdm(total=0, unit="LR", desc="audit", file=sys.stderr, dynamic_ncols=True,
-               disable=None if sys.stderr.isatty() else False)
-    pipe = _Pipeline(config, run_dir, progress=bar.update)
-    bar.total = len(pipe.records) * pipe.variants
-    bar.refresh()
+    pipe.open(run_dir)
     ledger = pipe.ledger
     history = ledger.get_meta("history", [])
     history.append({"started_at": started, "resumed": resumed, "command": list(config.command or [])})
@@ -392,6 +393,9 @@ def _execute(config: AuditConfig, run_dir: Path, *, resumed: bool) -> AuditRun:
     }
     ledger.set_meta("run_id", manifest["run_id"])
     write_manifest(run_dir, manifest)
+    bar = tqdm(total=len(pipe.records) * pipe.variants, unit="LR", desc="audit", file=sys.stderr,
+               dynamic_ncols=True)
+    pipe.progress = bar.update
     try:
         for idx, rec in enumerate(pipe.records):
             pipe.run_record(idx, rec)
@@ -422,19 +426,20 @@ def _execute(config: AuditConfig, run_dir: Path, *, resumed: bool) -> AuditRun:
 
 def run_audit(config: AuditConfig) -> AuditRun:
     """Run a new audit into ``config.out`` (or ``runs/<UTC time>-<model>-<protocol>/``)."""
-    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    run_dir = (Path(config.out) if config.out else default_run_dir(config)).resolve()
     if (run_dir / CONFIG_NAME).exists():
         raise SRForensicsError(
             f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
         )
+    pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    return _execute(config, run_dir, resumed=False)
+    return _execute(pipe, run_dir, resumed=False)
 
 
 def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -> AuditRun:
     """Finish a run that stopped, with its recorded configuration, computing only missing outputs."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     cfg_path = run_dir / CONFIG_NAME
     if not cfg_path.is_file():
         raise SRForensicsError(f"{run_dir} is not a run folder (no {CONFIG_NAME}); check the path")
@@ -444,4 +449,4 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
         raise SRForensicsError(f"cannot read {cfg_path}: {exc}") from None
     if command is not None:
         data["command"] = list(command)
-    return _execute(AuditConfig.from_dict(data), run_dir, resumed=True)
+    return _execute(_Pipeline(AuditConfig.from_dict(data)), run_dir, resumed=True)

@@ -102,7 +102,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
 
 
 def quantize(img: np.ndarray) -> np.ndarray:
-    """Round to 8-bit levels and clip (BasicSR ``tensor2img``), returned as float32 in [0, 1]."""
+    """Round to 8-bit levels (half to even, as numpy/torch) and clip, as BasicSR ``tensor2img``; float32 in [0, 1]."""
     return (np.clip(np.round(np.asarray(img, dtype=np.float64) * 255.0), 0, 255) / 255.0).astype(
         np.float32
     )

@@ -1,0 +1,97 @@
+"""Shared fixtures. Everything is generated here; nothing is downloaded."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+# Test plug-in models, named as module:Class like a user's own package.
+sys.path.insert(0, str(TESTS / "plugins"))
+
+TINY_METRICS = "psnr,ssim,psnr_rgb,ssim_rgb,lr_psnr,fsim"
+
+
+def write_png(path: Path, img: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Three small real photographs (scikit-image crops), one corrupt file, and a CSV."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("tiny-dataset")
+    write_png(root / "astronaut.png", data.astronaut()[40:106, 180:246])  # 66x66: not a multiple of 4
+    write_png(root / "coffee.png", data.coffee()[100:164, 200:264])
+    write_png(root / "gray cam.png", data.camera()[60:124, 220:284])  # grayscale, space in the name
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+    with open(root / "metadata.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "subject", "group", "lighting"])
+        w.writerow(["astronaut.png", "s1", "a", "day"])
+        w.writerow(["coffee.png", "s2", "b", "day"])
+        w.writerow(["gray cam.png", "s3", "a", "night"])
+        w.writerow(["broken.png", "s4", "b", "night"])
+    return root
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "plugins"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "srforensics", *args],
+        capture_output=True, text=True, env=env or cli_env(), cwd=cwd, timeout=timeout,
+    )
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = find_chromium()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have a headless Chromium (.ci/run installs the Debian package 'chromium')")
+        pytest.skip("no Chromium on this machine: install Debian's 'chromium' to run the browser tests")
+    return path
+
+
+def audit_tiny(tiny_dataset: Path, out: Path, *extra: str, env: dict[str, str] | None = None):
+    return run_cli(
+        "audit", "--model", "bicubic", "--protocol", "bicubic-x4", "--dataset", str(tiny_dataset),
+        "--samples", "2", "--metrics", TINY_METRICS, "--save-images", "all", "--out", str(out), *extra,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real CLI audit of the tiny dataset, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    proc = audit_tiny(tiny_dataset, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc

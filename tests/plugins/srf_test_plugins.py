@@ -1,0 +1,66 @@
+"""Models used by the tests as third-party plug-ins (named as module:Class)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from srforensics.models import SRModel
+from srforensics.models.interpolation import Bicubic
+
+
+class CountingBicubic(Bicubic):
+    """Bicubic that appends one line per call to $SRF_CALL_LOG and can die after $SRF_DIE_AFTER calls."""
+
+    name = "counting-bicubic"
+
+    def sample(self, lr, *, scale, n, seeds, context=None):
+        log = os.environ.get("SRF_CALL_LOG")
+        calls = 0
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{context[0]['record_id']} {context[0]['variant']} {list(seeds)}\n")
+            with open(log) as fh:
+                calls = sum(1 for _ in fh)
+        die_after = int(os.environ.get("SRF_DIE_AFTER", "0"))
+        if die_after and calls > die_after:
+            os._exit(9)  # a hard stop, as kill -9: no cleanup, no exception handlers
+        return super().sample(lr, scale=scale, n=n, seeds=seeds, context=context)
+
+
+class NoisyModel(SRModel):
+    """A stochastic toy model: bicubic plus seeded noise; NaN output for seeds divisible by 7 if asked."""
+
+    name = "noisy"
+    stochastic = True
+
+    def __init__(self, *, device: str = "cpu", amplitude: float = 0.05, nan_every: int = 0) -> None:
+        super().__init__(device=device)
+        self.amplitude = amplitude
+        self.nan_every = nan_every
+
+    def sample(self, lr, *, scale, n, seeds, context=None):
+        base = Bicubic().upscale(lr, scale=scale)
+        outs = []
+        for s in seeds:
+            g = torch.Generator().manual_seed(int(s))
+            noise = torch.randn(base.shape, generator=g) * self.amplitude
+            out = (base + noise).clamp(0, 1)
+            if self.nan_every and int(s) % self.nan_every == 0:
+                out = out * float("nan")
+            outs.append(out)
+        return torch.stack(outs, dim=1)
+
+
+class Crashing(SRModel):
+    """Raises on every call."""
+
+    name = "crashing"
+
+    def upscale(self, lr, *, scale):
+        raise RuntimeError("weights exploded")
+
+
+class NotAModel:
+    pass

@@ -1,0 +1,201 @@
+"""End-to-end audits through the real CLI, on generated datasets."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_METRICS, audit_tiny, cli_env, run_cli
+
+from srforensics.degradations.protocol import load_protocol
+from srforensics.images import sha256_file
+
+METRICS = TINY_METRICS.split(",")
+
+
+def test_run_folder_contents(tiny_run, tiny_dataset):
+    out, proc = tiny_run
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == str(out / "report.html") and Path(lines[-1]).is_file()
+    assert "100%" in proc.stderr  # the progress bar ran to the end
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        rows = db.execute("SELECT record_id, status, error FROM outputs ORDER BY record_id, sample").fetchall()
+    assert len(rows) == 4 * 1 * 2  # records x variants x samples
+    failed = [r for r in rows if r[1] == "failed"]
+    assert {r[0] for r in failed} == {"broken.png"}
+    assert all("not a readable image" in r[2] or "corrupt" in r[2] for r in failed)
+    assert sum(r[1] == "ok" for r in rows) == 6
+
+    pq = pd.read_parquet(out / "results.parquet")
+    csv = pd.read_csv(out / "results.csv")
+    assert len(pq) == len(csv) == 8
+    expected_head = ["record_id", "subject", "group", "lighting", "variant", "sample", "status", "error", *METRICS]
+    assert list(pq.columns[: len(expected_head)]) == expected_head
+    assert {"hr_path", "lr_path", "output_path", "lr_sha256", "output_sha256", "seed"} <= set(pq.columns)
+    ok = pq[pq.status == "ok"]
+    assert ok[METRICS].notna().all().all()
+    for rel in pd.concat([ok.hr_path, ok.lr_path, ok.output_path]):
+        assert (out / rel).is_file()
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("run_id", "config", "protocol", "inputs", "packages", "seeds", "started_at", "finished_at", "git", "model"):
+        assert key in manifest
+    proto = load_protocol("bicubic-x4")
+    assert manifest["protocol"]["sha256"] == proto.sha256 and manifest["protocol"]["text"] == proto.text
+    hashes = {i["record_id"]: i["sha256"] for i in manifest["inputs"]}
+    assert hashes["coffee.png"] == sha256_file(tiny_dataset / "coffee.png")
+    assert manifest["packages"]["torch"] and manifest["packages"]["pyiqa"]
+    assert manifest["config"]["samples"] == 2 and manifest["config"]["metrics"] == METRICS
+
+
+def test_psnr_ssim_equal_scikit_image_on_the_saved_pngs(tiny_run):
+    # Reference: scikit-image on the PNG files the run saved, Y of rgb2ycbcr, crop 4 (= scale).
+    from skimage.color import rgb2ycbcr
+    from skimage.io import imread
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    out, _ = tiny_run
+    ok = pd.read_parquet(out / "results.parquet").query("status == 'ok'")
+    for _, row in ok.iterrows():
+        hr = rgb2ycbcr(imread(out / row.hr_path) / 255.0)[4:-4, 4:-4, 0]
+        sr = rgb2ycbcr(imread(out / row.output_path) / 255.0)[4:-4, 4:-4, 0]
+        assert row.psnr == pytest.approx(peak_signal_noise_ratio(hr, sr, data_range=255), abs=1e-6)
+        ssim = structural_similarity(hr, sr, data_range=255, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False)
+        assert row.ssim == pytest.approx(ssim, abs=1e-6)
+
+
+def test_same_audit_twice_gives_identical_results(tiny_run, tiny_dataset, tmp_path):
+    first, _ = tiny_run
+    proc = audit_tiny(tiny_dataset, tmp_path / "again")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = pd.read_parquet(first / "results.parquet")
+    b = pd.read_parquet(tmp_path / "again" / "results.parquet")
+    cols = ["record_id", "variant", "sample", "status", "seed", "lr_sha256", "output_sha256", *METRICS]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert a.lr_sha256.dropna().tolist() == b.lr_sha256.dropna().tolist() and a.lr_sha256.notna().any()
+
+
+def test_resume_after_a_hard_stop_computes_only_what_is_missing(tiny_run, tiny_dataset, tmp_path):
+    log = tmp_path / "calls.log"
+    out = tmp_path / "stopped"
+    args = ("audit", "--model", "srf_test_plugins:CountingBicubic", "--protocol", "bicubic-x4",
+            "--dataset", str(tiny_dataset), "--samples", "2", "--metrics", TINY_METRICS,
+            "--save-images", "all", "--out", str(out))
+    proc = run_cli(*args, env=cli_env(SRF_CALL_LOG=str(log), SRF_DIE_AFTER="2"))
+    assert proc.returncode == 9  # died inside the third model call
+    with sqlite3.connect(out / "ledger.sqlite") as db:
+        done = db.execute("SELECT COUNT(*) FROM outputs WHERE status = 'ok'").fetchone()[0]
+    assert done == 4  # two LRs x two samples were committed before the stop
+    assert not (out / "report.html").exists()
+
+    proc = run_cli("audit", "--resume", str(out), env=cli_env(SRF_CALL_LOG=str(log)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    calls = log.read_text().splitlines()
+    assert len(calls) == 4  # 3 before the stop (the last one died) + 1 to finish
+    assert calls[3].split()[0] == calls[2].split()[0]  # the resumed call is the one that died
+
+    resumed = pd.read_parquet(out / "results.parquet")
+    full = pd.read_parquet(tiny_run[0] / "results.parquet")
+    cols = ["record_id", "variant", "sample", "status", "seed", "lr_sha256", "output_sha256", *METRICS]
+    pd.testing.assert_frame_equal(resumed[cols], full[cols])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [h["resumed"] for h in manifest["history"]] == [False, True]
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_run, tiny_dataset):
+    out, _ = tiny_run
+    proc = audit_tiny(tiny_dataset, out)
+    assert proc.returncode == 2
+    assert "--resume" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_failing_and_nan_models_are_recorded_and_the_run_goes_on(tiny_dataset, tmp_path):
+    from srforensics.audit import AuditConfig, run_audit
+
+    base = dict(protocol="bicubic-x4", dataset=str(tiny_dataset), metrics=("psnr",), samples=3, save_images="none")
+    run = run_audit(AuditConfig(model="srf_test_plugins:Crashing", out=str(tmp_path / "crash"), **base))
+    res = pd.read_parquet(run.run_dir / "results.parquet")
+    good = res[res.record_id != "broken.png"]
+    assert (good.status == "failed").all()
+    assert good.error.str.contains("model failed: RuntimeError: weights exploded").all()
+    assert run.report.is_file()
+
+    run = run_audit(AuditConfig(model="srf_test_plugins:NoisyModel", model_args={"nan_every": 2},
+                                out=str(tmp_path / "nan"), **base))
+    res = pd.read_parquet(run.run_dir / "results.parquet")
+    nan_rows = res[res.error.fillna("").str.contains("NaN")]
+    assert len(nan_rows) and (nan_rows.seed % 2 == 0).all() and (nan_rows.status == "failed").all()
+    ok = res[res.status == "ok"]
+    assert len(ok) and ok.psnr.notna().all()
+    # A stochastic model: different seeds, different outputs.
+    assert ok.groupby("record_id").output_sha256.nunique().max() > 1
+
+
+def test_unavailable_metric_is_recorded_not_dropped(tiny_dataset, tmp_path):
+    from srforensics.audit import AuditConfig, run_audit
+
+    run = run_audit(AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), samples=1,
+                                metrics=("psnr", "pyiqa:pieapp"), save_images="none",
+                                out=str(tmp_path / "r")))
+    res = pd.read_parquet(run.run_dir / "results.parquet")
+    assert "pyiqa:pieapp" in res.columns and res["pyiqa:pieapp"].isna().all()
+    with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:
+        reason = db.execute("SELECT unavailable FROM metrics WHERE name = 'pyiqa:pieapp'").fetchone()[0]
+    assert "weight file" in reason
+    html = run.report.read_text()
+    assert "pyiqa:pieapp" in html and "unavailable" in html
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--model", "bicubc"), "did you mean 'bicubic'"),
+        (("--protocol", "nope"), "unknown protocol 'nope'"),
+        (("--dataset", "/no/such/folder"), "unknown dataset '/no/such/folder'"),
+        (("--metrics", "psnr,ssimm"), "did you mean 'ssim'"),
+        (("--samples", "0"), "--samples must be at least 1"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(args, message, tmp_path):
+    proc = run_cli("audit", "--out", str(tmp_path / "x"), *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("srforensics: error:") and message in err[0]
+
+
+def test_bad_protocol_file_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nscale: 4\nsteps:\n  - op: downscale\n    scale: [4\n")
+    proc = run_cli("audit", "--protocol", str(bad), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert "invalid YAML" in proc.stderr and str(bad) in proc.stderr
+
+
+@pytest.mark.slow
+def test_quick_start_faces_on_the_sample_dataset(tmp_path):
+    """The README's quick start, word for word, in an empty working folder."""
+    proc = run_cli("audit", "--model", "bicubic", "--protocol", "faces", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = Path(proc.stdout.strip().splitlines()[-1])
+    assert report.is_file() and report.name == "report.html"
+    run_dir = report.parent
+    assert run_dir.parent == tmp_path / "runs" and run_dir.name.endswith("-bicubic-faces")
+    res = pd.read_parquet(run_dir / "results.parquet")
+    # 5 records x 2 variants x 4 samples; astronaut and camera have faces.
+    assert len(res) == 40
+    assert set(res[res.status == "ok"].record_id) == {"astronaut", "camera"}
+    assert set(res[res.status == "no_face"].record_id) == {"chelsea", "coffee", "rocket"}
+    ok = res[res.status == "ok"]
+    assert ok.psnr.between(15, 40).all() and ok.fsim.notna().all()
+    # The model is deterministic: its 4 outputs per LR are one image.
+    assert (ok.groupby(["record_id", "variant"]).output_sha256.nunique() == 1).all()
+    # ms_ssim cannot run on 128 px crops: recorded per output with pyiqa's reason.
+    assert ok.ms_ssim.isna().all()
+    html = report.read_text()
+    assert "deterministic" in html and "PolyForm-Noncommercial-1.0.0" in html

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import run_cli
+
+HEAVY = ("torch", "pyiqa", "numpy", "pandas", "matplotlib", "facenet_pytorch", "skimage", "scipy")
+
+
+def test_help_imports_no_heavy_library():
+    # `srforensics --help` must stay fast: the CLI imports torch, pyiqa & co. only when a
+    # command needs them. (Its wall time is measured in the README, not asserted here.)
+    code = (
+        "import sys, contextlib, io\n"
+        "from srforensics import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        cli.main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    for sub in ('audit', 'models', 'protocols', 'metrics', 'report'):\n"
+        "        try:\n"
+        "            cli.main([sub, '--help'])\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_command_has_help():
+    for args in (["--help"], ["audit", "--help"], ["models", "list", "--help"], ["protocols", "show", "--help"],
+                 ["metrics", "list", "--help"], ["report", "--help"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+def test_models_list():
+    proc = run_cli("models", "list")
+    assert proc.returncode == 0
+    names = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert {"nearest", "bilinear", "bicubic", "lanczos"} <= set(names)
+
+
+def test_protocols_list_and_show():
+    proc = run_cli("protocols", "list")
+    assert proc.returncode == 0 and "faces" in proc.stdout and "bicubic-x4" in proc.stdout
+    from srforensics.degradations.protocol import load_protocol
+
+    proc = run_cli("protocols", "show", "faces")
+    assert proc.returncode == 0 and load_protocol("faces").sha256 in proc.stdout and "face_align" in proc.stdout
+    proc = run_cli("protocols", "show", "facez")
+    assert proc.returncode == 2 and "did you mean 'faces'" in proc.stderr
+
+
+def test_metrics_list_shows_kind_direction_and_availability(tmp_path):
+    import os
+
+    env = dict(os.environ, TORCH_HOME=str(tmp_path))  # no weights there
+    proc = run_cli("metrics", "list", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    assert rows["psnr"].split()[1:4] == ["FR", "higher", "usable"]
+    assert rows["gmsd"].split()[1:3] == ["FR", "lower"]
+    assert rows["piqe"].split()[1] == "NR"
+    assert rows["lr_psnr"].split()[1] == "LR"
+    assert "unavailable" in rows["lpips"] and "LPIPS_v0.1_alex" in rows["lpips"]
+
+
+def test_report_rerenders_a_finished_run(tiny_run):
+    out, _ = tiny_run
+    before = (out / "report.html").read_text()
+    proc = run_cli("report", str(out))
+    assert proc.returncode == 0 and proc.stdout.strip() == str(out / "report.html")
+    assert (out / "report.html").read_text() == before
+    proc = run_cli("report", str(out / "nope"))
+    assert proc.returncode == 2 and "not a run folder" in proc.stderr

@@ -1,0 +1,43 @@
+"""protocols/, datasets/ and reports/ ship inside the wheel and are found there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.slow
+def test_wheel_ships_resources_and_finds_them(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wheel = next(tmp_path.glob("srforensics-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in ("srforensics/_resources/protocols/faces.yaml",
+                     "srforensics/_resources/protocols/bicubic-x4.yaml",
+                     "srforensics/_resources/datasets/sample.yaml",
+                     "srforensics/_resources/reports/audit.html.j2",
+                     "srforensics/_resources/reports/style.css"):
+        assert expected in names
+    assert any(n.endswith("entry_points.txt") for n in names)
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = (
+        "import srforensics.resources as r, srforensics.degradations.protocol as p;"
+        "print(r.resource_dir('protocols'));"
+        "print(sorted(p.available_protocols()));"
+        "print(r.resource_dir('reports'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == str(site / "srforensics" / "_resources" / "protocols")
+    assert "'faces'" in lines[1]
+    assert lines[2].startswith(str(site))
