@@ -24,7 +24,14 @@ import numpy as np
 
 from srforensics import __version__
 from srforensics.errors import SRForensicsError
-from srforensics.images import DEFAULT_MAX_PIXELS, encode_png, pixel_sha256, quantize, read_image, to_tensor
+from srforensics.images import (
+    DEFAULT_MAX_PIXELS,
+    encode_png,
+    pixel_sha256,
+    quantize,
+    read_image,
+    to_tensor,
+)
 from srforensics.seeding import degradation_rng, model_seed
 
 SaveImages = Literal["report", "all", "none"]
@@ -64,7 +71,9 @@ class AuditConfig:
         if self.variants is not None and self.variants < 1:
             raise SRForensicsError(f"--variants must be at least 1, got {self.variants}")
         if self.save_images not in ("report", "all", "none"):
-            raise SRForensicsError(f"--save-images must be report, all or none, got {self.save_images!r}")
+            raise SRForensicsError(
+                f"--save-images must be report, all or none, got {self.save_images!r}"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise SRForensicsError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.limit is not None and self.limit < 1:
@@ -112,7 +121,10 @@ def _image_stem(record_id: str) -> str:
 
 def default_run_dir(config: AuditConfig) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path("runs") / f"{stamp}-{_safe(Path(config.model).name)}-{_safe(Path(config.protocol).stem)}"
+    return (
+        Path("runs")
+        / f"{stamp}-{_safe(Path(config.model).name)}-{_safe(Path(config.protocol).stem)}"
+    )
 
 
 def resolve_device(device: str) -> str:
@@ -121,7 +133,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise SRForensicsError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+        raise SRForensicsError(
+            "--device cuda was asked for, but torch sees no CUDA device; use --device cpu"
+        )
     return device
 
 
@@ -131,7 +145,12 @@ class _Pipeline:
     def __init__(self, config: AuditConfig) -> None:
         from srforensics.data import load_dataset
         from srforensics.degradations.protocol import load_protocol
-        from srforensics.metrics import DEFAULT_METRICS, MetricConfig, MetricUnavailable, build_metric
+        from srforensics.metrics import (
+            DEFAULT_METRICS,
+            MetricConfig,
+            MetricUnavailable,
+            build_metric,
+        )
         from srforensics.models import load_model
 
         self.config = config
@@ -150,8 +169,12 @@ class _Pipeline:
         self.run_seed = self.protocol.seed if config.seed is None else config.seed
         self.variants = self.protocol.variants if config.variants is None else config.variants
         names = config.metrics or self.protocol.metrics or DEFAULT_METRICS
-        mconf = MetricConfig(scale=self.scale, crop_border=config.crop_border, device=self.device,
-                             allow_downloads=config.allow_downloads)
+        mconf = MetricConfig(
+            scale=self.scale,
+            crop_border=config.crop_border,
+            device=self.device,
+            allow_downloads=config.allow_downloads,
+        )
         self.metrics = []
         infos, unavailable = [], {}
         from srforensics.metrics import METRICS, describe_metric
@@ -193,20 +216,28 @@ class _Pipeline:
 
     def _keep_images(self, idx: int, variant: int) -> bool:
         mode = self.config.save_images
-        return mode == "all" or (mode == "report" and idx < self.config.report_examples and variant == 0)
+        return mode == "all" or (
+            mode == "report" and idx < self.config.report_examples and variant == 0
+        )
 
     # -- one record -------------------------------------------------------------
     def run_record(self, idx: int, rec) -> None:
         from srforensics.faces import NoFaceFound
-        from srforensics.ledger import OutputRow
 
-        pending = {v: sorted(set(range(self.config.samples)) - self.ledger.done_samples(rec.id, v))
-                   for v in range(self.variants)}
+        pending = {
+            v: sorted(set(range(self.config.samples)) - self.ledger.done_samples(rec.id, v))
+            for v in range(self.variants)
+        }
         if not any(pending.values()):
             self._tick(self.variants)
             return
-        base = {"record_id": rec.id, "idx": idx, "path": str(rec.path), "subject": rec.subject,
-                "attributes": rec.attributes}
+        base = {
+            "record_id": rec.id,
+            "idx": idx,
+            "path": str(rec.path),
+            "subject": rec.subject,
+            "attributes": rec.attributes,
+        }
         sha = None
         try:
             img, sha = read_image(rec.path, max_pixels=self.config.max_pixels)
@@ -222,8 +253,14 @@ class _Pipeline:
             return self._record_failed(base, sha, pending, FAILED, _describe_error(exc))
         stem = _image_stem(rec.id)
         hr_path = self._save(hr, f"{stem}/hr.png") if self._keep_images(idx, 0) else None
-        self.ledger.put_record(**base, sha256=sha, status=OK, hr_params=hr_params,
-                               hr_sha256=pixel_sha256(hr), hr_path=hr_path)
+        self.ledger.put_record(
+            **base,
+            sha256=sha,
+            status=OK,
+            hr_params=hr_params,
+            hr_sha256=pixel_sha256(hr),
+            hr_path=hr_path,
+        )
         hr_t = to_tensor(hr).to(self.device)
         for variant, todo in pending.items():
             if todo:
@@ -236,8 +273,14 @@ class _Pipeline:
         self.ledger.put_record(**base, sha256=sha, status=status, error=error)
         for variant, todo in pending.items():
             rows = [OutputRow(sample=s, seed=None, status=status, error=error) for s in todo]
-            self.ledger.put_lr(record_id=base["record_id"], variant=variant, params=None,
-                               lr_sha256=None, lr_path=None, outputs=rows)
+            self.ledger.put_lr(
+                record_id=base["record_id"],
+                variant=variant,
+                params=None,
+                lr_sha256=None,
+                lr_path=None,
+                outputs=rows,
+            )
         self._tick(len(pending))
 
     def _run_variant(self, idx, rec, stem, variant, todo, hr, hr_t) -> None:
@@ -249,9 +292,18 @@ class _Pipeline:
         seeds = [model_seed(self.run_seed, rec.id, variant, s) for s in todo]
 
         def fail_all(error: str, params=None, lr_sha=None, lr_path=None) -> None:
-            rows = [OutputRow(sample=s, seed=sd, status=FAILED, error=error) for s, sd in zip(todo, seeds, strict=True)]
-            self.ledger.put_lr(record_id=rec.id, variant=variant, params=params, lr_sha256=lr_sha,
-                               lr_path=lr_path, outputs=rows)
+            rows = [
+                OutputRow(sample=s, seed=sd, status=FAILED, error=error)
+                for s, sd in zip(todo, seeds, strict=True)
+            ]
+            self.ledger.put_lr(
+                record_id=rec.id,
+                variant=variant,
+                params=params,
+                lr_sha256=lr_sha,
+                lr_path=lr_path,
+                outputs=rows,
+            )
 
         try:
             params = self.protocol.sample(degradation_rng(self.run_seed, rec.id, variant))
@@ -263,23 +315,37 @@ class _Pipeline:
         lr_t = to_tensor(lr).to(self.device)
         h, w = lr.shape[:2]
         expected = (1, len(todo), 3, h * self.scale, w * self.scale)
-        context = [{"record_id": rec.id, "variant": variant, "degradation": params,
-                    "attributes": dict(rec.attributes)}]
+        context = [
+            {
+                "record_id": rec.id,
+                "variant": variant,
+                "degradation": params,
+                "attributes": dict(rec.attributes),
+            }
+        ]
         try:
             with torch.no_grad():
-                outs = self.model.sample(lr_t, scale=self.scale, n=len(todo), seeds=seeds, context=context)
+                outs = self.model.sample(
+                    lr_t, scale=self.scale, n=len(todo), seeds=seeds, context=context
+                )
         except Exception as exc:
             return fail_all(f"model failed: {_describe_error(exc)}", params, lr_sha, lr_path)
         if tuple(outs.shape) != expected:
-            return fail_all(f"model returned shape {tuple(outs.shape)}, expected {expected}",
-                            params, lr_sha, lr_path)
+            return fail_all(
+                f"model returned shape {tuple(outs.shape)}, expected {expected}",
+                params,
+                lr_sha,
+                lr_path,
+            )
         outs = outs[0].detach().to("cpu", torch.float32)
         rows: list[OutputRow | None] = [None] * len(todo)
         good: list[int] = []
         images: list[np.ndarray] = []
         for j, (s, sd) in enumerate(zip(todo, seeds, strict=True)):
             if not torch.isfinite(outs[j]).all():
-                rows[j] = OutputRow(sample=s, seed=sd, status=FAILED, error="model output contains NaN or Inf")
+                rows[j] = OutputRow(
+                    sample=s, seed=sd, status=FAILED, error="model output contains NaN or Inf"
+                )
                 continue
             good.append(j)
             images.append(quantize(outs[j].permute(1, 2, 0).numpy()))
@@ -288,10 +354,23 @@ class _Pipeline:
         for k, j in enumerate(good):
             s = todo[j]
             path = self._save(images[k], f"{stem}/v{variant}_s{s}.png") if keep else None
-            rows[j] = OutputRow(sample=s, seed=seeds[j], status=OK, output_sha256=hashes[k],
-                                output_path=path, scores=scores[k], notes=notes[k])
-        self.ledger.put_lr(record_id=rec.id, variant=variant, params=params, lr_sha256=lr_sha,
-                           lr_path=lr_path, outputs=[r for r in rows if r is not None])
+            rows[j] = OutputRow(
+                sample=s,
+                seed=seeds[j],
+                status=OK,
+                output_sha256=hashes[k],
+                output_path=path,
+                scores=scores[k],
+                notes=notes[k],
+            )
+        self.ledger.put_lr(
+            record_id=rec.id,
+            variant=variant,
+            params=params,
+            lr_sha256=lr_sha,
+            lr_path=lr_path,
+            outputs=[r for r in rows if r is not None],
+        )
 
     def _score(self, images, hashes, hr_t, lr_t):
         """Score each distinct output once (a deterministic model's N outputs are one)."""
@@ -314,7 +393,10 @@ class _Pipeline:
                 vals = torch.as_tensor(vals, dtype=torch.float64).reshape(-1).tolist()
                 note = None
             except Exception as exc:
-                vals, note = [None] * len(firsts), f"{metric.name} could not be computed: {_describe_error(exc)}"
+                vals, note = (
+                    [None] * len(firsts),
+                    f"{metric.name} could not be computed: {_describe_error(exc)}",
+                )
             by_hash = dict(zip([hashes[k] for k in firsts], vals, strict=True))
             for k, h in enumerate(hashes):
                 v = by_hash[h]
@@ -357,7 +439,9 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     pipe.open(run_dir)
     ledger = pipe.ledger
     history = ledger.get_meta("history", [])
-    history.append({"started_at": started, "resumed": resumed, "command": list(config.command or [])})
+    history.append(
+        {"started_at": started, "resumed": resumed, "command": list(config.command or [])}
+    )
     ledger.set_meta("history", history)
     manifest: dict[str, Any] = {
         "run_id": ledger.get_meta("run_id") or f"{run_dir.name}-{uuid.uuid4().hex[:8]}",
@@ -375,13 +459,15 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         },
         "dataset": pipe.dataset.info(),
         "model": pipe.card.to_dict(),
-        "metrics": [dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos],
+        "metrics": [
+            dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos
+        ],
         "seeds": {
             "run_seed": pipe.run_seed,
             "variants": pipe.variants,
             "samples": config.samples,
             "scheme": "numpy SeedSequence(run_seed, spawn_key=(stream, sha256(record_id)[:8], variant[, sample])); "
-                      "stream 0 = degradation parameters, 1 = model seeds",
+            "stream 0 = degradation parameters, 1 = model seeds",
         },
         "device": pipe.device,
         "packages": package_versions(),
@@ -393,8 +479,13 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     }
     ledger.set_meta("run_id", manifest["run_id"])
     write_manifest(run_dir, manifest)
-    bar = tqdm(total=len(pipe.records) * pipe.variants, unit="LR", desc="audit", file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(pipe.records) * pipe.variants,
+        unit="LR",
+        desc="audit",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     pipe.progress = bar.update
     try:
         for idx, rec in enumerate(pipe.records):
@@ -405,12 +496,22 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     from srforensics.images import sha256_file
 
     manifest["inputs"] = [
-        {"record_id": r["record_id"], "path": r["path"], "sha256": r["sha256"], "status": r["status"],
-         "error": r["error"]}
+        {
+            "record_id": r["record_id"],
+            "path": r["path"],
+            "sha256": r["sha256"],
+            "status": r["status"],
+            "error": r["error"],
+        }
         for r in ledger.records()
     ]
     manifest["lrs"] = [
-        {"record_id": r["record_id"], "variant": r["variant"], "lr_sha256": r["lr_sha256"], "params": r["params"]}
+        {
+            "record_id": r["record_id"],
+            "variant": r["variant"],
+            "lr_sha256": r["lr_sha256"],
+            "params": r["params"],
+        }
         for r in ledger.lrs()
     ]
     manifest["counts"] = ledger.counts()
@@ -433,7 +534,9 @@ def run_audit(config: AuditConfig) -> AuditRun:
         )
     pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    (run_dir / CONFIG_NAME).write_text(
+        json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    )
     return _execute(pipe, run_dir, resumed=False)
 
 

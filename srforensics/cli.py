@@ -44,53 +44,112 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    a = sub.add_parser("audit", help="run a model under a protocol and audit its outputs",
-                       description="Run an SR model under a degradation protocol on a dataset, score every "
-                                   "output and write ledger, results, manifest and report to a run folder. "
-                                   "The last line printed is the path of the report.")
-    a.add_argument("--model", default=None, help="registry name (see 'models list') or package.module:Class "
-                                                 "(default: bicubic)")
-    a.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
-                   help="argument for the model's constructor (repeatable; VALUE parsed as YAML)")
-    a.add_argument("--protocol", default=None, help="shipped protocol name (see 'protocols list') or a YAML "
-                                                    "file (default: faces)")
-    a.add_argument("--dataset", default=None, help="dataset card name, card file, or folder of images "
-                                                   "(default: sample, bundled with scikit-image)")
-    a.add_argument("--samples", type=int, default=None, metavar="N", help="outputs per LR (default: 4)")
-    a.add_argument("--variants", type=int, default=None, metavar="V",
-                   help="LR variants per image (default: the protocol's)")
-    a.add_argument("--metrics", type=_metric_list, default=None, metavar="A,B,C",
-                   help="metrics to compute (default: the protocol's; see 'metrics list')")
+    a = sub.add_parser(
+        "audit",
+        help="run a model under a protocol and audit its outputs",
+        description="Run an SR model under a degradation protocol on a dataset, score every "
+        "output and write ledger, results, manifest and report to a run folder. "
+        "The last line printed is the path of the report.",
+    )
+    a.add_argument(
+        "--model",
+        default=None,
+        help="registry name (see 'models list') or package.module:Class (default: bicubic)",
+    )
+    a.add_argument(
+        "--model-arg",
+        action="append",
+        type=_model_arg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="argument for the model's constructor (repeatable; VALUE parsed as YAML)",
+    )
+    a.add_argument(
+        "--protocol",
+        default=None,
+        help="shipped protocol name (see 'protocols list') or a YAML file (default: faces)",
+    )
+    a.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset card name, card file, or folder of images "
+        "(default: sample, bundled with scikit-image)",
+    )
+    a.add_argument(
+        "--samples", type=int, default=None, metavar="N", help="outputs per LR (default: 4)"
+    )
+    a.add_argument(
+        "--variants",
+        type=int,
+        default=None,
+        metavar="V",
+        help="LR variants per image (default: the protocol's)",
+    )
+    a.add_argument(
+        "--metrics",
+        type=_metric_list,
+        default=None,
+        metavar="A,B,C",
+        help="metrics to compute (default: the protocol's; see 'metrics list')",
+    )
     a.add_argument("--seed", type=int, default=None, help="run seed (default: the protocol's)")
-    a.add_argument("--crop-border", type=int, default=None, metavar="PX",
-                   help="pixels cropped from each side for PSNR/SSIM (default: the scale)")
-    a.add_argument("--out", default=None, metavar="DIR",
-                   help="run folder (default: runs/<UTC time>-<model>-<protocol>/)")
-    a.add_argument("--save-images", choices=("report", "all", "none"), default=None,
-                   help="report: images of the report's examples (default); all: every HR, LR and "
-                        "output as PNG under images/; none")
+    a.add_argument(
+        "--crop-border",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="pixels cropped from each side for PSNR/SSIM (default: the scale)",
+    )
+    a.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="run folder (default: runs/<UTC time>-<model>-<protocol>/)",
+    )
+    a.add_argument(
+        "--save-images",
+        choices=("report", "all", "none"),
+        default=None,
+        help="report: images of the report's examples (default); all: every HR, LR and "
+        "output as PNG under images/; none",
+    )
     a.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: cpu")
-    a.add_argument("--limit", type=int, default=None, metavar="N", help="audit only the first N records")
-    a.add_argument("--allow-downloads", action="store_true", default=None,
-                   help="let metrics download missing weight files (off by default)")
-    a.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="finish a run that stopped, with its recorded configuration")
+    a.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="audit only the first N records"
+    )
+    a.add_argument(
+        "--allow-downloads",
+        action="store_true",
+        default=None,
+        help="let metrics download missing weight files (off by default)",
+    )
+    a.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="finish a run that stopped, with its recorded configuration",
+    )
 
     m = sub.add_parser("models", help="list models").add_subparsers(dest="action", metavar="ACTION")
     m.required = True
     m.add_parser("list", help="list registered models")
 
     p = sub.add_parser("protocols", help="list or show degradation protocols").add_subparsers(
-        dest="action", metavar="ACTION")
+        dest="action", metavar="ACTION"
+    )
     p.required = True
     p.add_parser("list", help="list shipped protocols")
     show = p.add_parser("show", help="print a protocol's file and its SHA-256")
     show.add_argument("name", help="protocol name or YAML file")
 
-    mt = sub.add_parser("metrics", help="list metrics").add_subparsers(dest="action", metavar="ACTION")
+    mt = sub.add_parser("metrics", help="list metrics").add_subparsers(
+        dest="action", metavar="ACTION"
+    )
     mt.required = True
     ml = mt.add_parser("list", help="list metrics: FR/NR, direction, availability")
-    ml.add_argument("--pyiqa", action="store_true", help="also list every pyiqa metric (pyiqa:<name>)")
+    ml.add_argument(
+        "--pyiqa", action="store_true", help="also list every pyiqa metric (pyiqa:<name>)"
+    )
 
     r = sub.add_parser("report", help="re-render the report of a run folder")
     r.add_argument("run_dir", metavar="RUN_DIR")
@@ -105,10 +164,18 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         run = resume_audit(args.resume, command=command)
     else:
         given = {
-            "model": args.model, "protocol": args.protocol, "dataset": args.dataset,
-            "samples": args.samples, "variants": args.variants, "metrics": args.metrics,
-            "seed": args.seed, "crop_border": args.crop_border, "out": args.out,
-            "save_images": args.save_images, "device": args.device, "limit": args.limit,
+            "model": args.model,
+            "protocol": args.protocol,
+            "dataset": args.dataset,
+            "samples": args.samples,
+            "variants": args.variants,
+            "metrics": args.metrics,
+            "seed": args.seed,
+            "crop_border": args.crop_border,
+            "out": args.out,
+            "save_images": args.save_images,
+            "device": args.device,
+            "limit": args.limit,
             "allow_downloads": args.allow_downloads,
         }
         config = AuditConfig(
@@ -180,12 +247,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "audit":
             return _cmd_audit(args, argv)
-        handler = {"models": _cmd_models, "protocols": _cmd_protocols, "metrics": _cmd_metrics,
-                   "report": _cmd_report}[args.command]
+        handler = {
+            "models": _cmd_models,
+            "protocols": _cmd_protocols,
+            "metrics": _cmd_metrics,
+            "report": _cmd_report,
+        }[args.command]
         return handler(args)
     except SRForensicsError as exc:
         print(f"srforensics: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("srforensics: interrupted; finished outputs are in the ledger (use --resume)", file=sys.stderr)
+        print(
+            "srforensics: interrupted; finished outputs are in the ledger (use --resume)",
+            file=sys.stderr,
+        )
         return 130

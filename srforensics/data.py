@@ -23,7 +23,16 @@ from srforensics.resources import list_resources
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CSV_NAME = "metadata.csv"
-_CARD_FIELDS = {"name", "description", "source", "licence", "layout", "root", "records", "attributes"}
+_CARD_FIELDS = {
+    "name",
+    "description",
+    "source",
+    "licence",
+    "layout",
+    "root",
+    "records",
+    "attributes",
+}
 
 
 class DatasetError(SRForensicsError):
@@ -76,7 +85,9 @@ def _resolve_root(raw: Any, card: Path) -> Path:
     if isinstance(raw, Mapping) and set(raw) == {"package"}:
         spec = importlib.util.find_spec(str(raw["package"]))
         if spec is None or not spec.submodule_search_locations:
-            raise DatasetError(f"{card}: package {raw['package']!r} for the dataset root is not installed")
+            raise DatasetError(
+                f"{card}: package {raw['package']!r} for the dataset root is not installed"
+            )
         return Path(next(iter(spec.submodule_search_locations)))
     if isinstance(raw, str):
         p = Path(raw).expanduser()
@@ -103,7 +114,9 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
         raise DatasetError(f"{path}: a dataset card is a YAML mapping")
     unknown = sorted(set(data) - _CARD_FIELDS)
     if unknown:
-        raise DatasetError(f"{path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_CARD_FIELDS))}")
+        raise DatasetError(
+            f"{path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_CARD_FIELDS))}"
+        )
     layout = data.get("layout", "folder")
     root = root_override or _resolve_root(data.get("root", "."), path)
     if layout == "folder":
@@ -157,7 +170,9 @@ def load_folder(root: Path) -> Dataset:
             reader = csv.DictReader(fh)
             cols = reader.fieldnames or []
             if "path" not in cols:
-                raise DatasetError(f"{csv_path}: needs a 'path' column (found: {', '.join(cols) or 'none'})")
+                raise DatasetError(
+                    f"{csv_path}: needs a 'path' column (found: {', '.join(cols) or 'none'})"
+                )
             attrs = [c for c in cols if c not in ("path", "subject", "id")]
             for line, row in enumerate(reader, start=2):
                 where = f"{csv_path}:{line}"

@@ -113,16 +113,23 @@ class Ledger:
         return json.loads(row[0]) if row else default
 
     # -- metrics ----------------------------------------------------------------
-    def set_metrics(self, infos: Sequence[Mapping[str, Any]], unavailable: Mapping[str, str]) -> None:
+    def set_metrics(
+        self, infos: Sequence[Mapping[str, Any]], unavailable: Mapping[str, str]
+    ) -> None:
         with self.conn:
             self.conn.execute("DELETE FROM metrics")
             self.conn.executemany(
                 "INSERT INTO metrics(name, position, info, unavailable) VALUES (?, ?, ?, ?)",
-                [(i["name"], pos, _dumps(i), unavailable.get(i["name"])) for pos, i in enumerate(infos)],
+                [
+                    (i["name"], pos, _dumps(i), unavailable.get(i["name"]))
+                    for pos, i in enumerate(infos)
+                ],
             )
 
     def metrics(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT info, unavailable FROM metrics ORDER BY position").fetchall()
+        rows = self.conn.execute(
+            "SELECT info, unavailable FROM metrics ORDER BY position"
+        ).fetchall()
         return [dict(json.loads(info), unavailable=unav) for info, unav in rows]
 
     # -- records ----------------------------------------------------------------
@@ -144,8 +151,19 @@ class Ledger:
         with self.conn:
             self.conn.execute(
                 "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record_id, idx, path, subject, _dumps(dict(attributes)), sha256, status, error,
-                 None if hr_params is None else _dumps(hr_params), hr_sha256, hr_path),
+                (
+                    record_id,
+                    idx,
+                    path,
+                    subject,
+                    _dumps(dict(attributes)),
+                    sha256,
+                    status,
+                    error,
+                    None if hr_params is None else _dumps(hr_params),
+                    hr_sha256,
+                    hr_path,
+                ),
             )
 
     def record(self, record_id: str) -> dict[str, Any] | None:
@@ -189,14 +207,29 @@ class Ledger:
             for o in outputs:
                 self.conn.execute(
                     "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (record_id, variant, o.sample, o.seed, o.status, o.error, o.output_sha256, o.output_path),
+                    (
+                        record_id,
+                        variant,
+                        o.sample,
+                        o.seed,
+                        o.status,
+                        o.error,
+                        o.output_sha256,
+                        o.output_path,
+                    ),
                 )
                 names = set(o.scores or {}) | set(o.notes or {})
                 self.conn.executemany(
                     "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (record_id, variant, o.sample, m, _finite_or_inf((o.scores or {}).get(m)),
-                         (o.notes or {}).get(m))
+                        (
+                            record_id,
+                            variant,
+                            o.sample,
+                            m,
+                            _finite_or_inf((o.scores or {}).get(m)),
+                            (o.notes or {}).get(m),
+                        )
                         for m in sorted(names)
                     ],
                 )
@@ -207,7 +240,9 @@ class Ledger:
         return [dict(zip(cols, r, strict=True), params=json.loads(r[2])) for r in cur.fetchall()]
 
     def counts(self) -> dict[str, int]:
-        return dict(self.conn.execute("SELECT status, COUNT(*) FROM outputs GROUP BY status").fetchall())
+        return dict(
+            self.conn.execute("SELECT status, COUNT(*) FROM outputs GROUP BY status").fetchall()
+        )
 
     # -- export -----------------------------------------------------------------
     def results(self) -> pd.DataFrame:
@@ -228,18 +263,41 @@ class Ledger:
         attrs = [json.loads(a) for a in df["attributes"]]
         for a in attrs:
             attr_names.extend(k for k in a if k not in attr_names)
-        attr_df = pd.DataFrame([{k: a.get(k) for k in attr_names} for a in attrs], columns=attr_names, index=df.index)
-        scores = pd.read_sql_query("SELECT record_id, variant, sample, metric, value FROM scores", self.conn)
+        attr_df = pd.DataFrame(
+            [{k: a.get(k) for k in attr_names} for a in attrs], columns=attr_names, index=df.index
+        )
+        scores = pd.read_sql_query(
+            "SELECT record_id, variant, sample, metric, value FROM scores", self.conn
+        )
         wide = (
-            scores.pivot_table(index=["record_id", "variant", "sample"], columns="metric", values="value",
-                               aggfunc="first", dropna=False)
-            if len(scores) else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["record_id", "variant", "sample"]))
+            scores.pivot_table(
+                index=["record_id", "variant", "sample"],
+                columns="metric",
+                values="value",
+                aggfunc="first",
+                dropna=False,
+            )
+            if len(scores)
+            else pd.DataFrame(
+                index=pd.MultiIndex.from_tuples([], names=["record_id", "variant", "sample"])
+            )
         )
         wide = wide.reindex(columns=metric_names)
         base = df.drop(columns=["attributes", "idx"])
         head = base[["record_id", "subject"]]
         mid = base[["variant", "sample", "status", "error"]]
-        tail = base[["seed", "input_path", "input_sha256", "lr_sha256", "output_sha256", "hr_path", "lr_path", "output_path"]]
+        tail = base[
+            [
+                "seed",
+                "input_path",
+                "input_sha256",
+                "lr_sha256",
+                "output_sha256",
+                "hr_path",
+                "lr_path",
+                "output_path",
+            ]
+        ]
         merged = pd.concat([head, attr_df, mid], axis=1)
         merged = merged.merge(wide.reset_index(), on=["record_id", "variant", "sample"], how="left")
         merged = pd.concat([merged, tail.reset_index(drop=True)], axis=1)
@@ -253,7 +311,8 @@ class Ledger:
         import pandas as pd
 
         return pd.read_sql_query(
-            "SELECT record_id, variant, sample, metric, note FROM scores WHERE note IS NOT NULL", self.conn
+            "SELECT record_id, variant, sample, metric, note FROM scores WHERE note IS NOT NULL",
+            self.conn,
         )
 
 

@@ -17,8 +17,22 @@ MANIFEST_NAME = "manifest.json"
 
 #: Distributions whose versions every manifest records.
 TRACKED_PACKAGES = (
-    "srforensics", "torch", "torchvision", "numpy", "scipy", "scikit-image", "pillow", "pyiqa",
-    "facenet-pytorch", "pandas", "pyarrow", "matplotlib", "fairlearn", "jinja2", "pyyaml", "tqdm",
+    "srforensics",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "pillow",
+    "pyiqa",
+    "facenet-pytorch",
+    "pandas",
+    "pyarrow",
+    "matplotlib",
+    "fairlearn",
+    "jinja2",
+    "pyyaml",
+    "tqdm",
 )
 
 #: Licences shown in every report; pyiqa's restricts commercial use.
@@ -62,11 +76,16 @@ def git_commit(path: Path | None = None) -> dict[str, Any] | None:
         return None
     try:
         commit = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(where), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         status = subprocess.run(
             ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

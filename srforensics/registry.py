@@ -130,7 +130,9 @@ class Registry(Generic[T]):
         if key in self._entries:
             entry = self._entries[key]
             if isinstance(entry.target, str):
-                entry = Entry(entry.name, import_target(entry.target), entry.origin, entry.description)
+                entry = Entry(
+                    entry.name, import_target(entry.target), entry.origin, entry.description
+                )
                 self._entries[key] = entry
             return entry.target
         prefix, sep, rest = name.partition(":")
@@ -145,15 +147,12 @@ class Registry(Generic[T]):
         raise SRForensicsError(self._unknown_message(name))
 
     def _unknown_message(self, name: str) -> str:
-        choices = self.names() + sorted(
-            n for n, k in self._aliases.items() if k in self._entries
-        )
+        choices = self.names() + sorted(n for n, k in self._aliases.items() if k in self._entries)
         close = difflib.get_close_matches(self._key(name), choices, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(self.names())
         return (
-            f"unknown {self.kind} {name!r}{hint} Known: {known}; "
-            f"or give 'package.module:Attribute'"
+            f"unknown {self.kind} {name!r}{hint} Known: {known}; or give 'package.module:Attribute'"
         )
 
     # -- internals ----------------------------------------------------------
@@ -171,4 +170,3 @@ class Registry(Generic[T]):
                 continue  # built-ins win; a plug-in cannot shadow them silently
             origin = f"entry point ({ep.dist.name if ep.dist else 'unknown package'})"
             self._entries[key] = Entry(name=ep.name, target=ep.value, origin=origin)
-

@@ -59,7 +59,9 @@ _KERNELS = {
 
 
 @lru_cache(maxsize=256)
-def weight_matrix(in_len: int, out_len: int, scale: float, method: str, antialias: bool) -> np.ndarray:
+def weight_matrix(
+    in_len: int, out_len: int, scale: float, method: str, antialias: bool
+) -> np.ndarray:
     """The ``(out_len, in_len)`` float64 matrix of one axis of MATLAB ``imresize``."""
     if method not in _KERNELS:
         raise ValueError(f"unknown resize method {method!r}; choose from {', '.join(METHODS)}")

@@ -33,7 +33,9 @@ def tiny_dataset(tmp_path_factory) -> Path:
     from skimage import data
 
     root = tmp_path_factory.mktemp("tiny-dataset")
-    write_png(root / "astronaut.png", data.astronaut()[40:106, 180:246])  # 66x66: not a multiple of 4
+    write_png(
+        root / "astronaut.png", data.astronaut()[40:106, 180:246]
+    )  # 66x66: not a multiple of 4
     write_png(root / "coffee.png", data.coffee()[100:164, 200:264])
     write_png(root / "gray cam.png", data.camera()[60:124, 220:284])  # grayscale, space in the name
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
@@ -49,16 +51,23 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "plugins"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "plugins"), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env.update(extra)
     return env
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "srforensics", *args],
-        capture_output=True, text=True, env=env or cli_env(), cwd=cwd, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env or cli_env(),
+        cwd=cwd,
+        timeout=timeout,
     )
 
 
@@ -75,15 +84,33 @@ def chromium() -> str:
     path = find_chromium()
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("CI must have a headless Chromium (.ci/run installs the Debian package 'chromium')")
-        pytest.skip("no Chromium on this machine: install Debian's 'chromium' to run the browser tests")
+            pytest.fail(
+                "CI must have a headless Chromium (.ci/run installs the Debian package 'chromium')"
+            )
+        pytest.skip(
+            "no Chromium on this machine: install Debian's 'chromium' to run the browser tests"
+        )
     return path
 
 
 def audit_tiny(tiny_dataset: Path, out: Path, *extra: str, env: dict[str, str] | None = None):
     return run_cli(
-        "audit", "--model", "bicubic", "--protocol", "bicubic-x4", "--dataset", str(tiny_dataset),
-        "--samples", "2", "--metrics", TINY_METRICS, "--save-images", "all", "--out", str(out), *extra,
+        "audit",
+        "--model",
+        "bicubic",
+        "--protocol",
+        "bicubic-x4",
+        "--dataset",
+        str(tiny_dataset),
+        "--samples",
+        "2",
+        "--metrics",
+        TINY_METRICS,
+        "--save-images",
+        "all",
+        "--out",
+        str(out),
+        *extra,
         env=env,
     )
 

@@ -6,7 +6,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_METRICS, audit_tiny, cli_env, run_cli
@@ -24,7 +23,9 @@ def test_run_folder_contents(tiny_run, tiny_dataset):
     assert "100%" in proc.stderr  # the progress bar ran to the end
     with sqlite3.connect(out / "ledger.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        rows = db.execute("SELECT record_id, status, error FROM outputs ORDER BY record_id, sample").fetchall()
+        rows = db.execute(
+            "SELECT record_id, status, error FROM outputs ORDER BY record_id, sample"
+        ).fetchall()
     assert len(rows) == 4 * 1 * 2  # records x variants x samples
     failed = [r for r in rows if r[1] == "failed"]
     assert {r[0] for r in failed} == {"broken.png"}
@@ -34,19 +35,45 @@ def test_run_folder_contents(tiny_run, tiny_dataset):
     pq = pd.read_parquet(out / "results.parquet")
     csv = pd.read_csv(out / "results.csv")
     assert len(pq) == len(csv) == 8
-    expected_head = ["record_id", "subject", "group", "lighting", "variant", "sample", "status", "error", *METRICS]
+    expected_head = [
+        "record_id",
+        "subject",
+        "group",
+        "lighting",
+        "variant",
+        "sample",
+        "status",
+        "error",
+        *METRICS,
+    ]
     assert list(pq.columns[: len(expected_head)]) == expected_head
-    assert {"hr_path", "lr_path", "output_path", "lr_sha256", "output_sha256", "seed"} <= set(pq.columns)
+    assert {"hr_path", "lr_path", "output_path", "lr_sha256", "output_sha256", "seed"} <= set(
+        pq.columns
+    )
     ok = pq[pq.status == "ok"]
     assert ok[METRICS].notna().all().all()
     for rel in pd.concat([ok.hr_path, ok.lr_path, ok.output_path]):
         assert (out / rel).is_file()
 
     manifest = json.loads((out / "manifest.json").read_text())
-    for key in ("run_id", "config", "protocol", "inputs", "packages", "seeds", "started_at", "finished_at", "git", "model"):
+    for key in (
+        "run_id",
+        "config",
+        "protocol",
+        "inputs",
+        "packages",
+        "seeds",
+        "started_at",
+        "finished_at",
+        "git",
+        "model",
+    ):
         assert key in manifest
     proto = load_protocol("bicubic-x4")
-    assert manifest["protocol"]["sha256"] == proto.sha256 and manifest["protocol"]["text"] == proto.text
+    assert (
+        manifest["protocol"]["sha256"] == proto.sha256
+        and manifest["protocol"]["text"] == proto.text
+    )
     hashes = {i["record_id"]: i["sha256"] for i in manifest["inputs"]}
     assert hashes["coffee.png"] == sha256_file(tiny_dataset / "coffee.png")
     assert manifest["packages"]["torch"] and manifest["packages"]["pyiqa"]
@@ -65,8 +92,9 @@ def test_psnr_ssim_equal_scikit_image_on_the_saved_pngs(tiny_run):
         hr = rgb2ycbcr(imread(out / row.hr_path) / 255.0)[4:-4, 4:-4, 0]
         sr = rgb2ycbcr(imread(out / row.output_path) / 255.0)[4:-4, 4:-4, 0]
         assert row.psnr == pytest.approx(peak_signal_noise_ratio(hr, sr, data_range=255), abs=1e-6)
-        ssim = structural_similarity(hr, sr, data_range=255, gaussian_weights=True, sigma=1.5,
-                                     use_sample_covariance=False)
+        ssim = structural_similarity(
+            hr, sr, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
         assert row.ssim == pytest.approx(ssim, abs=1e-6)
 
 
@@ -76,17 +104,42 @@ def test_same_audit_twice_gives_identical_results(tiny_run, tiny_dataset, tmp_pa
     assert proc.returncode == 0, proc.stderr[-2000:]
     a = pd.read_parquet(first / "results.parquet")
     b = pd.read_parquet(tmp_path / "again" / "results.parquet")
-    cols = ["record_id", "variant", "sample", "status", "seed", "lr_sha256", "output_sha256", *METRICS]
+    cols = [
+        "record_id",
+        "variant",
+        "sample",
+        "status",
+        "seed",
+        "lr_sha256",
+        "output_sha256",
+        *METRICS,
+    ]
     pd.testing.assert_frame_equal(a[cols], b[cols])
-    assert a.lr_sha256.dropna().tolist() == b.lr_sha256.dropna().tolist() and a.lr_sha256.notna().any()
+    assert (
+        a.lr_sha256.dropna().tolist() == b.lr_sha256.dropna().tolist() and a.lr_sha256.notna().any()
+    )
 
 
 def test_resume_after_a_hard_stop_computes_only_what_is_missing(tiny_run, tiny_dataset, tmp_path):
     log = tmp_path / "calls.log"
     out = tmp_path / "stopped"
-    args = ("audit", "--model", "srf_test_plugins:CountingBicubic", "--protocol", "bicubic-x4",
-            "--dataset", str(tiny_dataset), "--samples", "2", "--metrics", TINY_METRICS,
-            "--save-images", "all", "--out", str(out))
+    args = (
+        "audit",
+        "--model",
+        "srf_test_plugins:CountingBicubic",
+        "--protocol",
+        "bicubic-x4",
+        "--dataset",
+        str(tiny_dataset),
+        "--samples",
+        "2",
+        "--metrics",
+        TINY_METRICS,
+        "--save-images",
+        "all",
+        "--out",
+        str(out),
+    )
     proc = run_cli(*args, env=cli_env(SRF_CALL_LOG=str(log), SRF_DIE_AFTER="2"))
     assert proc.returncode == 9  # died inside the third model call
     with sqlite3.connect(out / "ledger.sqlite") as db:
@@ -102,7 +155,16 @@ def test_resume_after_a_hard_stop_computes_only_what_is_missing(tiny_run, tiny_d
 
     resumed = pd.read_parquet(out / "results.parquet")
     full = pd.read_parquet(tiny_run[0] / "results.parquet")
-    cols = ["record_id", "variant", "sample", "status", "seed", "lr_sha256", "output_sha256", *METRICS]
+    cols = [
+        "record_id",
+        "variant",
+        "sample",
+        "status",
+        "seed",
+        "lr_sha256",
+        "output_sha256",
+        *METRICS,
+    ]
     pd.testing.assert_frame_equal(resumed[cols], full[cols])
     manifest = json.loads((out / "manifest.json").read_text())
     assert [h["resumed"] for h in manifest["history"]] == [False, True]
@@ -118,16 +180,30 @@ def test_existing_run_folder_is_not_overwritten(tiny_run, tiny_dataset):
 def test_failing_and_nan_models_are_recorded_and_the_run_goes_on(tiny_dataset, tmp_path):
     from srforensics.audit import AuditConfig, run_audit
 
-    base = dict(protocol="bicubic-x4", dataset=str(tiny_dataset), metrics=("psnr",), samples=3, save_images="none")
-    run = run_audit(AuditConfig(model="srf_test_plugins:Crashing", out=str(tmp_path / "crash"), **base))
+    base = dict(
+        protocol="bicubic-x4",
+        dataset=str(tiny_dataset),
+        metrics=("psnr",),
+        samples=3,
+        save_images="none",
+    )
+    run = run_audit(
+        AuditConfig(model="srf_test_plugins:Crashing", out=str(tmp_path / "crash"), **base)
+    )
     res = pd.read_parquet(run.run_dir / "results.parquet")
     good = res[res.record_id != "broken.png"]
     assert (good.status == "failed").all()
     assert good.error.str.contains("model failed: RuntimeError: weights exploded").all()
     assert run.report.is_file()
 
-    run = run_audit(AuditConfig(model="srf_test_plugins:NoisyModel", model_args={"nan_every": 2},
-                                out=str(tmp_path / "nan"), **base))
+    run = run_audit(
+        AuditConfig(
+            model="srf_test_plugins:NoisyModel",
+            model_args={"nan_every": 2},
+            out=str(tmp_path / "nan"),
+            **base,
+        )
+    )
     res = pd.read_parquet(run.run_dir / "results.parquet")
     nan_rows = res[res.error.fillna("").str.contains("NaN")]
     assert len(nan_rows) and (nan_rows.seed % 2 == 0).all() and (nan_rows.status == "failed").all()
@@ -140,13 +216,22 @@ def test_failing_and_nan_models_are_recorded_and_the_run_goes_on(tiny_dataset, t
 def test_unavailable_metric_is_recorded_not_dropped(tiny_dataset, tmp_path):
     from srforensics.audit import AuditConfig, run_audit
 
-    run = run_audit(AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), samples=1,
-                                metrics=("psnr", "pyiqa:pieapp"), save_images="none",
-                                out=str(tmp_path / "r")))
+    run = run_audit(
+        AuditConfig(
+            protocol="bicubic-x4",
+            dataset=str(tiny_dataset),
+            samples=1,
+            metrics=("psnr", "pyiqa:pieapp"),
+            save_images="none",
+            out=str(tmp_path / "r"),
+        )
+    )
     res = pd.read_parquet(run.run_dir / "results.parquet")
     assert "pyiqa:pieapp" in res.columns and res["pyiqa:pieapp"].isna().all()
     with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:
-        reason = db.execute("SELECT unavailable FROM metrics WHERE name = 'pyiqa:pieapp'").fetchone()[0]
+        reason = db.execute(
+            "SELECT unavailable FROM metrics WHERE name = 'pyiqa:pieapp'"
+        ).fetchone()[0]
     assert "weight file" in reason
     html = run.report.read_text()
     assert "pyiqa:pieapp" in html and "unavailable" in html

@@ -32,8 +32,14 @@ def test_help_imports_no_heavy_library():
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["audit", "--help"], ["models", "list", "--help"], ["protocols", "show", "--help"],
-                 ["metrics", "list", "--help"], ["report", "--help"]):
+    for args in (
+        ["--help"],
+        ["audit", "--help"],
+        ["models", "list", "--help"],
+        ["protocols", "show", "--help"],
+        ["metrics", "list", "--help"],
+        ["report", "--help"],
+    ):
         proc = run_cli(*args)
         assert proc.returncode == 0 and "usage:" in proc.stdout
 
@@ -51,7 +57,11 @@ def test_protocols_list_and_show():
     from srforensics.degradations.protocol import load_protocol
 
     proc = run_cli("protocols", "show", "faces")
-    assert proc.returncode == 0 and load_protocol("faces").sha256 in proc.stdout and "face_align" in proc.stdout
+    assert (
+        proc.returncode == 0
+        and load_protocol("faces").sha256 in proc.stdout
+        and "face_align" in proc.stdout
+    )
     proc = run_cli("protocols", "show", "facez")
     assert proc.returncode == 2 and "did you mean 'faces'" in proc.stderr
 

@@ -19,7 +19,11 @@ def test_folder_with_csv(tiny_dataset):
     assert len(ds.records) == 4
     assert ds.attribute_names == ("group", "lighting")
     rec = ds.records[2]
-    assert rec.id == "gray cam.png" and rec.subject == "s3" and rec.attributes == {"group": "a", "lighting": "night"}
+    assert (
+        rec.id == "gray cam.png"
+        and rec.subject == "s3"
+        and rec.attributes == {"group": "a", "lighting": "night"}
+    )
 
 
 def test_folder_without_csv(tmp_path):

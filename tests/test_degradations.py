@@ -10,7 +10,7 @@ from srforensics.resize import imresize
 def _img(shape=(64, 64, 3)):
     from skimage import data
 
-    return (data.astronaut()[: shape[0], 200:200 + shape[1]] / 255.0).astype(np.float32)
+    return (data.astronaut()[: shape[0], 200 : 200 + shape[1]] / 255.0).astype(np.float32)
 
 
 def op(name, **spec):
@@ -22,7 +22,9 @@ def test_gaussian_blur_smooths_and_keeps_mean():
     out = op("gaussian_blur", sigma=2.0).apply(img, sigma=2.0, kernel_size=21)
     assert abs(out.mean() - img.mean()) < 2e-3  # reflect borders: mean nearly preserved
     assert np.abs(np.diff(out, axis=1)).mean() < 0.5 * np.abs(np.diff(img, axis=1)).mean()
-    np.testing.assert_array_equal(op("gaussian_blur", sigma=0.0).apply(img, sigma=0.0, kernel_size=21), img)
+    np.testing.assert_array_equal(
+        op("gaussian_blur", sigma=0.0).apply(img, sigma=0.0, kernel_size=21), img
+    )
 
 
 def test_downscale_is_the_matlab_resize():

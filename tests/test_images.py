@@ -41,7 +41,7 @@ def test_modes_become_rgb_float():
     np.testing.assert_allclose(out[..., 1], gray / 255.0, atol=1e-7)
     rgba = np.dstack([np.full((4, 4, 3), 200, np.uint8), np.zeros((4, 4), np.uint8)])
     assert decode_image(_png(rgba)).shape == (4, 4, 3)
-    sixteen = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000)
+    sixteen = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000
     buf = io.BytesIO()
     Image.fromarray(sixteen).save(buf, format="PNG")
     out16 = decode_image(buf.getvalue())

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from srforensics.images import quantize, to_tensor
-from srforensics.metrics import METRICS, MetricConfig, MetricUnavailable, build_metric, describe_metric
+from srforensics.metrics import (
+    METRICS,
+    MetricConfig,
+    MetricUnavailable,
+    build_metric,
+    describe_metric,
+)
 from srforensics.metrics.fidelity import psnr
 from srforensics.resize import imresize
 
@@ -26,7 +32,7 @@ def _pair(seed=0, shape=(48, 52, 3)):
     from skimage import data
 
     rng = np.random.default_rng(seed)
-    hr = quantize(data.astronaut()[:shape[0], 200:200 + shape[1]] / 255.0)
+    hr = quantize(data.astronaut()[: shape[0], 200 : 200 + shape[1]] / 255.0)
     out = quantize(np.clip(hr + rng.normal(0, 0.03, hr.shape), 0, 1))
     return hr.astype(np.float64), out.astype(np.float64)
 
@@ -43,8 +49,9 @@ def test_y_psnr_ssim_match_scikit_image(border):
     ours_ssim = build_metric("ssim", cfg)(to_tensor(out), to_tensor(hr)).item()
     ya, yb = _skimage_y(out, border), _skimage_y(hr, border)
     assert ours_psnr == pytest.approx(peak_signal_noise_ratio(yb, ya, data_range=255), abs=1e-6)
-    ref_ssim = structural_similarity(ya, yb, data_range=255, gaussian_weights=True, sigma=1.5,
-                                     use_sample_covariance=False)
+    ref_ssim = structural_similarity(
+        ya, yb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     assert ours_ssim == pytest.approx(ref_ssim, abs=1e-6)
 
 
@@ -55,10 +62,20 @@ def test_rgb_variants_match_scikit_image():
     cfg = MetricConfig(scale=2)
     a, b = out[2:-2, 2:-2] * 255, hr[2:-2, 2:-2] * 255
     assert build_metric("psnr_rgb", cfg)(to_tensor(out), to_tensor(hr)).item() == pytest.approx(
-        peak_signal_noise_ratio(b, a, data_range=255), abs=1e-6)
-    ref = structural_similarity(a, b, data_range=255, gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False, channel_axis=-1)
-    assert build_metric("ssim_rgb", cfg)(to_tensor(out), to_tensor(hr)).item() == pytest.approx(ref, abs=1e-6)
+        peak_signal_noise_ratio(b, a, data_range=255), abs=1e-6
+    )
+    ref = structural_similarity(
+        a,
+        b,
+        data_range=255,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=-1,
+    )
+    assert build_metric("ssim_rgb", cfg)(to_tensor(out), to_tensor(hr)).item() == pytest.approx(
+        ref, abs=1e-6
+    )
 
 
 def test_default_crop_border_is_the_scale():
@@ -129,7 +146,9 @@ def test_metric_without_weights_is_unavailable_with_reason(tmp_path):
         "    print('UNAVAILABLE', e)\n"
     )
     env = {"TORCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert "UNAVAILABLE" in out.stdout, out.stderr[-2000:]
     assert "LPIPS_v0.1_alex" in out.stdout and str(tmp_path) in out.stdout
     assert not any(tmp_path.rglob("*.pth"))

@@ -27,7 +27,9 @@ def test_interpolation_shape_range_and_determinism(name):
 
 def test_bicubic_is_the_matlab_resize():
     lr = np.random.default_rng(0).random((9, 11, 3))
-    out = load_model("bicubic").sample(torch.from_numpy(lr.transpose(2, 0, 1)[None]), scale=3, n=1, seeds=[0])
+    out = load_model("bicubic").sample(
+        torch.from_numpy(lr.transpose(2, 0, 1)[None]), scale=3, n=1, seeds=[0]
+    )
     ref = np.clip(imresize(lr, size=(27, 33)), 0, 1)
     np.testing.assert_allclose(out[0, 0].numpy().transpose(1, 2, 0), ref, atol=1e-12)
 

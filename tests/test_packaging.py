@@ -13,17 +13,31 @@ from conftest import REPO
 @pytest.mark.slow
 def test_wheel_ships_resources_and_finds_them(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheel = next(tmp_path.glob("srforensics-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("srforensics/_resources/protocols/faces.yaml",
-                     "srforensics/_resources/protocols/bicubic-x4.yaml",
-                     "srforensics/_resources/datasets/sample.yaml",
-                     "srforensics/_resources/reports/audit.html.j2",
-                     "srforensics/_resources/reports/style.css"):
+    for expected in (
+        "srforensics/_resources/protocols/faces.yaml",
+        "srforensics/_resources/protocols/bicubic-x4.yaml",
+        "srforensics/_resources/datasets/sample.yaml",
+        "srforensics/_resources/reports/audit.html.j2",
+        "srforensics/_resources/reports/style.css",
+    ):
         assert expected in names
     assert any(n.endswith("entry_points.txt") for n in names)
     site = tmp_path / "site"
@@ -34,8 +48,14 @@ def test_wheel_ships_resources_and_finds_them(tmp_path):
         "print(sorted(p.available_protocols()));"
         "print(r.resource_dir('reports'))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert lines[0] == str(site / "srforensics" / "_resources" / "protocols")

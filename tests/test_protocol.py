@@ -38,7 +38,9 @@ def test_shipped_protocols_load():
 
 def test_hash_ignores_formatting_and_comments(tmp_path):
     a = load_protocol(_write(tmp_path, BASE, "a.yaml"))
-    reformatted = "# a comment\n" + BASE.replace("sigma: {uniform: [0.5, 1.5]}", "sigma:\n      uniform:\n        - 0.5\n        - 1.5")
+    reformatted = "# a comment\n" + BASE.replace(
+        "sigma: {uniform: [0.5, 1.5]}", "sigma:\n      uniform:\n        - 0.5\n        - 1.5"
+    )
     b = load_protocol(_write(tmp_path, reformatted, "b.yaml"))
     assert a.sha256 == b.sha256
     c = load_protocol(_write(tmp_path, BASE.replace("0.5, 1.5", "0.5, 1.6"), "c.yaml"))
@@ -59,7 +61,9 @@ def test_sampling_is_seeded_and_apply_is_pure(tmp_path):
 
 
 def test_uniform_int_covers_both_ends(tmp_path):
-    p = load_protocol(_write(tmp_path, BASE.replace("{choice: [50, 70, 90]}", "{uniform: [40, 42]}")))
+    p = load_protocol(
+        _write(tmp_path, BASE.replace("{choice: [50, 70, 90]}", "{uniform: [40, 42]}"))
+    )
     rng = np.random.default_rng(0)
     qs = {p.sample(rng)[2]["quality"] for _ in range(200)}
     assert qs == {40, 41, 42}
@@ -68,16 +72,40 @@ def test_uniform_int_covers_both_ends(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        (BASE.replace("gaussian_blur", "gausian_blur"), r"steps\[0\].*unknown degradation operator 'gausian_blur'; did you mean 'gaussian_blur'"),
-        (BASE.replace("sigma:", "sigmaa:"), r"steps\[0\] \(gaussian_blur\): unknown field\(s\) sigmaa"),
-        (BASE.replace("quality: {choice: [50, 70, 90]}", "quality: 101"), r"steps\[2\] \(jpeg\).quality: 101 is above the maximum 100"),
-        (BASE.replace("quality: {choice: [50, 70, 90]}", "quality: high"), r"steps\[2\] \(jpeg\).quality: expected int"),
-        (BASE.replace("{uniform: [0.5, 1.5]}", "{gaussian: [0.5, 1.5]}"), r"sigma: a distribution is one of"),
-        (BASE.replace("scale: 4\nvariants", "scale: 2\nvariants"), r"reduce by x4, but the protocol's scale is 2"),
+        (
+            BASE.replace("gaussian_blur", "gausian_blur"),
+            r"steps\[0\].*unknown degradation operator 'gausian_blur'; did you mean 'gaussian_blur'",
+        ),
+        (
+            BASE.replace("sigma:", "sigmaa:"),
+            r"steps\[0\] \(gaussian_blur\): unknown field\(s\) sigmaa",
+        ),
+        (
+            BASE.replace("quality: {choice: [50, 70, 90]}", "quality: 101"),
+            r"steps\[2\] \(jpeg\).quality: 101 is above the maximum 100",
+        ),
+        (
+            BASE.replace("quality: {choice: [50, 70, 90]}", "quality: high"),
+            r"steps\[2\] \(jpeg\).quality: expected int",
+        ),
+        (
+            BASE.replace("{uniform: [0.5, 1.5]}", "{gaussian: [0.5, 1.5]}"),
+            r"sigma: a distribution is one of",
+        ),
+        (
+            BASE.replace("scale: 4\nvariants", "scale: 2\nvariants"),
+            r"reduce by x4, but the protocol's scale is 2",
+        ),
         (BASE + "colour: red\n", r"unknown field\(s\) colour"),
         (BASE.replace("name: t\n", ""), r"missing required field 'name'"),
         ("name: t\nscale: 4\nsteps: [\n", r"invalid YAML \(line"),
-        (BASE.replace("  - op: jpeg\n    quality: {choice: [50, 70, 90]}\n", "  - op: mod_crop\n    multiple: 4\n"), r"is an HR step; list it under 'hr'"),
+        (
+            BASE.replace(
+                "  - op: jpeg\n    quality: {choice: [50, 70, 90]}\n",
+                "  - op: mod_crop\n    multiple: 4\n",
+            ),
+            r"is an HR step; list it under 'hr'",
+        ),
     ],
 )
 def test_validation_names_file_step_and_field(tmp_path, text, message):

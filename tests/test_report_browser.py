@@ -7,28 +7,42 @@ import subprocess
 
 import pytest
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 
 def _chromium(chromium, tmp_path, *args) -> subprocess.CompletedProcess:
     profile = tmp_path / "profile"
     profile.mkdir(exist_ok=True)
-    return subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_report_is_self_contained(tiny_run):
     html = (tiny_run[0] / "report.html").read_text()
     srcs = re.findall(r'\bsrc="([^"]*)"', html)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert not re.search(r'<(link|script)[^>]+(href|src)=', html)
+    assert not re.search(r"<(link|script)[^>]+(href|src)=", html)
     assert "PolyForm-Noncommercial-1.0.0" in html
 
 
 def test_report_renders_in_headless_chromium(chromium, tiny_run, tmp_path):
     report = tiny_run[0] / "report.html"
-    proc = _chromium(chromium, tmp_path, "--virtual-time-budget=5000", "--dump-dom", report.as_uri())
+    proc = _chromium(
+        chromium, tmp_path, "--virtual-time-budget=5000", "--dump-dom", report.as_uri()
+    )
     dom = proc.stdout
     assert "Super-resolution audit" in dom, proc.stderr[-2000:]
     # Summary rows, one per metric, and the failed record listed with its reason.
@@ -39,7 +53,9 @@ def test_report_renders_in_headless_chromium(chromium, tiny_run, tmp_path):
     assert dom.count("<img") == 6 + 3 * 4
 
     shot = tmp_path / "report.png"
-    proc = _chromium(chromium, tmp_path, "--window-size=1200,1600", f"--screenshot={shot}", report.as_uri())
+    proc = _chromium(
+        chromium, tmp_path, "--window-size=1200,1600", f"--screenshot={shot}", report.as_uri()
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     import numpy as np
     from PIL import Image
@@ -59,8 +75,17 @@ def test_report_escapes_hostile_text(field, tiny_dataset, tmp_path):
     root = tmp_path / "ds"
     root.mkdir()
     shutil.copy(tiny_dataset / "coffee.png", root / "coffee.png")
-    (root / "metadata.csv").write_text('path,id\ncoffee.png,<script>alert(1)</script>\n')
-    run = run_audit(AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1, metrics=("psnr",),
-                                out=str(tmp_path / "run")))
+    (root / "metadata.csv").write_text("path,id\ncoffee.png,<script>alert(1)</script>\n")
+    run = run_audit(
+        AuditConfig(
+            protocol="bicubic-x4",
+            dataset=str(root),
+            samples=1,
+            metrics=("psnr",),
+            out=str(tmp_path / "run"),
+        )
+    )
     html = run.report.read_text()
-    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert (
+        "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    )

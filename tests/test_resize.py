@@ -14,11 +14,17 @@ import torch
 from srforensics.resize import imresize, imresize_tensor, output_size, weight_matrix
 
 
-def _reference(img: np.ndarray, *, scale=None, sizes=None, kernel="cubic", antialias=True) -> np.ndarray:
+def _reference(
+    img: np.ndarray, *, scale=None, sizes=None, kernel="cubic", antialias=True
+) -> np.ndarray:
     from pyiqa.matlab_utils import imresize as ref
 
     t = torch.from_numpy(img.transpose(2, 0, 1).copy()).double()
-    return ref(t, scale=scale, sizes=sizes, kernel=kernel, antialiasing=antialias).numpy().transpose(1, 2, 0)
+    return (
+        ref(t, scale=scale, sizes=sizes, kernel=kernel, antialiasing=antialias)
+        .numpy()
+        .transpose(1, 2, 0)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +46,22 @@ def test_bilinear_upscale_matches_matlab_closed_form():
     # MATLAB: imresize([1 2], 2, 'bilinear') along a row gives [1 1.25 1.75 2]: output centres at
     # u = x/2 + 1/4, triangle weights 3/4 and 1/4, mirrored border.
     a = np.array([[1.0, 2.0]])
-    np.testing.assert_allclose(imresize(a, size=(1, 4), method="bilinear"), [[1.0, 1.25, 1.75, 2.0]], atol=1e-12)
+    np.testing.assert_allclose(
+        imresize(a, size=(1, 4), method="bilinear"), [[1.0, 1.25, 1.75, 2.0]], atol=1e-12
+    )
     # Downscaling by 2 with antialiasing widens the triangle to 4 taps: weights 1/8, 3/8, 3/8, 1/8.
     row = np.array([[0.0, 8.0, 16.0, 24.0, 32.0, 40.0]])
-    np.testing.assert_allclose(imresize(row, size=(1, 3), method="bilinear"),
-                               [[(0 * 1 + 0 * 3 + 8 * 3 + 16) / 8, (8 + 16 * 3 + 24 * 3 + 32) / 8, (24 + 32 * 3 + 40 * 3 + 40) / 8]],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        imresize(row, size=(1, 3), method="bilinear"),
+        [
+            [
+                (0 * 1 + 0 * 3 + 8 * 3 + 16) / 8,
+                (8 + 16 * 3 + 24 * 3 + 32) / 8,
+                (24 + 32 * 3 + 40 * 3 + 40) / 8,
+            ]
+        ],
+        atol=1e-12,
+    )
 
 
 def test_explicit_size_and_no_antialias(img):

@@ -35,7 +35,10 @@ class GaussianBlur(Degradation):
             return np.asarray(img, dtype=np.float32).copy()
         k = gaussian_kernel(sigma, kernel_size | 1)
         out = np.stack(
-            [correlate(img[..., c].astype(np.float64), k, mode="reflect") for c in range(img.shape[2])],
+            [
+                correlate(img[..., c].astype(np.float64), k, mode="reflect")
+                for c in range(img.shape[2])
+            ],
             axis=2,
         )
         return out.astype(np.float32)

@@ -149,8 +149,10 @@ def parse_protocol(data: Any, *, source: str = "<protocol>", text: str = "") -> 
         if key not in data:
             raise ProtocolError(f"{source}: missing required field {key!r}")
     for key, typ in _TOP_LEVEL.items():
-        if key in data and data[key] is not None and (
-            not isinstance(data[key], typ) or isinstance(data[key], bool)
+        if (
+            key in data
+            and data[key] is not None
+            and (not isinstance(data[key], typ) or isinstance(data[key], bool))
         ):
             raise ProtocolError(f"{source}: field {key!r} has the wrong type: {data[key]!r}")
     scale, variants = data["scale"], data.get("variants", 1)
@@ -158,14 +160,18 @@ def parse_protocol(data: Any, *, source: str = "<protocol>", text: str = "") -> 
         raise ProtocolError(f"{source}: scale must be between 1 and 16, got {scale}")
     if not 1 <= variants <= 10_000:
         raise ProtocolError(f"{source}: variants must be between 1 and 10000, got {variants}")
-    hr_steps = tuple(_build_step(s, f"{source}: hr[{i}]") for i, s in enumerate(data.get("hr") or []))
+    hr_steps = tuple(
+        _build_step(s, f"{source}: hr[{i}]") for i, s in enumerate(data.get("hr") or [])
+    )
     for i, s in enumerate(hr_steps):
         if not isinstance(s, HRStep):
             raise ProtocolError(f"{source}: hr[{i}]: {s.name!r} is a degradation, not an HR step")
     steps = tuple(_build_step(s, f"{source}: steps[{i}]") for i, s in enumerate(data["steps"]))
     for i, s in enumerate(steps):
         if isinstance(s, HRStep):
-            raise ProtocolError(f"{source}: steps[{i}]: {s.name!r} is an HR step; list it under 'hr'")
+            raise ProtocolError(
+                f"{source}: steps[{i}]: {s.name!r} is an HR step; list it under 'hr'"
+            )
     factor = 1
     for s in steps:
         factor *= s.scale_factor()

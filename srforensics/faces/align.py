@@ -17,15 +17,18 @@ from srforensics.faces import NoFaceFound
 
 # Canonical 5-point template (left eye, right eye, nose tip, left and right mouth
 # corners) of the 112x112 ArcFace crop (Deng et al., InsightFace), in [0, 1].
-_TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ]
-) / 112.0
+_TEMPLATE_112 = (
+    np.array(
+        [
+            [38.2946, 51.6963],
+            [73.5318, 51.5014],
+            [56.0252, 71.7366],
+            [41.5493, 92.3655],
+            [70.7299, 92.2041],
+        ]
+    )
+    / 112.0
+)
 
 
 def template(size: int, padding: float) -> np.ndarray:
@@ -48,7 +51,9 @@ def detect_faces(img: np.ndarray, *, min_face_size: int = 20) -> list[dict[str, 
 
     from srforensics.images import to_uint8
 
-    boxes, probs, points = _detector(min_face_size).detect(Image.fromarray(to_uint8(img)), landmarks=True)
+    boxes, probs, points = _detector(min_face_size).detect(
+        Image.fromarray(to_uint8(img)), landmarks=True
+    )
     if boxes is None:
         return []
     faces = []
@@ -105,7 +110,9 @@ class FaceAlign(HRStep):
             "faces_found": len(faces),
         }
 
-    def apply(self, img: np.ndarray, *, size: int, matrix: list[list[float]], **_: Any) -> np.ndarray:
+    def apply(
+        self, img: np.ndarray, *, size: int, matrix: list[list[float]], **_: Any
+    ) -> np.ndarray:
         from skimage.transform import AffineTransform, warp
 
         tform = AffineTransform(matrix=np.asarray(matrix, dtype=np.float64))

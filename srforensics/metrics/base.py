@@ -79,7 +79,9 @@ def _describe(m: Any) -> dict[str, Any]:
         "requires_reference": bool(m.requires_reference),
         "requires_lr": bool(m.requires_lr),
         # JSON has no infinity: an unbounded end of the range is null.
-        "score_range": [b if math.isfinite(b) else None for b in m.score_range] if m.score_range else None,
+        "score_range": [b if math.isfinite(b) else None for b in m.score_range]
+        if m.score_range
+        else None,
         "unit": m.unit,
         "description": m.description,
     }

@@ -74,11 +74,15 @@ class _Fidelity(Metric):
     y_channel: ClassVar[bool] = True
     requires_reference = True
 
-    def _prepare(self, out: torch.Tensor, ref: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self, out: torch.Tensor, ref: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if ref is None:
             raise ValueError(f"{self.name} needs a reference image")
         if out.shape != ref.shape:
-            raise ValueError(f"{self.name}: output {tuple(out.shape)} and reference {tuple(ref.shape)} differ")
+            raise ValueError(
+                f"{self.name}: output {tuple(out.shape)} and reference {tuple(ref.shape)} differ"
+            )
         border = self.config.border
         a = crop(to_8bit_scale(out, y_channel=self.y_channel), border)
         b = crop(to_8bit_scale(ref, y_channel=self.y_channel), border)
@@ -104,7 +108,9 @@ class PSNRRGB(PSNRY):
 class SSIMY(_Fidelity):
     name = "ssim"
     score_range = (-1.0, 1.0)
-    description = "SSIM on Y (BT.601), Gaussian 11x11 sigma 1.5, crop_border = scale; the SR convention"
+    description = (
+        "SSIM on Y (BT.601), Gaussian 11x11 sigma 1.5, crop_border = scale; the SR convention"
+    )
 
     def __call__(self, out, ref=None, *, lr=None):
         return ssim(*self._prepare(out, ref))
@@ -133,5 +139,7 @@ class LRPSNR(Metric):
         if lr is None:
             raise ValueError("lr_psnr needs the LR input")
         h, w = lr.shape[-2:]
-        down = imresize_tensor(out.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
+        down = (
+            imresize_tensor(out.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
+        )
         return psnr(down, to_8bit_scale(lr, y_channel=False))

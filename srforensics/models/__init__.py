@@ -14,14 +14,27 @@ from srforensics.models.base import ModelCard, SRModel
 from srforensics.registry import Registry
 
 MODELS: Registry[type[SRModel]] = Registry("model", entry_point_group="srforensics.models")
-MODELS.register("nearest", "srforensics.models.interpolation:Nearest",
-                description="nearest-neighbour interpolation (deterministic)")
-MODELS.register("bilinear", "srforensics.models.interpolation:Bilinear",
-                description="bilinear interpolation (deterministic)")
-MODELS.register("bicubic", "srforensics.models.interpolation:Bicubic",
-                description="MATLAB bicubic interpolation (deterministic)")
-MODELS.register("lanczos", "srforensics.models.interpolation:Lanczos", aliases=("lanczos3",),
-                description="Lanczos-3 interpolation (deterministic)")
+MODELS.register(
+    "nearest",
+    "srforensics.models.interpolation:Nearest",
+    description="nearest-neighbour interpolation (deterministic)",
+)
+MODELS.register(
+    "bilinear",
+    "srforensics.models.interpolation:Bilinear",
+    description="bilinear interpolation (deterministic)",
+)
+MODELS.register(
+    "bicubic",
+    "srforensics.models.interpolation:Bicubic",
+    description="MATLAB bicubic interpolation (deterministic)",
+)
+MODELS.register(
+    "lanczos",
+    "srforensics.models.interpolation:Lanczos",
+    aliases=("lanczos3",),
+    description="Lanczos-3 interpolation (deterministic)",
+)
 
 
 def load_model(name: str, *, args: Mapping[str, Any] | None = None, device: str = "cpu") -> SRModel:
@@ -34,7 +47,9 @@ def load_model(name: str, *, args: Mapping[str, Any] | None = None, device: str 
     try:
         return target(device=device, **dict(args or {}))
     except TypeError as exc:
-        raise SRForensicsError(f"cannot create model {name!r} with arguments {dict(args or {})}: {exc}") from None
+        raise SRForensicsError(
+            f"cannot create model {name!r} with arguments {dict(args or {})}: {exc}"
+        ) from None
 
 
 __all__ = ["MODELS", "ModelCard", "SRModel", "load_model"]

@@ -47,7 +47,9 @@ class SRModel:
 
     def upscale(self, lr: torch.Tensor, *, scale: int) -> torch.Tensor:
         """One output per input: ``[B, 3, h, w]`` -> ``[B, 3, h*scale, w*scale]``."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither upscale() nor sample()")
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither upscale() nor sample()"
+        )
 
     def sample(
         self,
@@ -90,5 +92,7 @@ class SRModel:
             licence=self.licence,
             source=self.source,
             stochastic=self.stochastic,
-            description=(type(self).__doc__ or "").strip().splitlines()[0] if type(self).__doc__ else "",
+            description=(type(self).__doc__ or "").strip().splitlines()[0]
+            if type(self).__doc__
+            else "",
         )

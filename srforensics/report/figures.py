@@ -19,7 +19,13 @@ def _figure_png(fig) -> str:
     return png_data_uri(buf.getvalue())
 
 
-def distribution(values: Sequence[float], *, title: str, higher_is_better: bool, groups: Sequence[str] | None = None) -> str:
+def distribution(
+    values: Sequence[float],
+    *,
+    title: str,
+    higher_is_better: bool,
+    groups: Sequence[str] | None = None,
+) -> str:
     """Histogram of one metric's values with each value as a tick below (rug)."""
     from matplotlib.figure import Figure
 

@@ -67,8 +67,11 @@ def _examples(run_dir: Path, results) -> list[dict[str, Any]]:
                 "hr": _image(run_dir, first["hr_path"]),
                 "lr": _image(run_dir, first["lr_path"]),
                 "outputs": [
-                    {"sample": int(r["sample"]), "src": _image(run_dir, r["output_path"]),
-                     "sha": r["output_sha256"]}
+                    {
+                        "sample": int(r["sample"]),
+                        "src": _image(run_dir, r["output_path"]),
+                        "sha": r["output_sha256"],
+                    }
                     for _, r in group.sort_values("sample").iterrows()
                 ],
             }
@@ -80,7 +83,9 @@ def render_report(run_dir: str | Path) -> Path:
     """Render the audit report of a finished (or stopped) run from its ledger and manifest."""
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
-        raise SRForensicsError(f"{run_dir} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})")
+        raise SRForensicsError(
+            f"{run_dir} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})"
+        )
     manifest = read_manifest(run_dir)
     with Ledger(run_dir / LEDGER_NAME) as ledger:
         results = ledger.results()
@@ -92,10 +97,20 @@ def render_report(run_dir: str | Path) -> Path:
     figures = []
     for m in summary:
         if m["unavailable"] is None and m["n"]:
-            figures.append({"name": m["name"], "src": distribution(
-                ok[m["name"]].dropna().tolist(), title=m["name"], higher_is_better=m["higher_is_better"])})
+            figures.append(
+                {
+                    "name": m["name"],
+                    "src": distribution(
+                        ok[m["name"]].dropna().tolist(),
+                        title=m["name"],
+                        higher_is_better=m["higher_is_better"],
+                    ),
+                }
+            )
     note_rows = (
-        notes.groupby(["metric", "note"]).size().reset_index(name="count").to_dict("records") if len(notes) else []
+        notes.groupby(["metric", "note"]).size().reset_index(name="count").to_dict("records")
+        if len(notes)
+        else []
     )
     problems = [r for r in records if r["status"] != "ok"]
     env = _environment()
