@@ -177,16 +177,14 @@ class _Pipeline:
         )
         self.metrics = []
         infos, unavailable = [], {}
-        from srforensics.metrics import METRICS, describe_metric
+        from srforensics.metrics import METRICS
 
         for name in names:
             canonical = METRICS.canonical(name)
             try:
                 metric = build_metric(name, mconf)
             except MetricUnavailable as exc:
-                info = describe_metric(name)
-                info.pop("unavailable", None)
-                info["name"] = canonical
+                info = dict(METRICS.get(name).describe(), name=canonical)
                 infos.append(info)
                 unavailable[canonical] = str(exc)
                 continue

@@ -93,11 +93,18 @@ def chromium() -> str:
     return path
 
 
-def audit_tiny(tiny_dataset: Path, out: Path, *extra: str, env: dict[str, str] | None = None):
+def audit_tiny(
+    tiny_dataset: Path,
+    out: Path,
+    *extra: str,
+    model: str = "bicubic",
+    env: dict[str, str] | None = None,
+):
+    """The CLI audit of the tiny dataset that several tests run (bicubic-x4, 2 samples, all images)."""
     return run_cli(
         "audit",
         "--model",
-        "bicubic",
+        model,
         "--protocol",
         "bicubic-x4",
         "--dataset",

@@ -123,24 +123,10 @@ def test_same_audit_twice_gives_identical_results(tiny_run, tiny_dataset, tmp_pa
 def test_resume_after_a_hard_stop_computes_only_what_is_missing(tiny_run, tiny_dataset, tmp_path):
     log = tmp_path / "calls.log"
     out = tmp_path / "stopped"
-    args = (
-        "audit",
-        "--model",
-        "srf_test_plugins:CountingBicubic",
-        "--protocol",
-        "bicubic-x4",
-        "--dataset",
-        str(tiny_dataset),
-        "--samples",
-        "2",
-        "--metrics",
-        TINY_METRICS,
-        "--save-images",
-        "all",
-        "--out",
-        str(out),
+    model = "srf_test_plugins:CountingBicubic"
+    proc = audit_tiny(
+        tiny_dataset, out, model=model, env=cli_env(SRF_CALL_LOG=str(log), SRF_DIE_AFTER="2")
     )
-    proc = run_cli(*args, env=cli_env(SRF_CALL_LOG=str(log), SRF_DIE_AFTER="2"))
     assert proc.returncode == 9  # died inside the third model call
     with sqlite3.connect(out / "ledger.sqlite") as db:
         done = db.execute("SELECT COUNT(*) FROM outputs WHERE status = 'ok'").fetchone()[0]

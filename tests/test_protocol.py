@@ -125,3 +125,11 @@ def test_yaml_cannot_run_code(tmp_path):
     evil = "!!python/object/apply:os.system ['echo pwned']\n"
     with pytest.raises(ProtocolError, match="invalid YAML"):
         load_protocol(_write(tmp_path, evil))
+
+
+def test_even_blur_kernel_is_refused(tmp_path):
+    text = BASE.replace("sigma: {uniform: [0.5, 1.5]}", "sigma: 1.0\n    kernel_size: 20")
+    with pytest.raises(
+        ProtocolError, match=r"steps\[0\] \(gaussian_blur\).kernel_size: must be odd, got 20"
+    ):
+        load_protocol(_write(tmp_path, text))

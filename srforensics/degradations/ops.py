@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from srforensics.degradations.base import Degradation, Field, HRStep
+from srforensics.degradations.base import Degradation, Field, HRStep, ProtocolError
 from srforensics.resize import METHODS, imresize
 
 
@@ -28,12 +28,19 @@ class GaussianBlur(Degradation):
         "kernel_size": Field(int, default=21, low=3, high=101, random=False),
     }
 
+    def __init__(self, *, where: str = "", **spec: Any) -> None:
+        super().__init__(where=where, **spec)
+        if self.spec["kernel_size"] % 2 == 0:
+            raise ProtocolError(
+                f"{where or self.name}.kernel_size: must be odd, got {self.spec['kernel_size']}"
+            )
+
     def apply(self, img: np.ndarray, *, sigma: float, kernel_size: int) -> np.ndarray:
         from scipy.ndimage import correlate
 
         if sigma <= 0:
             return np.asarray(img, dtype=np.float32).copy()
-        k = gaussian_kernel(sigma, kernel_size | 1)
+        k = gaussian_kernel(sigma, kernel_size)
         out = np.stack(
             [
                 correlate(img[..., c].astype(np.float64), k, mode="reflect")

@@ -38,22 +38,22 @@ def template(size: int, padding: float) -> np.ndarray:
 
 @lru_cache(maxsize=2)
 def _detector(min_face_size: int):
-    import torch
     from facenet_pytorch import MTCNN
 
-    torch.set_grad_enabled(False)
     return MTCNN(keep_all=True, min_face_size=min_face_size, device="cpu")
 
 
 def detect_faces(img: np.ndarray, *, min_face_size: int = 20) -> list[dict[str, Any]]:
     """Detect faces in an RGB float image; each: ``box`` (x1, y1, x2, y2), ``prob``, ``landmarks`` (5, 2)."""
+    import torch
     from PIL import Image
 
     from srforensics.images import to_uint8
 
-    boxes, probs, points = _detector(min_face_size).detect(
-        Image.fromarray(to_uint8(img)), landmarks=True
-    )
+    with torch.no_grad():
+        boxes, probs, points = _detector(min_face_size).detect(
+            Image.fromarray(to_uint8(img)), landmarks=True
+        )
     if boxes is None:
         return []
     faces = []

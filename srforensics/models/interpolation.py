@@ -16,7 +16,7 @@ class Interpolation(SRModel):
 
     method: ClassVar[str] = "bicubic"
     version = "matlab-imresize"
-    licence = "Apache-2.0 (srforensics)"
+    licence = "n/a: classical interpolation, no weights"
     source = "srforensics.resize (MATLAB imresize semantics)"
 
     def upscale(self, lr: torch.Tensor, *, scale: int) -> torch.Tensor:

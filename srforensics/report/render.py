@@ -53,11 +53,14 @@ def _image(run_dir: Path, rel: str | None) -> str | None:
     return png_data_uri(path.read_bytes())
 
 
-def _examples(run_dir: Path, results) -> list[dict[str, Any]]:
-    """Records whose images were saved: HR | LR | outputs, first variant with images."""
+def _examples(run_dir: Path, results, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` records whose images were saved: HR | LR | outputs of their first variant."""
     saved = results[results["output_path"].notna() & (results["status"] == "ok")]
+    saved = saved[saved.groupby("record_id")["variant"].transform("min") == saved["variant"]]
     out = []
     for (rid, variant), group in saved.groupby(["record_id", "variant"], sort=False):
+        if len(out) >= limit:
+            break
         first = group.iloc[0]
         out.append(
             {
@@ -124,7 +127,7 @@ def render_report(run_dir: str | Path) -> Path:
         dataset=manifest["dataset"],
         summary=summary,
         figures=figures,
-        examples=_examples(run_dir, results),
+        examples=_examples(run_dir, results, int(manifest["config"].get("report_examples", 4))),
         status=status_counts(results) if len(results) else {},
         n_records=len(records),
         problems=problems,
