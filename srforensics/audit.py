@@ -10,6 +10,7 @@ stopped, recomputing only what the ledger lacks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -114,8 +115,6 @@ def _safe(text: str, limit: int = 40) -> str:
 
 def _image_stem(record_id: str) -> str:
     # Readable and collision-free even for ids that differ only in odd characters.
-    import hashlib
-
     return f"{_safe(record_id)}-{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
 
 
@@ -503,12 +502,15 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         }
         for r in ledger.records()
     ]
+    # Parameters (kernels included) live in the ledger; the manifest keeps their hash.
     manifest["lrs"] = [
         {
             "record_id": r["record_id"],
             "variant": r["variant"],
             "lr_sha256": r["lr_sha256"],
-            "params": r["params"],
+            "params_sha256": hashlib.sha256(
+                json.dumps(r["params"], sort_keys=True, separators=(",", ":")).encode()
+            ).hexdigest(),
         }
         for r in ledger.lrs()
     ]

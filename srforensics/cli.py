@@ -141,6 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_parser("list", help="list shipped protocols")
     show = p.add_parser("show", help="print a protocol's file and its SHA-256")
     show.add_argument("name", help="protocol name or YAML file")
+    val = p.add_parser("validate", help="check a protocol file; print its resolved SHA-256")
+    val.add_argument("file", help="protocol YAML file (or a shipped name)")
+    pre = p.add_parser(
+        "preview",
+        help="write a protocol's LR variants of one image and a sheet of their parameters",
+        description="Write hr.png, lr_v<V>.png, params.json and index.html (a sheet for a person "
+        "to look at) into DIR.",
+    )
+    pre.add_argument("name", help="protocol name or YAML file")
+    pre.add_argument("--image", required=True, help="the image to degrade")
+    pre.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    pre.add_argument("--seed", type=int, default=None, help="run seed (default: the protocol's)")
+    pre.add_argument(
+        "--variants", type=int, default=None, help="LR variants (default: the protocol's)"
+    )
+    rep = p.add_parser(
+        "replay",
+        help="recreate a recorded LR and check its SHA-256 against the ledger",
+        description="Recreate one LR of a finished run from its input file, the resolved protocol in "
+        "its manifest and the parameters in its ledger. Exit 0 when the LR is bit-identical, 1 if not.",
+    )
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("record_id", metavar="RECORD_ID")
+    rep.add_argument("--variant", type=int, default=0, help="LR variant (default 0)")
 
     mt = sub.add_parser("metrics", help="list metrics").add_subparsers(
         dest="action", metavar="ACTION"
@@ -209,6 +233,39 @@ def _cmd_protocols(args: argparse.Namespace) -> int:
             first = p.description.split(". ")[0].rstrip(".")
             print(f"{name:<12} x{p.scale}, {p.variants} variant(s)  {first}")
         return 0
+    if args.action == "validate":
+        p = load_protocol(args.file)
+        print(
+            f"ok: {p.source}: protocol {p.name!r} v{p.version}, x{p.scale}, {p.variants} variant(s), "
+            f"{len(p.hr_steps)} HR step(s), {len(p.steps)} step(s); SHA-256 {p.sha256}"
+        )
+        return 0
+    if args.action == "preview":
+        from srforensics.replay import preview_protocol
+
+        if args.variants is not None and args.variants < 1:
+            raise SRForensicsError(f"--variants must be at least 1, got {args.variants}")
+        print(
+            preview_protocol(
+                args.name, args.image, args.out, seed=args.seed, variants=args.variants
+            )
+        )
+        return 0
+    if args.action == "replay":
+        from srforensics.replay import replay_lr
+
+        r = replay_lr(args.run_dir, args.record_id, variant=args.variant)
+
+        def mark(ok: bool) -> str:
+            return "match" if ok else "MISMATCH"
+
+        print(f"input file:        {mark(r.input_matches)}")
+        print(f"prepared HR:       {mark(r.hr_matches)}")
+        print(f"parameters (seed): {mark(r.params_match)}")
+        print(
+            f"LR SHA-256:        {mark(r.lr_matches)} (ledger {r.recorded_lr_sha256}, replayed {r.replayed_lr_sha256})"
+        )
+        return 0 if r.ok else 1
     p = load_protocol(args.name)
     print(f"# {p.source}")
     print(f"# SHA-256 (resolved): {p.sha256}")

@@ -234,6 +234,17 @@ class Ledger:
                     ],
                 )
 
+    def lr(self, record_id: str, variant: int) -> dict[str, Any] | None:
+        cur = self.conn.execute(
+            "SELECT * FROM lrs WHERE record_id = ? AND variant = ?", (record_id, variant)
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        out = dict(zip([d[0] for d in cur.description], row, strict=True))
+        out["params"] = json.loads(out["params"])
+        return out
+
     def lrs(self) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM lrs ORDER BY record_id, variant")
         cols = [d[0] for d in cur.description]

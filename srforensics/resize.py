@@ -18,8 +18,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-Method = Literal["nearest", "bilinear", "bicubic", "lanczos2", "lanczos3"]
-METHODS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos2", "lanczos3")
+Method = Literal["nearest", "area", "bilinear", "bicubic", "lanczos2", "lanczos3"]
+METHODS: tuple[str, ...] = ("nearest", "area", "bilinear", "bicubic", "lanczos2", "lanczos3")
 
 
 def _box(x: np.ndarray) -> np.ndarray:
@@ -51,6 +51,9 @@ def _lanczos(a: int):
 
 _KERNELS = {
     "nearest": (_box, 1.0),
+    # MATLAB 'box', antialiased: downscaling by an integer factor averages whole blocks
+    # (OpenCV INTER_AREA's result for integer factors).
+    "area": (_box, 1.0),
     "bilinear": (_triangle, 2.0),
     "bicubic": (_cubic, 4.0),
     "lanczos2": (_lanczos(2), 4.0),
@@ -128,7 +131,7 @@ def imresize(
         Scale factor (output size ``ceil(H * scale)``). Give this or ``size``.
     size : (int, int), optional
         Output ``(height, width)``.
-    method : {"nearest", "bilinear", "bicubic", "lanczos2", "lanczos3"}
+    method : {"nearest", "area", "bilinear", "bicubic", "lanczos2", "lanczos3"}
     antialias : bool, optional
         Widen the kernel when downscaling. Default: True except for "nearest" (as MATLAB).
 

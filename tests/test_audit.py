@@ -223,6 +223,28 @@ def test_unavailable_metric_is_recorded_not_dropped(tiny_dataset, tmp_path):
     assert "pyiqa:pieapp" in html and "unavailable" in html
 
 
+def test_a_value_that_cannot_be_computed_is_recorded_with_its_reason(tiny_dataset, tmp_path):
+    from srforensics.audit import AuditConfig, run_audit
+
+    # pyiqa's MS-SSIM needs at least 161 px; the tiny dataset's HRs are 64 px.
+    run = run_audit(
+        AuditConfig(
+            protocol="bicubic-x4",
+            dataset=str(tiny_dataset),
+            samples=1,
+            metrics=("psnr", "ms_ssim"),
+            save_images="none",
+            out=str(tmp_path / "r"),
+        )
+    )
+    res = pd.read_parquet(run.run_dir / "results.parquet").query("status == 'ok'")
+    assert res.ms_ssim.isna().all() and res.psnr.notna().all()
+    with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:
+        notes = db.execute("SELECT DISTINCT note FROM scores WHERE metric = 'ms_ssim'").fetchall()
+    assert len(notes) == 1 and notes[0][0].startswith("ms_ssim could not be computed: RuntimeError")
+    assert "ms_ssim could not be computed" in run.report.read_text()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -266,7 +288,5 @@ def test_quick_start_faces_on_the_sample_dataset(tmp_path):
     assert ok.psnr.between(15, 40).all() and ok.fsim.notna().all()
     # The model is deterministic: its 4 outputs per LR are one image.
     assert (ok.groupby(["record_id", "variant"]).output_sha256.nunique() == 1).all()
-    # ms_ssim cannot run on 128 px crops: recorded per output with pyiqa's reason.
-    assert ok.ms_ssim.isna().all()
     html = report.read_text()
     assert "deterministic" in html and "PolyForm-Noncommercial-1.0.0" in html

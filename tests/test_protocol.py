@@ -133,3 +133,164 @@ def test_even_blur_kernel_is_refused(tmp_path):
         ProtocolError, match=r"steps\[0\] \(gaussian_blur\).kernel_size: must be odd, got 20"
     ):
         load_protocol(_write(tmp_path, text))
+
+
+def test_step_probability_is_drawn_and_recorded(tmp_path):
+    text = BASE.replace(
+        "    sigma: {uniform: [0.5, 1.5]}\n", "    sigma: {uniform: [0.5, 1.5]}\n    p: 0.3\n"
+    )
+    p = load_protocol(_write(tmp_path, text))
+    assert p.steps[0].p == 0.3 and p.resolved()["steps"][0]["p"] == 0.3
+    hr = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    skipped = 0
+    for v in range(400):
+        params = p.sample(degradation_rng(0, "r", v))
+        if params[0] == {"applied": False}:
+            skipped += 1
+            assert p.apply(hr, params).shape == (8, 8, 3)
+        else:
+            assert "kernel" in params[0]
+    assert skipped / 400 == pytest.approx(0.7, abs=0.07)
+    with pytest.raises(
+        ProtocolError, match=r"steps\[0\].p: the probability of a step must be in \(0, 1\]"
+    ):
+        load_protocol(_write(tmp_path, text.replace("p: 0.3", "p: 1.5"), "bad.yaml"))
+
+
+def test_include_resolves_and_hashes_like_the_written_out_protocol(tmp_path):
+    base = _write(tmp_path, BASE, "base.yaml")
+    child = _write(tmp_path, "include: base.yaml\nname: t\nvariants: 5\n", "child.yaml")
+    full = _write(tmp_path, BASE.replace("variants: 3", "variants: 5"), "full.yaml")
+    c, f = load_protocol(child), load_protocol(full)
+    assert c.variants == 5 and [s.name for s in c.steps] == ["gaussian_blur", "downscale", "jpeg"]
+    assert c.sha256 == f.sha256
+    assert load_protocol(base).sha256 != c.sha256
+    # Shipped protocols include each other by name.
+    x8 = load_protocol("faces-x8")
+    assert x8.scale == 8 and [s.name for s in x8.hr_steps] == ["face_align"]
+
+
+def test_include_errors(tmp_path):
+    _write(tmp_path, "include: b.yaml\nname: a\n", "a.yaml")
+    _write(tmp_path, "include: a.yaml\nname: b\n", "b.yaml")
+    with pytest.raises(ProtocolError, match="include cycle"):
+        load_protocol(tmp_path / "a.yaml")
+    with pytest.raises(ProtocolError, match="unknown protocol 'nowhere.yaml'"):
+        load_protocol(_write(tmp_path, "include: nowhere.yaml\nname: c\n", "c.yaml"))
+
+
+def test_resolved_form_parses_back_to_the_same_protocol():
+    from srforensics.degradations.protocol import parse_protocol
+
+    for name in available_protocols():
+        p = load_protocol(name)
+        assert parse_protocol(p.resolved()).sha256 == p.sha256
+
+
+def test_lr_size_must_match_the_scale(tmp_path):
+    text = BASE.replace("  - op: jpeg\n", "  - op: resize\n    factor: 0.5\n  - op: jpeg\n")
+    p = load_protocol(_write(tmp_path, text))
+    hr = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="x4 needs 8x8"):
+        p.apply(hr, p.sample(np.random.default_rng(0)))
+
+
+# -- the standard set ------------------------------------------------------------------
+STANDARD = {
+    "bicubic-x2",
+    "bicubic-x3",
+    "bicubic-x4",
+    "bd-x3",
+    "dn-x3",
+    "realistic-x4",
+    "faces",
+    "faces-x8",
+    "cctv",
+    "plates",
+    "plates-x8",
+}
+
+
+def test_the_standard_set_is_shipped_and_cites_its_sources():
+    assert STANDARD <= set(available_protocols())
+    for name in STANDARD:
+        p = load_protocol(name)
+        assert p.references and p.description, name
+
+
+def _fixture_hr(multiple: int) -> np.ndarray:
+    from skimage import data
+
+    from srforensics.images import quantize
+
+    return quantize(data.coffee()[100:160, 200:262] / 255.0)  # 60 x 62: mod-crop trims it
+
+
+def test_bd_x3_equals_the_rdn_formula():
+    # RDN's Prepare_TestData_HR_LR.m, BD: G = fspecial('gaussian', 7, 1.6);
+    # imfilter(HR, G, 'replicate'); then imresize(..., 1/3, 'nearest') = pixels 2, 5, 8, ... (1-based).
+    from scipy.ndimage import correlate
+
+    p = load_protocol("bd-x3")
+    hr, _ = p.prepare(_fixture_hr(3))
+    assert hr.shape == (60, 60, 3)
+    lr = p.apply(hr, p.sample(degradation_rng(0, "x", 0)))
+    x = np.arange(7) - 3.0
+    g = np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * 1.6**2))
+    g /= g.sum()
+    blurred = np.stack(
+        [correlate(hr[..., c].astype(np.float64), g, mode="nearest") for c in range(3)], axis=2
+    )
+    expected = np.clip(np.round(blurred[1::3, 1::3] * 255), 0, 255) / 255
+    np.testing.assert_array_equal(np.round(lr * 255), np.round(expected * 255))
+
+
+def test_dn_x3_equals_the_rdn_formula():
+    # RDN's DN: uint8(imresize(HR, 1/3, 'bicubic')) + 30 * randn, then uint8 (round, clip).
+    from srforensics.resize import imresize
+
+    p = load_protocol("dn-x3")
+    hr, _ = p.prepare(_fixture_hr(3))
+    params = p.sample(degradation_rng(0, "x", 0))
+    lr = p.apply(hr, params)
+    down = np.clip(np.round(imresize(hr, size=(20, 20)) * 255), 0, 255)
+    noise = np.random.default_rng(params[2]["seed"]).standard_normal(down.shape) * 30.0
+    expected = np.clip(np.round(down + noise), 0, 255)
+    # Noise is added on the [0, 1] scale inside the operator: allow one 8-bit level of rounding.
+    assert np.abs(np.round(lr * 255) - expected).max() <= 1
+    assert (np.round(lr * 255) == expected).mean() > 0.99
+    assert np.std(np.round(lr * 255) - down) == pytest.approx(30, rel=0.1)
+
+
+def _lr_hashes(names_and_variants):
+    from skimage import data
+
+    from srforensics.images import pixel_sha256
+
+    img = (data.astronaut()[::2, ::2] / 255.0).astype(np.float32)
+    out = []
+    for name, rid, v in names_and_variants:
+        p = load_protocol(name)
+        hr, _ = p.prepare(img)
+        out.append(pixel_sha256(p.apply(hr, p.sample(degradation_rng(0, rid, v)))))
+    return out
+
+
+def test_same_seed_record_variant_is_bit_identical_across_processes_and_order():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [
+        (n, rid, v) for n in ("realistic-x4", "cctv", "faces") for rid in ("a", "b") for v in (0, 1)
+    ]
+    serial = _lr_hashes(jobs)
+    # Fresh interpreters ('spawn'): nothing is shared with this process but the code.
+    with ProcessPoolExecutor(
+        max_workers=2, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        parallel = list(pool.map(_lr_hashes, [[j] for j in reversed(jobs)]))
+    assert [h[0] for h in reversed(parallel)] == serial
+    by_job = dict(zip(jobs, serial, strict=True))
+    for n in ("realistic-x4", "cctv", "faces"):
+        assert by_job[(n, "a", 0)] != by_job[(n, "a", 1)]  # different variants differ
+        assert by_job[(n, "a", 0)] != by_job[(n, "b", 0)]  # different records differ

@@ -70,6 +70,37 @@ def test_explicit_size_and_no_antialias(img):
     np.testing.assert_allclose(ours, ref, atol=2e-6)
 
 
+def _impulse(n: int, k: int) -> np.ndarray:
+    a = np.zeros((1, n))
+    a[0, k - 1] = 1.0  # k is 1-based, as in MATLAB
+    return a
+
+
+def test_bicubic_values_worked_by_hand_from_matlab_kernel():
+    # MATLAB imresize: output x (1-based) samples input position u = x/s + (1 - 1/s)/2 with the
+    # cubic kernel of a = -0.5: 1.5|t|^3 - 2.5|t|^2 + 1 (|t| <= 1), -0.5|t|^3 + 2.5|t|^2 - 4|t| + 2
+    # (1 < |t| <= 2). Downscaling by s = 1/2 antialiases: h(t) = s * cubic(s t), 8 taps.
+    # Output x = 4 of a 16 -> 8 downscale sits at u = 7.5; an impulse at k gives h(u - k):
+    expected_down = {
+        4: -0.01171875,
+        5: -0.03515625,
+        6: 0.11328125,
+        7: 0.43359375,
+        8: 0.43359375,
+        9: 0.11328125,
+        10: -0.03515625,
+        11: -0.01171875,
+    }
+    for k, value in expected_down.items():
+        out = imresize(_impulse(16, k), size=(1, 8), method="bicubic")
+        assert out[0, 3] == pytest.approx(value, abs=1e-12)
+    # Upscaling by 2: output x = 8 of an 8 -> 16 upscale sits at u = 4.25; weights cubic(u - k):
+    expected_up = {3: -0.0703125, 4: 0.8671875, 5: 0.2265625, 6: -0.0234375}
+    for k, value in expected_up.items():
+        out = imresize(_impulse(8, k), size=(1, 16), method="bicubic")
+        assert out[0, 7] == pytest.approx(value, abs=1e-12)
+
+
 def test_output_size_is_matlab_ceil():
     assert output_size((61, 69), 0.25) == (16, 18)
     assert output_size((64, 64), 0.25) == (16, 16)

@@ -126,6 +126,8 @@ class Degradation:
 
     name: ClassVar[str] = ""
     fields: ClassVar[Mapping[str, Field]] = {}
+    #: Probability that the step is applied to a given LR; set by the protocol (``p:``).
+    p: float = 1.0
 
     def __init__(self, *, where: str = "", **spec: Any) -> None:
         where = where or self.name
@@ -146,7 +148,7 @@ class Degradation:
 
     def resolved(self) -> dict[str, Any]:
         """The operator's configuration in a canonical JSON-able form."""
-        out: dict[str, Any] = {"op": self.name}
+        out: dict[str, Any] = {"op": self.name, "p": self.p}
         for k, v in self.spec.items():
             out[k] = v.to_json() if isinstance(v, Distribution) else v
         return out

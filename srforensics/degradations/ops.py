@@ -1,58 +1,180 @@
-"""Built-in degradation operators. Images: float32 ``(H, W, 3)`` in [0, 1]."""
+"""Built-in degradation operators. Images: float32 ``(H, W, 3)`` in [0, 1].
+
+Every operator draws its parameters in ``sample(rng)`` and applies them in a
+pure ``apply(img, **params)``. Randomness inside an operator (a noise field)
+comes from a ``seed`` drawn into its parameters; blur operators record the
+kernel they use, and ``apply`` convolves with exactly that kernel.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import numpy as np
 
+from srforensics.degradations import kernels as K
 from srforensics.degradations.base import Degradation, Field, HRStep, ProtocolError
 from srforensics.resize import METHODS, imresize
 
+_BORDER = Field(
+    str,
+    default="reflect",
+    choices=tuple(K.BORDERS),
+    random=False,
+    doc="how the image is extended at its edges",
+)
 
-def gaussian_kernel(sigma: float, size: int) -> np.ndarray:
-    """Normalised isotropic 2-D Gaussian kernel of odd ``size``."""
-    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    g = np.exp(-(r**2) / (2 * sigma**2))
-    k = np.outer(g, g)
-    return k / k.sum()
+
+def _seeded(params: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    params["seed"] = int(rng.integers(2**63 - 1))
+    return params
 
 
-class GaussianBlur(Degradation):
-    """Isotropic Gaussian blur; the kernel is ``kernel_size`` square, borders reflected."""
-
-    name = "gaussian_blur"
-    fields = {
-        "sigma": Field(float, low=0.0, high=50.0, doc="standard deviation in pixels"),
-        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
-    }
+# -- blur ------------------------------------------------------------------------------
+class KernelBlur(Degradation):
+    """Base of blur operators: ``kernel(**params)`` builds the kernel recorded in the params."""
 
     def __init__(self, *, where: str = "", **spec: Any) -> None:
         super().__init__(where=where, **spec)
-        if self.spec["kernel_size"] % 2 == 0:
-            raise ProtocolError(
-                f"{where or self.name}.kernel_size: must be odd, got {self.spec['kernel_size']}"
-            )
+        size = self.spec.get("kernel_size")
+        if size is not None and size % 2 == 0:
+            raise ProtocolError(f"{where or self.name}.kernel_size: must be odd, got {size}")
 
-    def apply(self, img: np.ndarray, *, sigma: float, kernel_size: int) -> np.ndarray:
-        from scipy.ndimage import correlate
+    def kernel(self, **params: Any) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
-        if sigma <= 0:
-            return np.asarray(img, dtype=np.float32).copy()
-        k = gaussian_kernel(sigma, kernel_size)
-        out = np.stack(
-            [
-                correlate(img[..., c].astype(np.float64), k, mode="reflect")
-                for c in range(img.shape[2])
-            ],
-            axis=2,
-        )
-        return out.astype(np.float32)
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        params = super().sample(rng)
+        shape = {k: v for k, v in params.items() if k != "border"}
+        params["kernel"] = self.kernel(**shape).tolist()
+        return params
+
+    def apply(
+        self, img: np.ndarray, *, kernel: list, border: str = "reflect", **_: Any
+    ) -> np.ndarray:
+        return K.convolve(img, kernel, border)
 
 
+class GaussianBlur(KernelBlur):
+    """Isotropic Gaussian blur of standard deviation ``sigma`` px."""
+
+    name = "gaussian_blur"
+    fields = {
+        "sigma": Field(float, low=0.01, high=50.0, doc="standard deviation in pixels"),
+        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "border": _BORDER,
+    }
+
+    def kernel(self, *, sigma: float, kernel_size: int) -> np.ndarray:
+        return K.gaussian(kernel_size, sigma)
+
+
+_THETA = Field(float, default=0.0, low=-360.0, high=360.0, doc="rotation in degrees")
+
+
+class AnisoGaussianBlur(KernelBlur):
+    """Anisotropic Gaussian blur: ``sigma_x``, ``sigma_y`` (px) rotated by ``theta`` degrees."""
+
+    name = "aniso_gaussian_blur"
+    fields = {
+        "sigma_x": Field(float, low=0.01, high=50.0),
+        "sigma_y": Field(float, low=0.01, high=50.0),
+        "theta": _THETA,
+        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "border": _BORDER,
+    }
+
+    def kernel(self, *, sigma_x, sigma_y, theta, kernel_size) -> np.ndarray:
+        return K.gaussian(kernel_size, sigma_x, sigma_y, math.radians(theta))
+
+
+class GeneralizedGaussianBlur(KernelBlur):
+    """Generalised Gaussian blur ``exp(-d^β / 2)`` (Real-ESRGAN); β < 1 heavier tails, β > 1 flatter."""
+
+    name = "generalized_gaussian_blur"
+    fields = {
+        "sigma_x": Field(float, low=0.01, high=50.0),
+        "sigma_y": Field(float, low=0.01, high=50.0),
+        "theta": _THETA,
+        "beta": Field(float, low=0.1, high=10.0),
+        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "border": _BORDER,
+    }
+
+    def kernel(self, *, sigma_x, sigma_y, theta, beta, kernel_size) -> np.ndarray:
+        return K.generalized_gaussian(kernel_size, sigma_x, sigma_y, math.radians(theta), beta)
+
+
+class PlateauBlur(KernelBlur):
+    """Plateau-shaped blur ``1 / (1 + d^β)`` (Real-ESRGAN)."""
+
+    name = "plateau_blur"
+    fields = {
+        "sigma_x": Field(float, low=0.01, high=50.0),
+        "sigma_y": Field(float, low=0.01, high=50.0),
+        "theta": _THETA,
+        "beta": Field(float, low=0.1, high=10.0),
+        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "border": _BORDER,
+    }
+
+    def kernel(self, *, sigma_x, sigma_y, theta, beta, kernel_size) -> np.ndarray:
+        return K.plateau(kernel_size, sigma_x, sigma_y, math.radians(theta), beta)
+
+
+class MotionBlur(KernelBlur):
+    """Linear motion blur: ``length`` px at ``angle`` degrees (counter-clockwise from the x axis)."""
+
+    name = "motion_blur"
+    fields = {
+        "length": Field(float, low=1.0, high=101.0),
+        "angle": Field(float, low=-360.0, high=360.0),
+        "kernel_size": Field(int, default=31, low=3, high=101, random=False),
+        "border": _BORDER,
+    }
+
+    def kernel(self, *, length, angle, kernel_size) -> np.ndarray:
+        return K.motion(kernel_size, length, angle)
+
+
+class DefocusBlur(KernelBlur):
+    """Defocus blur: a uniform disk of ``radius`` px."""
+
+    name = "defocus_blur"
+    fields = {
+        "radius": Field(float, low=0.5, high=50.0),
+        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "border": _BORDER,
+    }
+
+    def kernel(self, *, radius, kernel_size) -> np.ndarray:
+        return K.defocus(kernel_size, radius)
+
+
+class SincFilter(KernelBlur):
+    """Circular lowpass (sinc) filter with cutoff in rad/px: ringing and overshoot artefacts."""
+
+    name = "sinc_filter"
+    fields = {
+        "cutoff": Field(float, low=0.1, high=math.pi),
+        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "border": _BORDER,
+    }
+
+    def kernel(self, *, cutoff, kernel_size) -> np.ndarray:
+        return K.sinc(kernel_size, cutoff)
+
+    def apply(
+        self, img: np.ndarray, *, kernel: list, border: str = "reflect", **_: Any
+    ) -> np.ndarray:
+        return np.clip(K.convolve(img, kernel, border), 0.0, 1.0)
+
+
+# -- resampling ------------------------------------------------------------------------
 class Downscale(Degradation):
-    """Downscale by an integer factor with the MATLAB-compatible resize."""
+    """Downscale by an integer factor with the MATLAB-compatible resize (counts toward the scale)."""
 
     name = "downscale"
     fields = {
@@ -70,8 +192,43 @@ class Downscale(Degradation):
         return imresize(img, size=(h // scale, w // scale), method=method).astype(np.float32)
 
 
+class Resize(Degradation):
+    """Resize by ``factor`` (output ``ceil(size * factor)``) with the MATLAB-compatible resize.
+
+    An intermediate resampling: it does not count toward the protocol's scale.
+    """
+
+    name = "resize"
+    fields = {
+        "factor": Field(float, low=0.05, high=8.0),
+        "method": Field(str, default="bicubic", choices=METHODS),
+    }
+
+    def apply(self, img: np.ndarray, *, factor: float, method: str) -> np.ndarray:
+        return np.clip(imresize(img, factor, method=method), 0.0, 1.0).astype(np.float32)
+
+
+# -- noise -----------------------------------------------------------------------------
+def gaussian_noise(img: np.ndarray, *, sigma: float, gray: bool, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = img.shape[:2] + ((1,) if gray else (img.shape[2],))
+    return np.clip(img + rng.standard_normal(shape) * (sigma / 255.0), 0.0, 1.0).astype(np.float32)
+
+
+def poisson_noise(img: np.ndarray, *, scale: float, gray: bool, seed: int) -> np.ndarray:
+    """Real-ESRGAN ``add_poisson_noise``: counts ``Poisson(img * v) / v`` with ``v`` = 2^ceil(log2(levels)),
+    the noise (their difference from ``img``) scaled by ``scale``; grey noise is computed on luma."""
+    rng = np.random.default_rng(seed)
+    base = img.astype(np.float64)
+    if gray:
+        base = (base @ np.array([0.299, 0.587, 0.114]))[..., None]
+    levels = 2 ** math.ceil(math.log2(max(len(np.unique(np.round(base * 255))), 2)))
+    noise = rng.poisson(np.clip(base, 0, 1) * levels) / levels - base
+    return np.clip(img + noise * scale, 0.0, 1.0).astype(np.float32)
+
+
 class GaussianNoise(Degradation):
-    """Additive Gaussian noise; ``sigma`` in 8-bit units; colour or grey (same on all channels)."""
+    """Additive Gaussian noise; ``sigma`` in 8-bit units; colour, or grey (same on all channels)."""
 
     name = "gaussian_noise"
     fields = {
@@ -79,16 +236,79 @@ class GaussianNoise(Degradation):
         "gray": Field(bool, default=False),
     }
 
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        params = super().sample(rng)
-        params["seed"] = int(rng.integers(2**63 - 1))
-        return params
+    def sample(self, rng):
+        return _seeded(super().sample(rng), rng)
 
-    def apply(self, img: np.ndarray, *, sigma: float, gray: bool, seed: int) -> np.ndarray:
-        noise_rng = np.random.default_rng(seed)
-        shape = img.shape[:2] + ((1,) if gray else (img.shape[2],))
-        noise = noise_rng.standard_normal(shape) * (sigma / 255.0)
-        return np.clip(img + noise, 0.0, 1.0).astype(np.float32)
+    def apply(self, img, *, sigma, gray, seed):
+        return gaussian_noise(img, sigma=sigma, gray=gray, seed=seed)
+
+
+class PoissonNoise(Degradation):
+    """Signal-dependent (shot) noise, Real-ESRGAN's formulation; ``scale`` multiplies the noise."""
+
+    name = "poisson_noise"
+    fields = {"scale": Field(float, low=0.0, high=10.0), "gray": Field(bool, default=False)}
+
+    def sample(self, rng):
+        return _seeded(super().sample(rng), rng)
+
+    def apply(self, img, *, scale, gray, seed):
+        return poisson_noise(img, scale=scale, gray=gray, seed=seed)
+
+
+class SpeckleNoise(Degradation):
+    """Multiplicative noise ``img + img * n``, ``n ~ N(0, sigma²)`` (scikit-image 'speckle')."""
+
+    name = "speckle_noise"
+    fields = {"sigma": Field(float, low=0.0, high=2.0)}
+
+    def sample(self, rng):
+        return _seeded(super().sample(rng), rng)
+
+    def apply(self, img, *, sigma, seed):
+        n = np.random.default_rng(seed).standard_normal(img.shape) * sigma
+        return np.clip(img + img * n, 0.0, 1.0).astype(np.float32)
+
+
+class SaltPepperNoise(Degradation):
+    """Impulse noise: a fraction ``amount`` of pixels set to white (salt) or black (pepper)."""
+
+    name = "salt_pepper_noise"
+    fields = {
+        "amount": Field(float, low=0.0, high=1.0),
+        "salt_vs_pepper": Field(float, default=0.5, low=0.0, high=1.0),
+    }
+
+    def sample(self, rng):
+        return _seeded(super().sample(rng), rng)
+
+    def apply(self, img, *, amount, salt_vs_pepper, seed):
+        rng = np.random.default_rng(seed)
+        hit = rng.random(img.shape[:2]) < amount
+        salt = rng.random(img.shape[:2]) < salt_vs_pepper
+        out = img.copy()
+        out[hit & salt] = 1.0
+        out[hit & ~salt] = 0.0
+        return out.astype(np.float32)
+
+
+# -- compression -----------------------------------------------------------------------
+def encode(img: np.ndarray, *, format: str, quality: int) -> bytes:
+    """Encode an image with Pillow (JPEG: libjpeg, 4:2:0; WebP: libwebp, lossy) at ``quality``."""
+    from PIL import Image
+
+    from srforensics.images import to_uint8
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img), mode="RGB").save(buf, format=format, quality=int(quality))
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
 class JPEG(Degradation):
@@ -97,18 +317,60 @@ class JPEG(Degradation):
     name = "jpeg"
     fields = {"quality": Field(int, low=1, high=100)}
 
-    def apply(self, img: np.ndarray, *, quality: int) -> np.ndarray:
-        from PIL import Image
-
-        from srforensics.images import to_uint8
-
-        buf = io.BytesIO()
-        Image.fromarray(to_uint8(img), mode="RGB").save(buf, format="JPEG", quality=int(quality))
-        buf.seek(0)
-        with Image.open(buf) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    def apply(self, img, *, quality):
+        return decode(encode(img, format="JPEG", quality=quality))
 
 
+class WebP(Degradation):
+    """Lossy WebP compression with Pillow (libwebp) at ``quality``."""
+
+    name = "webp"
+    fields = {"quality": Field(int, low=1, high=100)}
+
+    def apply(self, img, *, quality):
+        return decode(encode(img, format="WEBP", quality=quality))
+
+
+# -- colour and values -----------------------------------------------------------------
+class Grayscale(Degradation):
+    """Convert to grey (BT.601 luma ``0.299 R + 0.587 G + 0.114 B``), kept as 3 equal channels."""
+
+    name = "grayscale"
+    fields = {}
+
+    def apply(self, img):
+        y = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return np.repeat(y[..., None], 3, axis=2).astype(np.float32)
+
+
+class Gamma(Degradation):
+    """Exposure and gamma: ``clip(exposure * img) ** gamma``."""
+
+    name = "gamma"
+    fields = {
+        "gamma": Field(float, default=1.0, low=0.1, high=10.0),
+        "exposure": Field(float, default=1.0, low=0.0, high=10.0),
+    }
+
+    def apply(self, img, *, gamma, exposure):
+        return np.power(np.clip(img.astype(np.float64) * exposure, 0.0, 1.0), gamma).astype(
+            np.float32
+        )
+
+
+class Quantize(Degradation):
+    """Round to 8-bit levels, as an image saved in between would be (e.g. MATLAB ``uint8``)."""
+
+    name = "quantize"
+    fields = {}
+
+    def apply(self, img):
+        from srforensics.images import quantize
+
+        return quantize(img)
+
+
+# -- HR geometry -----------------------------------------------------------------------
 class ModCrop(HRStep):
     """Crop the HR to a multiple of ``multiple`` (top-left anchored, as BasicSR ``mod_crop``)."""
 
@@ -120,3 +382,22 @@ class ModCrop(HRStep):
         if h < multiple or w < multiple:
             raise ValueError(f"image {w}x{h} is smaller than the scale factor {multiple}")
         return img[: h - h % multiple, : w - w % multiple]
+
+
+class CenterCrop(HRStep):
+    """Centre crop: to ``size`` px square when given, then to a multiple of ``multiple``."""
+
+    name = "center_crop"
+    fields = {
+        "multiple": Field(int, default=1, low=1, high=64, random=False),
+        "size": Field(int, default=0, low=0, high=65536, random=False, doc="0: keep the size"),
+    }
+
+    def apply(self, img: np.ndarray, *, multiple: int, size: int) -> np.ndarray:
+        h, w = img.shape[:2]
+        th, tw = (min(h, size), min(w, size)) if size else (h, w)
+        th, tw = th - th % multiple, tw - tw % multiple
+        if th < 1 or tw < 1:
+            raise ValueError(f"image {w}x{h} is smaller than the scale factor {multiple}")
+        top, left = (h - th) // 2, (w - tw) // 2
+        return img[top : top + th, left : left + tw]

@@ -6,19 +6,23 @@ operators::
     name: faces
     version: 1
     description: ...
-    references: [...]
+    references: [...]    # where the settings come from
     scale: 4
     variants: 2          # LRs drawn per image
     seed: 0              # run seed unless --seed overrides it
     hr:                  # HR preparation, deterministic from the image
       - {op: face_align, size: 128}
     steps:               # the degradation, random parameters drawn per variant
-      - {op: gaussian_blur, sigma: {uniform: [0.2, 2.0]}}
+      - {op: gaussian_blur, sigma: {uniform: [0.2, 2.0]}, p: 0.5}
       - {op: downscale, scale: 4}
     metrics: [psnr, ssim]
 
-Its SHA-256 is computed from the resolved, canonical form, so formatting and
-comments do not change it.
+A parameter is a fixed value or one of ``{uniform: [a, b]}``,
+``{log_uniform: [a, b]}``, ``{choice: [...]}``; ``p`` is the probability that a
+step applies (default 1). ``include: NAME_OR_FILE`` starts from another
+protocol, whose fields this file's fields replace (lists whole). The SHA-256 is
+computed from the resolved, canonical form, so formatting, comments and
+includes that mean the same thing do not change it.
 """
 
 from __future__ import annotations
@@ -107,8 +111,18 @@ class Protocol:
         return np.ascontiguousarray(hr, dtype=np.float32), params
 
     def sample(self, rng: np.random.Generator) -> list[dict[str, Any]]:
-        """Draw the parameters of every degradation step, in order."""
-        return [step.sample(rng) for step in self.steps]
+        """Draw the parameters of every degradation step, in order.
+
+        A step with ``p < 1`` first draws whether it applies; one that does not is
+        recorded as ``{"applied": False}``.
+        """
+        params = []
+        for step in self.steps:
+            if step.p < 1.0 and not rng.random() < step.p:
+                params.append({"applied": False})
+            else:
+                params.append(step.sample(rng))
+        return params
 
     def apply(self, hr: np.ndarray, params: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Degrade a prepared HR with recorded parameters; the LR is rounded to 8 bits. Pure."""
@@ -116,15 +130,28 @@ class Protocol:
             raise ValueError(f"expected {len(self.steps)} parameter sets, got {len(params)}")
         img = hr
         for step, p in zip(self.steps, params, strict=True):
+            if p.get("applied", True) is False:
+                continue
             img = step.apply(img, **p)
+        expected = (hr.shape[0] // self.scale, hr.shape[1] // self.scale)
+        if img.shape[:2] != expected:
+            raise ValueError(
+                f"the protocol made a {img.shape[1]}x{img.shape[0]} LR from a {hr.shape[1]}x{hr.shape[0]} HR; "
+                f"x{self.scale} needs {expected[1]}x{expected[0]}"
+            )
         return quantize(img)
 
 
-def _build_step(raw: Any, where: str) -> Degradation:
+def _build_step(raw: Any, where: str, *, hr: bool = False) -> Degradation:
     if not isinstance(raw, Mapping):
         raise ProtocolError(f"{where}: a step is a mapping with 'op', got {raw!r}")
     spec = dict(raw)
     op = spec.pop("op", None)
+    prob = spec.pop("p", 1.0)
+    if isinstance(prob, bool) or not isinstance(prob, int | float) or not 0 < prob <= 1:
+        raise ProtocolError(f"{where}.p: the probability of a step must be in (0, 1], got {prob!r}")
+    if hr and prob != 1:
+        raise ProtocolError(f"{where}.p: HR steps always apply; remove 'p'")
     if not isinstance(op, str):
         raise ProtocolError(f"{where}: missing 'op' (the operator name)")
     try:
@@ -133,7 +160,9 @@ def _build_step(raw: Any, where: str) -> Degradation:
         raise ProtocolError(f"{where}: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Degradation)):
         raise ProtocolError(f"{where}: {op!r} is not a degradation operator")
-    return cls(where=f"{where} ({op})", **spec)
+    step = cls(where=f"{where} ({op})", **spec)
+    step.p = float(prob)
+    return step
 
 
 def parse_protocol(data: Any, *, source: str = "<protocol>", text: str = "") -> Protocol:
@@ -161,7 +190,7 @@ def parse_protocol(data: Any, *, source: str = "<protocol>", text: str = "") -> 
     if not 1 <= variants <= 10_000:
         raise ProtocolError(f"{source}: variants must be between 1 and 10000, got {variants}")
     hr_steps = tuple(
-        _build_step(s, f"{source}: hr[{i}]") for i, s in enumerate(data.get("hr") or [])
+        _build_step(s, f"{source}: hr[{i}]", hr=True) for i, s in enumerate(data.get("hr") or [])
     )
     for i, s in enumerate(hr_steps):
         if not isinstance(s, HRStep):
@@ -203,30 +232,67 @@ def available_protocols() -> dict[str, Path]:
     return list_resources("protocols")
 
 
-def load_protocol(name_or_path: str | Path) -> Protocol:
-    """Load a shipped protocol by name, or a protocol YAML file by path."""
-    path = Path(name_or_path)
+def _find(name_or_path: str | Path, *, relative_to: Path | None = None) -> Path:
     shipped = available_protocols()
     if str(name_or_path) in shipped:
-        path = shipped[str(name_or_path)]
-    elif not path.is_file():
-        import difflib
+        return shipped[str(name_or_path)]
+    path = Path(name_or_path).expanduser()
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to / path
+    if path.is_file():
+        return path
+    import difflib
 
-        close = difflib.get_close_matches(str(name_or_path), list(shipped), n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ProtocolError(
-            f"unknown protocol {str(name_or_path)!r}{hint} Known: {', '.join(shipped)}; "
-            "or give the path of a protocol YAML file"
-        )
+    close = difflib.get_close_matches(str(name_or_path), list(shipped), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise ProtocolError(
+        f"unknown protocol {str(name_or_path)!r}{hint} Known: {', '.join(shipped)}; "
+        "or give the path of a protocol YAML file"
+    )
+
+
+def _read(path: Path) -> tuple[Any, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"cannot read protocol file {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), text
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProtocolError(f"{path}: invalid YAML{loc}: {problem}") from None
+
+
+def _resolve_includes(path: Path, chain: tuple[Path, ...] = ()) -> Any:
+    """The file's mapping with ``include:`` replaced by the included protocol's fields.
+
+    The including file's fields override the included ones; lists (``steps``,
+    ``hr``, ``references``) are replaced whole, not merged.
+    """
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ProtocolError(f"{path}: include cycle: {cycle}")
+    data, _ = _read(path)
+    if not isinstance(data, Mapping) or "include" not in data:
+        return data
+    target = data["include"]
+    if not isinstance(target, str):
+        raise ProtocolError(
+            f"{path}: 'include' must be a protocol name or file path, got {target!r}"
+        )
+    base_path = _find(target, relative_to=path.parent)
+    base = _resolve_includes(base_path, (*chain, path.resolve()))
+    parse_protocol(base, source=str(base_path))  # the included protocol must be valid on its own
+    merged = dict(base)
+    merged.update({k: v for k, v in data.items() if k != "include"})
+    return merged
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """Load a shipped protocol by name, or a protocol YAML file by path (``include:`` resolved)."""
+    path = _find(name_or_path)
+    data = _resolve_includes(path)
+    _, text = _read(path)
     return parse_protocol(data, source=str(path), text=text)

@@ -44,6 +44,12 @@ def _environment():
     return env
 
 
+def render_template(name: str, **context: Any) -> str:
+    """Render a template of ``reports/`` (autoescaped) with its CSS inlined as ``css``."""
+    css = (resource_dir("reports") / "style.css").read_text(encoding="utf-8")
+    return _environment().get_template(name).render(css=css, **context)
+
+
 def _image(run_dir: Path, rel: str | None) -> str | None:
     if not rel:
         return None
@@ -116,10 +122,8 @@ def render_report(run_dir: str | Path) -> Path:
         else []
     )
     problems = [r for r in records if r["status"] != "ok"]
-    env = _environment()
-    css = (resource_dir("reports") / "style.css").read_text(encoding="utf-8")
-    html = env.get_template(TEMPLATE).render(
-        css=css,
+    html = render_template(
+        TEMPLATE,
         manifest=manifest,
         manifest_json=json.dumps(manifest, indent=2, sort_keys=True, default=str),
         model=manifest["model"],
