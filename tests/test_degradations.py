@@ -150,6 +150,17 @@ def test_resize_to_arbitrary_sizes():
     img = _img((50, 60, 3))
     out, _ = run("resize", img, factor=0.37, method="bilinear")
     assert out.shape == (math.ceil(50 * 0.37), math.ceil(60 * 0.37), 3)
+    out, _ = run("resize", img, height=17, width=41, method="area")
+    assert out.shape == (17, 41, 3)
+    np.testing.assert_allclose(
+        out, np.clip(imresize(img, size=(17, 41), method="area"), 0, 1), atol=1e-6
+    )
+    from srforensics.degradations import ProtocolError
+
+    with pytest.raises(ProtocolError, match="either 'factor', or both 'height' and 'width'"):
+        op("resize", factor=0.5, height=10, width=10)
+    with pytest.raises(ProtocolError, match="either 'factor'"):
+        op("resize", height=10)
 
 
 FLAT = np.full((256, 256, 3), 0.5, np.float32)

@@ -193,19 +193,37 @@ class Downscale(Degradation):
 
 
 class Resize(Degradation):
-    """Resize by ``factor`` (output ``ceil(size * factor)``) with the MATLAB-compatible resize.
+    """Resize by ``factor`` (output ``ceil(size * factor)``), or to ``height`` x ``width`` px.
 
-    An intermediate resampling: it does not count toward the protocol's scale.
+    An intermediate resampling with the MATLAB-compatible resize: it does not
+    count toward the protocol's scale.
     """
 
     name = "resize"
     fields = {
-        "factor": Field(float, low=0.05, high=8.0),
+        "factor": Field(float, default=0.0, low=0.0, high=8.0, doc="0: use height and width"),
+        "height": Field(int, default=0, low=0, high=65536),
+        "width": Field(int, default=0, low=0, high=65536),
         "method": Field(str, default="bicubic", choices=METHODS),
     }
 
-    def apply(self, img: np.ndarray, *, factor: float, method: str) -> np.ndarray:
-        return np.clip(imresize(img, factor, method=method), 0.0, 1.0).astype(np.float32)
+    def __init__(self, *, where: str = "", **spec: Any) -> None:
+        super().__init__(where=where, **spec)
+        has_factor = "factor" in spec
+        has_size = "height" in spec and "width" in spec
+        if has_factor == has_size or (("height" in spec) != ("width" in spec)):
+            raise ProtocolError(
+                f"{where or self.name}: give either 'factor', or both 'height' and 'width'"
+            )
+
+    def apply(
+        self, img: np.ndarray, *, factor: float, height: int, width: int, method: str
+    ) -> np.ndarray:
+        if factor > 0:
+            out = imresize(img, factor, method=method)
+        else:
+            out = imresize(img, size=(height, width), method=method)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 # -- noise -----------------------------------------------------------------------------
