@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from srforensics.degradations import kernels as K
 from srforensics.degradations.base import Degradation, Field, HRStep, ProtocolError
 from srforensics.resize import METHODS, imresize
 
+_THETA = Field(float, default=0.0, low=-360.0, high=360.0, doc="rotation in degrees")
+_SIGMA = Field(float, low=0.01, high=50.0, doc="standard deviation along the axis, px")
+_KERNEL_SIZE = Field(int, default=21, low=3, high=101, random=False)
 _BORDER = Field(
     str,
     default="reflect",
@@ -63,7 +67,7 @@ class GaussianBlur(KernelBlur):
     name = "gaussian_blur"
     fields = {
         "sigma": Field(float, low=0.01, high=50.0, doc="standard deviation in pixels"),
-        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "kernel_size": _KERNEL_SIZE,
         "border": _BORDER,
     }
 
@@ -71,18 +75,15 @@ class GaussianBlur(KernelBlur):
         return K.gaussian(kernel_size, sigma)
 
 
-_THETA = Field(float, default=0.0, low=-360.0, high=360.0, doc="rotation in degrees")
-
-
 class AnisoGaussianBlur(KernelBlur):
     """Anisotropic Gaussian blur: ``sigma_x``, ``sigma_y`` (px) rotated by ``theta`` degrees."""
 
     name = "aniso_gaussian_blur"
     fields = {
-        "sigma_x": Field(float, low=0.01, high=50.0),
-        "sigma_y": Field(float, low=0.01, high=50.0),
+        "sigma_x": _SIGMA,
+        "sigma_y": _SIGMA,
         "theta": _THETA,
-        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "kernel_size": _KERNEL_SIZE,
         "border": _BORDER,
     }
 
@@ -90,38 +91,28 @@ class AnisoGaussianBlur(KernelBlur):
         return K.gaussian(kernel_size, sigma_x, sigma_y, math.radians(theta))
 
 
-class GeneralizedGaussianBlur(KernelBlur):
+class _ShapedBlur(KernelBlur):
+    """A Real-ESRGAN kernel shape with exponent ``beta`` over the anisotropic Gaussian's fields."""
+
+    shape: ClassVar[Callable[..., np.ndarray]]
+    fields = {**AnisoGaussianBlur.fields, "beta": Field(float, low=0.1, high=10.0)}
+
+    def kernel(self, *, sigma_x, sigma_y, theta, beta, kernel_size) -> np.ndarray:
+        return type(self).shape(kernel_size, sigma_x, sigma_y, math.radians(theta), beta)
+
+
+class GeneralizedGaussianBlur(_ShapedBlur):
     """Generalised Gaussian blur ``exp(-d^β / 2)`` (Real-ESRGAN); β < 1 heavier tails, β > 1 flatter."""
 
     name = "generalized_gaussian_blur"
-    fields = {
-        "sigma_x": Field(float, low=0.01, high=50.0),
-        "sigma_y": Field(float, low=0.01, high=50.0),
-        "theta": _THETA,
-        "beta": Field(float, low=0.1, high=10.0),
-        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
-        "border": _BORDER,
-    }
-
-    def kernel(self, *, sigma_x, sigma_y, theta, beta, kernel_size) -> np.ndarray:
-        return K.generalized_gaussian(kernel_size, sigma_x, sigma_y, math.radians(theta), beta)
+    shape = staticmethod(K.generalized_gaussian)
 
 
-class PlateauBlur(KernelBlur):
+class PlateauBlur(_ShapedBlur):
     """Plateau-shaped blur ``1 / (1 + d^β)`` (Real-ESRGAN)."""
 
     name = "plateau_blur"
-    fields = {
-        "sigma_x": Field(float, low=0.01, high=50.0),
-        "sigma_y": Field(float, low=0.01, high=50.0),
-        "theta": _THETA,
-        "beta": Field(float, low=0.1, high=10.0),
-        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
-        "border": _BORDER,
-    }
-
-    def kernel(self, *, sigma_x, sigma_y, theta, beta, kernel_size) -> np.ndarray:
-        return K.plateau(kernel_size, sigma_x, sigma_y, math.radians(theta), beta)
+    shape = staticmethod(K.plateau)
 
 
 class MotionBlur(KernelBlur):
@@ -145,7 +136,7 @@ class DefocusBlur(KernelBlur):
     name = "defocus_blur"
     fields = {
         "radius": Field(float, low=0.5, high=50.0),
-        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "kernel_size": _KERNEL_SIZE,
         "border": _BORDER,
     }
 
@@ -159,7 +150,7 @@ class SincFilter(KernelBlur):
     name = "sinc_filter"
     fields = {
         "cutoff": Field(float, low=0.1, high=math.pi),
-        "kernel_size": Field(int, default=21, low=3, high=101, random=False),
+        "kernel_size": _KERNEL_SIZE,
         "border": _BORDER,
     }
 

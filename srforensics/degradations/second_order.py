@@ -36,36 +36,30 @@ KERNEL_KINDS = (
 )
 KERNEL_PROBS = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 RESIZE_METHODS = ("area", "bilinear", "bicubic")
-STAGES = (
-    {
-        "blur_prob": 1.0,
-        "sigma": (0.2, 3.0),
-        "betag": (0.5, 4.0),
-        "betap": (1.0, 2.0),
-        "sinc_prob": 0.1,
-        "resize_prob": (0.2, 0.7, 0.1),
-        "resize_range": (0.15, 1.5),
-        "gaussian_prob": 0.5,
-        "noise_range": (1.0, 30.0),
-        "poisson_range": (0.05, 3.0),
-        "gray_prob": 0.4,
-        "jpeg_range": (30, 95),
-    },
-    {
-        "blur_prob": 0.8,
-        "sigma": (0.2, 1.5),
-        "betag": (0.5, 4.0),
-        "betap": (1.0, 2.0),
-        "sinc_prob": 0.1,
-        "resize_prob": (0.3, 0.4, 0.3),
-        "resize_range": (0.3, 1.2),
-        "gaussian_prob": 0.5,
-        "noise_range": (1.0, 25.0),
-        "poisson_range": (0.05, 2.5),
-        "gray_prob": 0.4,
-        "jpeg_range": (30, 95),
-    },
-)
+_FIRST = {
+    "blur_prob": 1.0,
+    "sigma": (0.2, 3.0),
+    "betag": (0.5, 4.0),
+    "betap": (1.0, 2.0),
+    "sinc_prob": 0.1,
+    "resize_prob": (0.2, 0.7, 0.1),  # up, down, keep
+    "resize_range": (0.15, 1.5),
+    "gaussian_prob": 0.5,
+    "noise_range": (1.0, 30.0),
+    "poisson_range": (0.05, 3.0),
+    "gray_prob": 0.4,
+    "jpeg_range": (30, 95),
+}
+_SECOND = {
+    **_FIRST,
+    "blur_prob": 0.8,
+    "sigma": (0.2, 1.5),
+    "resize_prob": (0.3, 0.4, 0.3),
+    "resize_range": (0.3, 1.2),
+    "noise_range": (1.0, 25.0),
+    "poisson_range": (0.05, 2.5),
+}
+STAGES = (_FIRST, _SECOND)
 FINAL_SINC_PROB = 0.8
 BORDER = "reflect101"
 
