@@ -61,6 +61,11 @@ class AuditConfig:
     save_images: SaveImages = "report"
     report_examples: int = 4
     device: Device = "cpu"
+    dtype: str = "float32"
+    sampler: str | None = None
+    sampler_args: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    range_tolerance: float = 0.1
     max_pixels: int = DEFAULT_MAX_PIXELS
     limit: int | None = None
     allow_downloads: bool = False
@@ -77,6 +82,12 @@ class AuditConfig:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise SRForensicsError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.batch_size < 1:
+            raise SRForensicsError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.range_tolerance <= 1:
+            raise SRForensicsError(
+                f"--range-tolerance must be in [0, 1], got {self.range_tolerance}"
+            )
         if self.limit is not None and self.limit < 1:
             raise SRForensicsError(f"--limit must be at least 1, got {self.limit}")
         if self.metrics is not None and not self.metrics:
@@ -87,6 +98,7 @@ class AuditConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["model_args"] = dict(self.model_args)
+        d["sampler_args"] = dict(self.sampler_args)
         d["metrics"] = list(self.metrics) if self.metrics is not None else None
         d["command"] = list(self.command) if self.command is not None else None
         return d
@@ -138,6 +150,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
+@dataclass(eq=False)
+class _Unit:
+    """One LR waiting for the model: what it needs to be run, scored and committed."""
+
+    record_id: str
+    variant: int
+    todo: list[int]
+    seeds: list[int]
+    hr_t: Any
+    attributes: dict[str, Any]
+    params: Any = None
+    lr_t: Any = None
+    lr_sha: str | None = None
+    lr_path: str | None = None
+    out_stem: str | None = None
+
+
 class _Pipeline:
     """The loaded parts of one audit (protocol, dataset, model, metrics) and its ledger."""
 
@@ -154,10 +183,18 @@ class _Pipeline:
 
         self.config = config
         self.progress: Callable[..., Any] | None = None
+        self._pending: dict[tuple, list[_Unit]] = {}
         self.protocol = load_protocol(config.protocol)
         self.dataset = load_dataset(config.dataset)
         self.device = resolve_device(config.device)
-        self.model = load_model(config.model, args=config.model_args, device=self.device)
+        self.model = load_model(
+            config.model,
+            args=config.model_args,
+            device=self.device,
+            dtype=config.dtype,
+            sampler=config.sampler,
+            sampler_args=config.sampler_args,
+        )
         self.card = self.model.card()
         self.scale = self.protocol.scale
         if self.model.scale is not None and self.model.scale != self.scale:
@@ -217,7 +254,7 @@ class _Pipeline:
             mode == "report" and idx < self.config.report_examples and variant == 0
         )
 
-    # -- one record -------------------------------------------------------------
+    # -- one record: HR, then its LRs, queued for the model --------------------------
     def run_record(self, idx: int, rec) -> None:
         from srforensics.faces import NoFaceFound
 
@@ -260,9 +297,12 @@ class _Pipeline:
         )
         hr_t = to_tensor(hr).to(self.device)
         for variant, todo in pending.items():
-            if todo:
-                self._run_variant(idx, rec, stem, variant, todo, hr, hr_t)
-            self._tick(1)
+            if not todo:
+                self._tick(1)
+                continue
+            unit = self._make_lr(idx, rec, stem, variant, todo, hr, hr_t)
+            if unit is not None:
+                self._queue(unit)
 
     def _record_failed(self, base, sha, pending, status: str, error: str) -> None:
         from srforensics.ledger import OutputRow
@@ -280,94 +320,130 @@ class _Pipeline:
             )
         self._tick(len(pending))
 
-    def _run_variant(self, idx, rec, stem, variant, todo, hr, hr_t) -> None:
+    def _make_lr(self, idx, rec, stem, variant, todo, hr, hr_t) -> _Unit | None:
+        seeds = [model_seed(self.run_seed, rec.id, variant, s) for s in todo]
+        unit = _Unit(rec.id, variant, list(todo), seeds, hr_t, dict(rec.attributes))
+        try:
+            unit.params = self.protocol.sample(degradation_rng(self.run_seed, rec.id, variant))
+            lr = self.protocol.apply(hr, unit.params)
+        except Exception as exc:
+            self._commit_failed(unit, f"degradation failed: {_describe_error(exc)}")
+            return None
+        unit.lr_sha = pixel_sha256(lr)
+        keep = self._keep_images(idx, variant)
+        unit.lr_path = self._save(lr, f"{stem}/v{variant}_lr.png") if keep else None
+        unit.out_stem = f"{stem}/v{variant}" if keep else None
+        unit.lr_t = to_tensor(lr).to(self.device)
+        return unit
+
+    # -- batches of LRs through the model ----------------------------------------------
+    def _queue(self, unit: _Unit) -> None:
+        key = (tuple(unit.lr_t.shape), len(unit.todo))
+        queue = self._pending.setdefault(key, [])
+        queue.append(unit)
+        if len(queue) >= self.config.batch_size:
+            self._run_batch(self._pending.pop(key))
+
+    def flush(self) -> None:
+        while self._pending:
+            self._run_batch(self._pending.pop(next(iter(self._pending))))
+
+    def _run_batch(self, units: list[_Unit]) -> None:
+        """One model call for several LRs; a failure is narrowed down to the LR that caused it."""
+        import torch
+
+        n = len(units[0].todo)
+        h, w = units[0].lr_t.shape[-2:]
+        expected = (len(units), n, 3, h * self.scale, w * self.scale)
+        context = [
+            {
+                "record_id": u.record_id,
+                "variant": u.variant,
+                "degradation": u.params,
+                "attributes": u.attributes,
+            }
+            for u in units
+        ]
+        error = None
+        try:
+            with torch.no_grad():
+                outs = self.model.sample(
+                    torch.cat([u.lr_t for u in units]),
+                    scale=self.scale,
+                    n=n,
+                    seeds=[u.seeds for u in units],
+                    context=context,
+                )
+            if tuple(outs.shape) != expected:
+                error = f"model returned shape {tuple(outs.shape)}, expected {expected}"
+        except Exception as exc:
+            error = f"model failed: {_describe_error(exc)}"
+        if error is not None:
+            if len(units) > 1:
+                for u in units:  # retry one by one, so one bad input does not fail the others
+                    self._run_batch([u])
+                return
+            return self._commit_failed(units[0], error)
+        outs = outs.detach().to("cpu", torch.float32)
+        for b, unit in enumerate(units):
+            self._finish(unit, outs[b])
+
+    def _finish(self, unit: _Unit, outs) -> None:
+        """Check, quantise, score and commit the outputs of one LR."""
         import torch
 
         from srforensics.ledger import OutputRow
 
-        keep = self._keep_images(idx, variant)
-        seeds = [model_seed(self.run_seed, rec.id, variant, s) for s in todo]
-
-        def fail_all(error: str, params=None, lr_sha=None, lr_path=None) -> None:
-            rows = [
-                OutputRow(sample=s, seed=sd, status=FAILED, error=error)
-                for s, sd in zip(todo, seeds, strict=True)
-            ]
-            self.ledger.put_lr(
-                record_id=rec.id,
-                variant=variant,
-                params=params,
-                lr_sha256=lr_sha,
-                lr_path=lr_path,
-                outputs=rows,
-            )
-
-        try:
-            params = self.protocol.sample(degradation_rng(self.run_seed, rec.id, variant))
-            lr = self.protocol.apply(hr, params)
-        except Exception as exc:
-            return fail_all(f"degradation failed: {_describe_error(exc)}")
-        lr_sha = pixel_sha256(lr)
-        lr_path = self._save(lr, f"{stem}/v{variant}_lr.png") if keep else None
-        lr_t = to_tensor(lr).to(self.device)
-        h, w = lr.shape[:2]
-        expected = (1, len(todo), 3, h * self.scale, w * self.scale)
-        context = [
-            {
-                "record_id": rec.id,
-                "variant": variant,
-                "degradation": params,
-                "attributes": dict(rec.attributes),
-            }
-        ]
-        try:
-            with torch.no_grad():
-                outs = self.model.sample(
-                    lr_t, scale=self.scale, n=len(todo), seeds=seeds, context=context
-                )
-        except Exception as exc:
-            return fail_all(f"model failed: {_describe_error(exc)}", params, lr_sha, lr_path)
-        if tuple(outs.shape) != expected:
-            return fail_all(
-                f"model returned shape {tuple(outs.shape)}, expected {expected}",
-                params,
-                lr_sha,
-                lr_path,
-            )
-        outs = outs[0].detach().to("cpu", torch.float32)
-        rows: list[OutputRow | None] = [None] * len(todo)
+        tol = self.config.range_tolerance
+        rows: list[OutputRow | None] = [None] * len(unit.todo)
         good: list[int] = []
         images: list[np.ndarray] = []
-        for j, (s, sd) in enumerate(zip(todo, seeds, strict=True)):
+        for j, (s, sd) in enumerate(zip(unit.todo, unit.seeds, strict=True)):
+            lo, hi = float(outs[j].min()), float(outs[j].max())
             if not torch.isfinite(outs[j]).all():
-                rows[j] = OutputRow(
-                    sample=s, seed=sd, status=FAILED, error="model output contains NaN or Inf"
-                )
+                reason = "model output contains NaN or Inf"
+            elif lo < -tol or hi > 1 + tol:
+                reason = f"model output outside [0, 1] beyond the tolerance {tol}: min {lo:.4g}, max {hi:.4g}"
+            else:
+                good.append(j)
+                images.append(quantize(outs[j].permute(1, 2, 0).numpy()))
                 continue
-            good.append(j)
-            images.append(quantize(outs[j].permute(1, 2, 0).numpy()))
+            rows[j] = OutputRow(sample=s, seed=sd, status=FAILED, error=reason)
         hashes = [pixel_sha256(im) for im in images]
-        scores, notes = self._score(images, hashes, hr_t, lr_t)
+        scores, notes = self._score(images, hashes, unit.hr_t, unit.lr_t)
         for k, j in enumerate(good):
-            s = todo[j]
-            path = self._save(images[k], f"{stem}/v{variant}_s{s}.png") if keep else None
+            s = unit.todo[j]
+            path = self._save(images[k], f"{unit.out_stem}_s{s}.png") if unit.out_stem else None
             rows[j] = OutputRow(
                 sample=s,
-                seed=seeds[j],
+                seed=unit.seeds[j],
                 status=OK,
                 output_sha256=hashes[k],
                 output_path=path,
                 scores=scores[k],
                 notes=notes[k],
             )
+        self._commit(unit, [r for r in rows if r is not None])
+
+    def _commit_failed(self, unit: _Unit, error: str) -> None:
+        from srforensics.ledger import OutputRow
+
+        rows = [
+            OutputRow(sample=s, seed=sd, status=FAILED, error=error)
+            for s, sd in zip(unit.todo, unit.seeds, strict=True)
+        ]
+        self._commit(unit, rows)
+
+    def _commit(self, unit: _Unit, rows) -> None:
         self.ledger.put_lr(
-            record_id=rec.id,
-            variant=variant,
-            params=params,
-            lr_sha256=lr_sha,
-            lr_path=lr_path,
-            outputs=[r for r in rows if r is not None],
+            record_id=unit.record_id,
+            variant=unit.variant,
+            params=unit.params,
+            lr_sha256=unit.lr_sha,
+            lr_path=unit.lr_path,
+            outputs=rows,
         )
+        self._tick(1)
 
     def _score(self, images, hashes, hr_t, lr_t):
         """Score each distinct output once (a deterministic model's N outputs are one)."""
@@ -487,6 +563,7 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     try:
         for idx, rec in enumerate(pipe.records):
             pipe.run_record(idx, rec)
+        pipe.flush()
     finally:
         bar.close()
     parquet, csv_path = export_results(ledger, run_dir)

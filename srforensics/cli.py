@@ -115,6 +115,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: cpu")
     a.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default=None,
+        help="precision of the model (default: float32)",
+    )
+    a.add_argument(
+        "--sampler",
+        default=None,
+        help="turn the model into a sampler: tta, mc-dropout, input-noise",
+    )
+    a.add_argument(
+        "--sampler-arg",
+        action="append",
+        type=_model_arg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="sampler option, e.g. p=0.1 (mc-dropout) or sigma=2 (input-noise); repeatable",
+    )
+    a.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="B",
+        help="LRs per model call (default: 8); outputs still go to the ledger one LR at a time",
+    )
+    a.add_argument(
+        "--range-tolerance",
+        type=float,
+        default=None,
+        metavar="T",
+        help="outputs outside [-T, 1+T] are recorded as failed; within it they are clipped "
+        "(default: 0.1)",
+    )
+    a.add_argument(
         "--limit", type=int, default=None, metavar="N", help="audit only the first N records"
     )
     a.add_argument(
@@ -175,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--pyiqa", action="store_true", help="also list every pyiqa metric (pyiqa:<name>)"
     )
 
+    wt = sub.add_parser(
+        "weights", help="list, fetch, import and verify weight files"
+    ).add_subparsers(dest="action", metavar="ACTION")
+    wt.required = True
+    wt.add_parser(
+        "list", help="registered weights: file, licence, URL, and whether the cache has them"
+    )
+    wf = wt.add_parser("fetch", help="download registered weights into the cache (needs network)")
+    wf.add_argument("name")
+    wi = wt.add_parser(
+        "import", help="copy a local file into the cache if its SHA-256 matches a registered entry"
+    )
+    wi.add_argument("file")
+    wt.add_parser("verify", help="re-hash every file in the cache; exit 1 if any was altered")
+
     r = sub.add_parser("report", help="re-render the report of a run folder")
     r.add_argument("run_dir", metavar="RUN_DIR")
     return parser
@@ -201,10 +250,15 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "device": args.device,
             "limit": args.limit,
             "allow_downloads": args.allow_downloads,
+            "dtype": args.dtype,
+            "sampler": args.sampler,
+            "batch_size": args.batch_size,
+            "range_tolerance": args.range_tolerance,
         }
         config = AuditConfig(
             **{k: v for k, v in given.items() if v is not None},
             model_args=dict(args.model_arg),
+            sampler_args=dict(args.sampler_arg),
             command=command,
         )
         run = run_audit(config)
@@ -220,7 +274,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from srforensics.models import MODELS
 
     for e in MODELS.entries():
-        print(f"{e.name:<12} {e.description or '-'}  [{e.origin}]")
+        print(f"{e.name:<20} {e.description or '-'}  [{e.origin}]")
+    from srforensics.models import SAMPLERS
+
+    print("\nsamplers (--sampler, on any model):")
+    for e in SAMPLERS.entries():
+        print(f"{e.name:<20} {e.description}")
     return 0
 
 
@@ -291,6 +350,31 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from srforensics import weights as W
+
+    if args.action == "list":
+        print(f"cache: {W.cache_dir()}")
+        for s in W.registered():
+            path = W.cached_path(s)
+            state = "present" if path.is_file() else "missing"
+            print(f"{s.name:<20} {s.file_name:<26} {state:<8} {s.licence}  {s.url}")
+        return 0
+    if args.action == "fetch":
+        print(W.fetch(args.name))
+        return 0
+    if args.action == "import":
+        s = W.import_file(args.file)
+        print(f"imported {args.file} as {s.name!r}: {W.cached_path(s)}")
+        return 0
+    entries = W.verify_cache()
+    for e in entries:
+        print(f"{e.status:<8} {e.path.name:<30} {e.name or '-':<20} {e.sha256}")
+    if not entries:
+        print(f"the cache {W.cache_dir()} holds no weight files")
+    return 1 if any(e.status == "altered" for e in entries) else 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from srforensics.report import render_report
 
@@ -308,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "models": _cmd_models,
             "protocols": _cmd_protocols,
             "metrics": _cmd_metrics,
+            "weights": _cmd_weights,
             "report": _cmd_report,
         }[args.command]
         return handler(args)

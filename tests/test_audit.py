@@ -124,9 +124,8 @@ def test_resume_after_a_hard_stop_computes_only_what_is_missing(tiny_run, tiny_d
     log = tmp_path / "calls.log"
     out = tmp_path / "stopped"
     model = "srf_test_plugins:CountingBicubic"
-    proc = audit_tiny(
-        tiny_dataset, out, model=model, env=cli_env(SRF_CALL_LOG=str(log), SRF_DIE_AFTER="2")
-    )
+    env = cli_env(SRF_CALL_LOG=str(log), SRF_DIE_AFTER="2")
+    proc = audit_tiny(tiny_dataset, out, "--batch-size", "1", model=model, env=env)
     assert proc.returncode == 9  # died inside the third model call
     with sqlite3.connect(out / "ledger.sqlite") as db:
         done = db.execute("SELECT COUNT(*) FROM outputs WHERE status = 'ok'").fetchone()[0]

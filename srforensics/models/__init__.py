@@ -1,34 +1,45 @@
-"""SR models: the plug-in base, built-in baselines, and how a model is named.
+"""SR models: the plug-in base, built-in models, architectures, samplers, and how a model is named.
 
-A model is named by a registry name (``bicubic``), an entry point in group
-``srforensics.models``, or ``package.module:Class``.
+``--model`` takes a model spec YAML file, a TorchScript file, a registry name
+(``bicubic``), an entry point in group ``srforensics.models``, or
+``package.module:Class``. ``--sampler`` wraps any of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from srforensics.errors import SRForensicsError
-from srforensics.models.base import ModelCard, SRModel
+from srforensics.models.base import DTYPES, ModelCard, SRModel
 from srforensics.registry import Registry
 
 MODELS: Registry[type[SRModel]] = Registry("model", entry_point_group="srforensics.models")
-MODELS.register(
-    "nearest",
-    "srforensics.models.interpolation:Nearest",
-    description="nearest-neighbour interpolation (deterministic)",
-)
-MODELS.register(
-    "bilinear",
-    "srforensics.models.interpolation:Bilinear",
-    description="bilinear interpolation (deterministic)",
-)
-MODELS.register(
-    "bicubic",
-    "srforensics.models.interpolation:Bicubic",
-    description="MATLAB bicubic interpolation (deterministic)",
-)
+for _name, _target, _desc in [
+    ("nearest", "interpolation:Nearest", "nearest-neighbour interpolation (deterministic)"),
+    ("bilinear", "interpolation:Bilinear", "bilinear interpolation (deterministic)"),
+    ("bicubic", "interpolation:Bicubic", "MATLAB bicubic interpolation (deterministic)"),
+    (
+        "nullspace",
+        "nullspace:NullSpace",
+        "bicubic + random null-space content: every output fits the LR",
+    ),
+    (
+        "realesrgan-x4plus",
+        "network:RealESRGANx4plus",
+        "Real-ESRGAN x4plus, RRDBNet GAN (needs weights)",
+    ),
+    (
+        "realesrgan-x2plus",
+        "network:RealESRGANx2plus",
+        "Real-ESRGAN x2plus, RRDBNet GAN (needs weights)",
+    ),
+    ("imdn-x2", "network:IMDNx2", "IMDN x2, lightweight, bicubic-trained (needs weights)"),
+    ("imdn-x3", "network:IMDNx3", "IMDN x3, lightweight, bicubic-trained (needs weights)"),
+    ("imdn-x4", "network:IMDNx4", "IMDN x4, lightweight, bicubic-trained (needs weights)"),
+]:
+    MODELS.register(_name, f"srforensics.models.{_target}", description=_desc)
 MODELS.register(
     "lanczos",
     "srforensics.models.interpolation:Lanczos",
@@ -36,20 +47,85 @@ MODELS.register(
     description="Lanczos-3 interpolation (deterministic)",
 )
 
+ARCHITECTURES: Registry[Any] = Registry("architecture")
+for _name, _target in [
+    ("rrdbnet", "RRDBNet"),
+    ("msrresnet", "MSRResNet"),
+    ("edsr", "EDSR"),
+    ("imdn", "IMDN"),
+]:
+    ARCHITECTURES.register(_name, f"srforensics.models.archs:{_target}")
 
-def load_model(name: str, *, args: Mapping[str, Any] | None = None, device: str = "cpu") -> SRModel:
-    """Instantiate a model by registry name, entry point or ``module:Class``."""
-    target = MODELS.get(name)
-    if not (isinstance(target, type) and issubclass(target, SRModel)):
-        raise SRForensicsError(
-            f"{name!r} resolves to {target!r}, which is not a subclass of srforensics.models.SRModel"
-        )
-    try:
-        return target(device=device, **dict(args or {}))
-    except TypeError as exc:
-        raise SRForensicsError(
-            f"cannot create model {name!r} with arguments {dict(args or {})}: {exc}"
-        ) from None
+SAMPLERS: Registry[Any] = Registry("sampler")
+SAMPLERS.register("tta", "srforensics.models.samplers:TTA", description="8 dihedral transforms")
+SAMPLERS.register(
+    "mc-dropout", "srforensics.models.samplers:MCDropout", description="dropout kept on (p)"
+)
+SAMPLERS.register(
+    "input-noise",
+    "srforensics.models.samplers:InputNoise",
+    description="LR + Gaussian noise (sigma)",
+)
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 
 
-__all__ = ["MODELS", "ModelCard", "SRModel", "load_model"]
+def _accepts(cls: type, param: str) -> bool:
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    return any(p.name == param or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def load_model(
+    name: str,
+    *,
+    args: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    sampler: str | None = None,
+    sampler_args: Mapping[str, Any] | None = None,
+) -> SRModel:
+    """Instantiate a model from a spec YAML, a TorchScript file, a registry name, entry point or ``module:Class``."""
+    args = dict(args or {})
+    path = Path(name).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml") or (
+        path.suffix.lower() in TORCHSCRIPT_SUFFIXES and path.is_file()
+    ):
+        if args:
+            raise SRForensicsError(
+                f"--model-arg does not apply to a model file ({path}); edit the file instead"
+            )
+        if not path.is_file():
+            raise SRForensicsError(f"model spec {path} does not exist")
+        from srforensics.models.network import SpecModel, TorchScriptModel
+
+        kind = SpecModel if path.suffix.lower() in (".yaml", ".yml") else TorchScriptModel
+        model: SRModel = kind(path, device=device, dtype=dtype)
+    else:
+        target = MODELS.get(name)
+        if not (isinstance(target, type) and issubclass(target, SRModel)):
+            raise SRForensicsError(
+                f"{name!r} resolves to {target!r}, which is not a subclass of srforensics.models.SRModel"
+            )
+        kwargs: dict[str, Any] = {"device": device, **args}
+        if _accepts(target, "dtype"):
+            kwargs["dtype"] = dtype
+        elif dtype != "float32":
+            raise SRForensicsError(
+                f"model {name!r} does not take a dtype; it runs in its own precision"
+            )
+        try:
+            model = target(**kwargs)
+        except TypeError as exc:
+            raise SRForensicsError(
+                f"cannot create model {name!r} with arguments {args}: {exc}"
+            ) from None
+    if sampler:
+        from srforensics.models.samplers import wrap
+
+        model = wrap(model, sampler, sampler_args or {})
+    return model
+
+
+__all__ = ["ARCHITECTURES", "DTYPES", "MODELS", "SAMPLERS", "ModelCard", "SRModel", "load_model"]

@@ -20,7 +20,7 @@ class CountingBicubic(Bicubic):
         calls = 0
         if log:
             with open(log, "a") as fh:
-                fh.write(f"{context[0]['record_id']} {context[0]['variant']} {list(seeds)}\n")
+                fh.write(" ".join(f"{c['record_id']}:{c['variant']}" for c in context) + "\n")
             with open(log) as fh:
                 calls = sum(1 for _ in fh)
         die_after = int(os.environ.get("SRF_DIE_AFTER", "0"))
@@ -42,15 +42,18 @@ class NoisyModel(SRModel):
 
     def sample(self, lr, *, scale, n, seeds, context=None):
         base = Bicubic().upscale(lr, scale=scale)
-        outs = []
-        for s in seeds:
-            g = torch.Generator().manual_seed(int(s))
-            noise = torch.randn(base.shape, generator=g) * self.amplitude
-            out = (base + noise).clamp(0, 1)
-            if self.nan_every and int(s) % self.nan_every == 0:
-                out = out * float("nan")
-            outs.append(out)
-        return torch.stack(outs, dim=1)
+        rows = []
+        for b, row in enumerate(seeds):
+            outs = []
+            for s in row:
+                g = torch.Generator().manual_seed(int(s))
+                noise = torch.randn(base.shape[1:], generator=g) * self.amplitude
+                out = (base[b] + noise).clamp(0, 1)
+                if self.nan_every and int(s) % self.nan_every == 0:
+                    out = out * float("nan")
+                outs.append(out)
+            rows.append(torch.stack(outs))
+        return torch.stack(rows)
 
 
 class Crashing(SRModel):
@@ -64,3 +67,35 @@ class Crashing(SRModel):
 
 class NotAModel:
     pass
+
+
+class Faulty(Bicubic):
+    """Raises for one record and returns NaN for another (named by --model-arg), bicubic otherwise."""
+
+    name = "faulty"
+
+    def __init__(self, *, device="cpu", dtype="float32", raise_on="", nan_on="", overshoot_on=""):
+        super().__init__(device=device, dtype=dtype)
+        self.raise_on, self.nan_on, self.overshoot_on = raise_on, nan_on, overshoot_on
+
+    def sample(self, lr, *, scale, n, seeds, context=None):
+        ids = [c["record_id"] for c in context]
+        if self.raise_on in ids:
+            raise RuntimeError(f"cannot handle {self.raise_on}")
+        out = super().sample(lr, scale=scale, n=n, seeds=seeds, context=context).clone()
+        for b, rid in enumerate(ids):
+            if rid == self.nan_on:
+                out[b] = float("nan")
+            if rid == self.overshoot_on:
+                out[b] = out[b] * 3.0 - 1.0
+        return out
+
+
+class Blocky(SRModel):
+    """Not flip-equivariant: nearest upscaling of the LR shifted one pixel right."""
+
+    name = "blocky"
+
+    def upscale(self, lr, *, scale):
+        shifted = torch.roll(lr, shifts=1, dims=-1)
+        return torch.nn.functional.interpolate(shifted, scale_factor=scale, mode="nearest")
