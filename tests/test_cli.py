@@ -48,7 +48,15 @@ def test_models_list():
     proc = run_cli("models", "list")
     assert proc.returncode == 0
     names = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
-    assert {"nearest", "bilinear", "bicubic", "lanczos", "nullspace", "realesrgan-x4plus", "imdn-x4"} <= set(names)
+    assert {
+        "nearest",
+        "bilinear",
+        "bicubic",
+        "lanczos",
+        "nullspace",
+        "realesrgan-x4plus",
+        "imdn-x4",
+    } <= set(names)
     assert {"tta", "mc-dropout", "input-noise"} <= set(names)
 
 

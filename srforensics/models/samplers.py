@@ -31,11 +31,6 @@ class Sampler(SRModel):
 
     def __init__(self, base: SRModel, **options: Any) -> None:
         super().__init__(device=base.device, dtype=base.dtype)
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise SRForensicsError(
-                f"sampler {self.name!r} takes {', '.join(self.options) or 'no options'}, not {', '.join(unknown)}"
-            )
         self.base = base
         self.scale = base.scale  # type: ignore[misc]
         self.args = dict(options)
@@ -167,6 +162,10 @@ def wrap(model: SRModel, sampler: str, options: Mapping[str, Any]) -> SRModel:
     from srforensics.models import SAMPLERS
 
     cls = SAMPLERS.get(sampler)
+    unknown = sorted(set(options) - set(getattr(cls, "options", ())))
+    if unknown:
+        allowed = ", ".join(getattr(cls, "options", ())) or "no options"
+        raise SRForensicsError(f"sampler {sampler!r} takes {allowed}, not {', '.join(unknown)}")
     try:
         return cls(model, **dict(options))
     except TypeError as exc:

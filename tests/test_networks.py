@@ -1,0 +1,254 @@
+"""Architectures with the public key layouts, model specs, TorchScript and entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import REPO, audit_tiny, cli_env, run_cli
+
+from srforensics.errors import SRForensicsError
+from srforensics.images import sha256_file
+from srforensics.models import load_model
+from srforensics.models.archs import EDSR, IMDN, MSRResNet, RRDBNet
+from srforensics.weights import WeightsError
+
+ARCHS = [
+    ("rrdbnet", RRDBNet, {"scale": 4, "num_block": 2, "num_feat": 16, "num_grow_ch": 8}, 4),
+    ("rrdbnet", RRDBNet, {"scale": 2, "num_block": 1, "num_feat": 16, "num_grow_ch": 8}, 2),
+    ("msrresnet", MSRResNet, {"num_block": 2, "num_feat": 16, "upscale": 4}, 4),
+    ("msrresnet", MSRResNet, {"num_block": 2, "num_feat": 16, "upscale": 3}, 3),
+    ("edsr", EDSR, {"num_block": 2, "num_feat": 16, "upscale": 4}, 4),
+    ("edsr", EDSR, {"num_block": 2, "num_feat": 16, "upscale": 3}, 3),
+    ("imdn", IMDN, {"nf": 64, "num_modules": 6, "upscale": 4}, 4),
+    ("imdn", IMDN, {"nf": 64, "num_modules": 6, "upscale": 2}, 2),
+]
+
+# Keys of the public release files (first and last), as BasicSR / the IMDN repository save them.
+PUBLIC_KEYS = {
+    "rrdbnet": (
+        "conv_first.weight",
+        "body.0.rdb1.conv1.weight",
+        "conv_up2.weight",
+        "conv_last.bias",
+    ),
+    "msrresnet": ("conv_first.weight", "body.0.conv1.weight", "upconv1.weight", "conv_last.bias"),
+    "edsr": (
+        "conv_first.weight",
+        "body.0.conv1.weight",
+        "conv_after_body.weight",
+        "upsample.0.weight",
+    ),
+    "imdn": (
+        "fea_conv.weight",
+        "IMDB1.c1.weight",
+        "IMDB6.cca.conv_du.2.bias",
+        "c.0.weight",
+        "LR_conv.weight",
+        "upsampler.0.weight",
+    ),
+}
+
+
+def _spec(tmp_path, arch, args, scale, state, *, sha=None, wrap="module"):
+    weights = tmp_path / f"{arch}-x{scale}.pth"
+    if wrap == "module":
+        torch.save({f"module.{k}": v for k, v in state.items()}, weights)  # as DataParallel saves
+    else:
+        torch.save({"params_ema": state}, weights)  # as BasicSR saves
+    spec = tmp_path / f"{arch}-x{scale}.yaml"
+    spec.write_text(
+        f"name: test-{arch}\nversion: t1\narchitecture: {arch}\nargs: {dict(args)}\nscale: {scale}\n"
+        f"weights:\n  file: {weights.name}\n  url: https://example.org/{weights.name}\n"
+        f"  sha256: {sha or sha256_file(weights)}\nlicence: CC0\nsource: tests\n"
+    )
+    return spec
+
+
+@pytest.mark.parametrize("arch, cls, args, scale", ARCHS)
+def test_public_key_layout_loads_and_gives_the_right_size(arch, cls, args, scale, tmp_path):
+    torch.manual_seed(0)
+    net = cls(**args).eval()
+    for key in PUBLIC_KEYS[arch]:
+        assert key in net.state_dict(), key
+    spec = _spec(
+        tmp_path, arch, args, scale, net.state_dict(), wrap="module" if scale != 2 else "params_ema"
+    )
+    model = load_model(str(spec))
+    lr = torch.rand(1, 3, 12, 10)
+    out = model.sample(lr, scale=scale, n=2, seeds=[[0, 1]])
+    assert out.shape == (1, 2, 3, 12 * scale, 10 * scale)
+    with torch.no_grad():
+        assert torch.allclose(
+            out[0, 0], net(lr)[0], atol=1e-6
+        )  # the loaded weights are the saved ones
+    card = model.card()
+    assert (
+        card.weights_sha256 == sha256_file(tmp_path / f"{arch}-x{scale}.pth")
+        and card.licence == "CC0"
+    )
+
+
+def test_wrong_sha256_is_refused(tmp_path):
+    net = IMDN(upscale=4)
+    spec = _spec(tmp_path, "imdn", {"upscale": 4}, 4, net.state_dict(), sha="1" * 64)
+    with pytest.raises(WeightsError, match="refusing to use it"):
+        load_model(str(spec))
+
+
+def test_mismatched_architecture_is_a_clear_error(tmp_path):
+    net = MSRResNet(num_block=2, num_feat=16, upscale=4)
+    spec = _spec(
+        tmp_path, "msrresnet", {"num_block": 3, "num_feat": 16, "upscale": 4}, 4, net.state_dict()
+    )
+    with pytest.raises(
+        WeightsError, match=r"does not fit MSRResNet: 4 missing key\(s\) \['body.2.conv1.bias'"
+    ):
+        load_model(str(spec))
+
+
+def test_esrgan_original_key_names_are_converted():
+    net = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4)
+    renamed = {}
+    for k, v in net.state_dict().items():
+        k = k.replace("conv_body", "trunk_conv")
+        k = ("RRDB_trunk." + k[5:] if k.startswith("body.") else k).replace(".rdb", ".RDB")
+        k = (
+            k.replace("conv_up1", "upconv1")
+            .replace("conv_up2", "upconv2")
+            .replace("conv_hr", "HRconv")
+        )
+        renamed[k] = v
+    assert "RRDB_trunk.0.RDB1.conv1.weight" in renamed and "HRconv.weight" in renamed
+    assert RRDBNet.convert_keys(renamed).keys() == net.state_dict().keys()
+
+
+def test_presets_need_their_registered_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRFORENSICS_CACHE", str(tmp_path))
+    for name in ("realesrgan-x4plus", "realesrgan-x2plus", "imdn-x2", "imdn-x3", "imdn-x4"):
+        with pytest.raises(WeightsError, match="are missing"):
+            load_model(name)
+
+
+def test_a_model_spec_audits_end_to_end(tmp_path, tiny_dataset):
+    net = IMDN(upscale=4)
+    spec = _spec(tmp_path, "imdn", {"upscale": 4}, 4, net.state_dict())
+    proc = audit_tiny(tiny_dataset, tmp_path / "run", model=str(spec))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["model"]["weights_sha256"] == sha256_file(tmp_path / "imdn-x4.pth")
+    assert manifest["model"]["weights_origin"].startswith("model spec")
+
+
+def test_torchscript_file_audits_end_to_end(tmp_path, tiny_dataset):
+    class Up(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.interpolate(
+                x, scale_factor=4.0, mode="bilinear", align_corners=False
+            )
+
+    path = tmp_path / "up4.pt"
+    torch.jit.script(Up()).save(str(path))
+    proc = audit_tiny(tiny_dataset, tmp_path / "run", model=str(path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import pandas as pd
+
+    res = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert (res[res.record_id != "broken.png"].status == "ok").all()
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(1)}, plain)
+    with pytest.raises(SRForensicsError, match="not a TorchScript archive"):
+        load_model(str(plain))
+
+
+def test_plugin_class_in_a_temp_module(tmp_path, tiny_dataset):
+    (tmp_path / "my_sr_plugin.py").write_text(
+        textwrap.dedent(
+            """
+        import torch
+        from srforensics.models import SRModel
+
+        class Doubler(SRModel):
+            name = "doubler"
+
+            def __init__(self, *, device="cpu", dtype="float32", gain=1.0):
+                super().__init__(device=device, dtype=dtype)
+                self.gain = gain
+
+            def upscale(self, lr, *, scale):
+                return torch.nn.functional.interpolate(lr, scale_factor=scale, mode="nearest") * self.gain
+        """
+        )
+    )
+    env = cli_env()
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    proc = audit_tiny(
+        tiny_dataset,
+        tmp_path / "run",
+        "--model-arg",
+        "gain=0.5",
+        model="my_sr_plugin:Doubler",
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["config"]["model_args"] == {
+        "gain": 0.5
+    }
+
+
+@pytest.mark.slow
+def test_entry_point_from_an_installed_package(tmp_path, tiny_dataset):
+    pkg = tmp_path / "pkg"
+    (pkg / "ep_sr_models").mkdir(parents=True)
+    (pkg / "ep_sr_models" / "__init__.py").write_text(
+        "from srforensics.models.interpolation import Bicubic\n\n"
+        "class SharpBicubic(Bicubic):\n    name = 'sharp-bicubic'\n"
+    )
+    (pkg / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "ep-sr-models"
+        version = "0.1"
+
+        [project.entry-points."srforensics.models"]
+        sharp-bicubic = "ep_sr_models:SharpBicubic"
+        """
+        )
+    )
+    site = tmp_path / "site"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(pkg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    env = cli_env()
+    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
+    listing = run_cli("models", "list", env=env)
+    assert "sharp-bicubic" in listing.stdout and "entry point (ep-sr-models)" in listing.stdout
+    proc = audit_tiny(tiny_dataset, tmp_path / "run", model="sharp-bicubic", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert REPO.is_dir()
