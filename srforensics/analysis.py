@@ -1,4 +1,4 @@
-"""Aggregates of a run's results: per-metric summaries over the outputs that finished."""
+"""Aggregates of a run's results: per-metric summaries, flags, and per-input (best/worst/mean of N) tables."""
 
 from __future__ import annotations
 
@@ -45,3 +45,64 @@ def summarize(results: pd.DataFrame, metrics: Sequence[Mapping[str, Any]]) -> li
 
 def status_counts(results: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in results["status"].value_counts().sort_index().items()}
+
+
+def with_flags(results: pd.DataFrame) -> pd.DataFrame:
+    """Add ``inconsistent``: an ok output whose LR-PSNR is under 45 dB (NTIRE), i.e. it
+    "contains content the evidence does not support". Missing when LR-PSNR is."""
+    import pandas as pd
+
+    from srforensics.metrics.fidelity import CONSISTENCY_DB
+
+    out = results.copy()
+    if "lr_psnr" in out:
+        flag = pd.Series(pd.NA, index=out.index, dtype="boolean")
+        known = (out["status"] == "ok") & out["lr_psnr"].notna()
+        flag[known] = out.loc[known, "lr_psnr"] < CONSISTENCY_DB
+        pos = list(out.columns).index("lr_psnr") + 1
+        out.insert(pos, "inconsistent", flag)
+    return out
+
+
+def per_input(
+    results: pd.DataFrame, metrics: Sequence[Mapping[str, Any]], lr_scores: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per LR: best-, worst- and mean-of-N of every metric, diversity and spread.
+
+    "Worst" follows each metric's direction; it is what matters in court.
+    """
+    import pandas as pd
+
+    keys = ["record_id", "variant"]
+    first = results.drop_duplicates(keys)
+    attr_cols = [
+        c for c in results.columns[: list(results.columns).index("variant")] if c not in keys
+    ]
+    rows = first[keys + attr_cols].set_index(keys)
+    ok = results[results["status"] == "ok"]
+    grouped = ok.groupby(keys)
+    table = pd.DataFrame(index=rows.index)
+    table["n_outputs"] = results.groupby(keys).size()
+    table["n_ok"] = grouped.size()
+    table["n_ok"] = table["n_ok"].fillna(0).astype(int)
+    for m in metrics:
+        name = m["name"]
+        if m.get("unavailable") or name not in ok:
+            continue
+        hib = bool(m["higher_is_better"])
+        g = grouped[name]
+        table[f"{name}_mean"] = g.mean()
+        table[f"{name}_worst"] = g.min() if hib else g.max()
+        table[f"{name}_best"] = g.max() if hib else g.min()
+    if "inconsistent" in results:
+        table["n_inconsistent"] = grouped["inconsistent"].sum().astype("Int64")
+    if len(lr_scores):
+        wide = lr_scores.pivot_table(
+            index=keys, columns="name", values="value", aggfunc="first", dropna=False
+        )
+        table = table.join(wide)
+        paths = lr_scores.drop_duplicates(keys).set_index(keys)["std_map_path"]
+        table["std_map_path"] = paths
+        notes = lr_scores[lr_scores["name"] == "diversity"].set_index(keys)["note"]
+        table["diversity_note"] = notes
+    return rows.join(table).reset_index()

@@ -65,6 +65,7 @@ class AuditConfig:
     sampler: str | None = None
     sampler_args: Mapping[str, Any] = field(default_factory=dict)
     batch_size: int = 8
+    diversity: str = "auto"
     range_tolerance: float = 0.1
     max_pixels: int = DEFAULT_MAX_PIXELS
     limit: int | None = None
@@ -82,6 +83,10 @@ class AuditConfig:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise SRForensicsError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.diversity not in ("auto", "mse16", "lpips"):
+            raise SRForensicsError(
+                f"--diversity must be auto, mse16 or lpips, got {self.diversity!r}"
+            )
         if self.batch_size < 1:
             raise SRForensicsError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 <= self.range_tolerance <= 1:
@@ -158,6 +163,7 @@ class _Unit:
     variant: int
     todo: list[int]
     seeds: list[int]
+    hr: np.ndarray
     hr_t: Any
     attributes: dict[str, Any]
     params: Any = None
@@ -228,6 +234,9 @@ class _Pipeline:
             self.metrics.append(metric)
             infos.append(metric.info())
         self.metric_infos, self.unavailable = infos, unavailable
+        from srforensics.metrics.diversity import distance_backend
+
+        self.distance_name, self.distance = distance_backend(config.diversity, device=self.device)
         records = self.dataset.records
         self.records = records[: config.limit] if config.limit else records
 
@@ -322,7 +331,7 @@ class _Pipeline:
 
     def _make_lr(self, idx, rec, stem, variant, todo, hr, hr_t) -> _Unit | None:
         seeds = [model_seed(self.run_seed, rec.id, variant, s) for s in todo]
-        unit = _Unit(rec.id, variant, list(todo), seeds, hr_t, dict(rec.attributes))
+        unit = _Unit(rec.id, variant, list(todo), seeds, hr, hr_t, dict(rec.attributes))
         try:
             unit.params = self.protocol.sample(degradation_rng(self.run_seed, rec.id, variant))
             lr = self.protocol.apply(hr, unit.params)
@@ -423,7 +432,29 @@ class _Pipeline:
                 scores=scores[k],
                 notes=notes[k],
             )
-        self._commit(unit, [r for r in rows if r is not None])
+        self._commit(unit, [r for r in rows if r is not None], **self._spread(unit, images))
+
+    def _spread(self, unit: _Unit, images: list[np.ndarray]) -> dict[str, Any]:
+        """Per-LR diversity and per-pixel spread of the outputs that finished (needs two or more)."""
+        from srforensics.metrics.diversity import ntire_diversity, pixel_std, std_map_image
+
+        if len(images) < 2:
+            note = f"needs at least two finished outputs, got {len(images)}"
+            return {
+                "lr_scores": {"diversity": None, "pixel_std_mean": None},
+                "lr_notes": {"diversity": note, "pixel_std_mean": note},
+            }
+        stack = np.stack(images)
+        std = pixel_std(stack)
+        scores: dict[str, float | None] = {"pixel_std_mean": float(std.mean())}
+        notes = {"diversity": f"distance maps: {self.distance_name}"}
+        try:
+            scores["diversity"] = ntire_diversity(self.distance(stack, unit.hr))
+        except Exception as exc:
+            scores["diversity"] = None
+            notes["diversity"] = f"diversity could not be computed: {_describe_error(exc)}"
+        path = self._save(std_map_image(std), f"{unit.out_stem}_std.png") if unit.out_stem else None
+        return {"lr_scores": scores, "lr_notes": notes, "std_map_path": path}
 
     def _commit_failed(self, unit: _Unit, error: str) -> None:
         from srforensics.ledger import OutputRow
@@ -434,7 +465,7 @@ class _Pipeline:
         ]
         self._commit(unit, rows)
 
-    def _commit(self, unit: _Unit, rows) -> None:
+    def _commit(self, unit: _Unit, rows, **per_lr: Any) -> None:
         self.ledger.put_lr(
             record_id=unit.record_id,
             variant=unit.variant,
@@ -442,6 +473,7 @@ class _Pipeline:
             lr_sha256=unit.lr_sha,
             lr_path=unit.lr_path,
             outputs=rows,
+            **per_lr,
         )
         self._tick(1)
 
@@ -497,7 +529,6 @@ def _describe_error(exc: BaseException) -> str:
 def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     from tqdm import tqdm
 
-    from srforensics.ledger import export_results
     from srforensics.provenance import (
         environment,
         git_commit,
@@ -543,6 +574,7 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
             "stream 0 = degradation parameters, 1 = model seeds",
         },
         "device": pipe.device,
+        "diversity_distance": pipe.distance_name,
         "packages": package_versions(),
         "git": git_commit(),
         "environment": environment(),
@@ -566,7 +598,7 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         pipe.flush()
     finally:
         bar.close()
-    parquet, csv_path = export_results(ledger, run_dir)
+    exports = export_tables(ledger, run_dir)
     from srforensics.images import sha256_file
 
     manifest["inputs"] = [
@@ -592,7 +624,7 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         for r in ledger.lrs()
     ]
     manifest["counts"] = ledger.counts()
-    manifest["exports"] = {p.name: sha256_file(p) for p in (parquet, csv_path)}
+    manifest["exports"] = {p.name: sha256_file(p) for p in exports}
     manifest["status"] = "finished"
     manifest["finished_at"] = utc_now()
     counts = ledger.counts()
@@ -600,6 +632,23 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     digest = write_manifest(run_dir, manifest)
     report = render_report(run_dir)
     return AuditRun(run_dir=run_dir, report=report, manifest_sha256=digest, counts=counts)
+
+
+def export_tables(ledger, run_dir: Path) -> list[Path]:
+    """``results`` (one row per output, with flags) and ``per_input`` (one row per LR), as Parquet and CSV."""
+    from srforensics.analysis import per_input, with_flags
+
+    results = with_flags(ledger.results())
+    tables = {
+        "results": results,
+        "per_input": per_input(results, ledger.metrics(), ledger.lr_scores()),
+    }
+    paths = []
+    for name, df in tables.items():
+        df.to_parquet(run_dir / f"{name}.parquet", index=False)
+        df.to_csv(run_dir / f"{name}.csv", index=False)
+        paths += [run_dir / f"{name}.parquet", run_dir / f"{name}.csv"]
+    return paths
 
 
 def run_audit(config: AuditConfig) -> AuditRun:

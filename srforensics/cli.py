@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampler option, e.g. p=0.1 (mc-dropout) or sigma=2 (input-noise); repeatable",
     )
     a.add_argument(
+        "--diversity",
+        choices=("auto", "mse16", "lpips"),
+        default=None,
+        help="distance maps for the NTIRE diversity score: LPIPS when its weights are present "
+        "(auto, the default), or squared error in 16x16 boxes (mse16)",
+    )
+    a.add_argument(
         "--batch-size",
         type=int,
         default=None,
@@ -253,6 +260,7 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "dtype": args.dtype,
             "sampler": args.sampler,
             "batch_size": args.batch_size,
+            "diversity": args.diversity,
             "range_tolerance": args.range_tolerance,
         }
         config = AuditConfig(
@@ -358,7 +366,8 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         for s in W.registered():
             path = W.cached_path(s)
             state = "present" if path.is_file() else "missing"
-            print(f"{s.name:<20} {s.file_name:<26} {state:<8} {s.licence}  {s.url}")
+            print(f"{s.name:<22} {s.file_name:<32} {state:<8} verified by {W.verification(s)}; "
+                  f"{s.licence}; {s.url}")
         return 0
     if args.action == "fetch":
         print(W.fetch(args.name))

@@ -30,7 +30,11 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE TABLE IF NOT EXISTS lrs (
     record_id TEXT NOT NULL, variant INTEGER NOT NULL, params TEXT NOT NULL,
-    lr_sha256 TEXT NOT NULL, lr_path TEXT, PRIMARY KEY (record_id, variant)
+    lr_sha256 TEXT NOT NULL, lr_path TEXT, std_map_path TEXT, PRIMARY KEY (record_id, variant)
+);
+CREATE TABLE IF NOT EXISTS lr_scores (
+    record_id TEXT NOT NULL, variant INTEGER NOT NULL, name TEXT NOT NULL, value REAL, note TEXT,
+    PRIMARY KEY (record_id, variant, name)
 );
 CREATE TABLE IF NOT EXISTS outputs (
     record_id TEXT NOT NULL, variant INTEGER NOT NULL, sample INTEGER NOT NULL,
@@ -196,14 +200,31 @@ class Ledger:
         lr_sha256: str | None,
         lr_path: str | None,
         outputs: Iterable[OutputRow],
+        lr_scores: Mapping[str, float | None] | None = None,
+        lr_notes: Mapping[str, str] | None = None,
+        std_map_path: str | None = None,
     ) -> None:
-        """Store one LR and its outputs with their scores, in one transaction."""
+        """Store one LR, its outputs with their scores, and its per-LR scores, in one transaction."""
         with self.conn:
             if lr_sha256 is not None:
                 self.conn.execute(
-                    "INSERT OR REPLACE INTO lrs VALUES (?, ?, ?, ?, ?)",
-                    (record_id, variant, _dumps(params), lr_sha256, lr_path),
+                    "INSERT OR REPLACE INTO lrs VALUES (?, ?, ?, ?, ?, ?)",
+                    (record_id, variant, _dumps(params), lr_sha256, lr_path, std_map_path),
                 )
+            names = set(lr_scores or {}) | set(lr_notes or {})
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO lr_scores VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        record_id,
+                        variant,
+                        m,
+                        _finite_or_inf((lr_scores or {}).get(m)),
+                        (lr_notes or {}).get(m),
+                    )
+                    for m in sorted(names)
+                ],
+            )
             for o in outputs:
                 self.conn.execute(
                     "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -249,6 +270,16 @@ class Ledger:
         cur = self.conn.execute("SELECT * FROM lrs ORDER BY record_id, variant")
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True), params=json.loads(r[2])) for r in cur.fetchall()]
+
+    def lr_scores(self) -> pd.DataFrame:
+        """Per-LR scores (diversity, per-pixel std) in long form, with the std-map paths."""
+        import pandas as pd
+
+        return pd.read_sql_query(
+            "SELECT s.record_id, s.variant, s.name, s.value, s.note, l.std_map_path "
+            "FROM lr_scores s LEFT JOIN lrs l USING (record_id, variant) ORDER BY s.record_id, s.variant",
+            self.conn,
+        )
 
     def counts(self) -> dict[str, int]:
         return dict(
@@ -332,12 +363,3 @@ def _finite_or_inf(v: float | None) -> float | None:
         return None
     v = float(v)
     return None if math.isnan(v) else v
-
-
-def export_results(ledger: Ledger, run_dir: Path) -> tuple[Path, Path]:
-    """Write ``results.parquet`` and ``results.csv`` next to the ledger."""
-    df = ledger.results()
-    parquet, csv_path = run_dir / "results.parquet", run_dir / "results.csv"
-    df.to_parquet(parquet, index=False)
-    df.to_csv(csv_path, index=False)
-    return parquet, csv_path

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from srforensics.errors import SRForensicsError
 from srforensics.images import sha256_file
@@ -28,28 +28,48 @@ class WeightsError(SRForensicsError):
     """Missing, unknown, altered or unloadable weights; the message says what to do."""
 
 
+Target = Literal["srforensics", "pyiqa", "torch-hub"]
+Verify = Literal["sha256", "prefix", "none"]
+
+
 @dataclass(frozen=True)
 class WeightSpec:
-    """A published weight file: where it comes from and the SHA-256 it must have."""
+    """A published weight file: where it comes from, where it goes, and how it is verified.
+
+    ``verify``: ``sha256`` (the full hash is known), ``prefix`` (only the 8-hex SHA-256
+    prefix that the torch.hub naming convention puts in the file name is known, and
+    ``sha256`` holds it; torch.hub checks the same prefix), or ``none`` (no hash is
+    published; allowed only for numeric MATLAB ``.mat`` files, which load without
+    running code). ``target`` is the folder the file must be in: srforensics' cache,
+    pyiqa's (``$TORCH_HOME/hub/pyiqa``) or torch.hub's (``$TORCH_HOME/hub/checkpoints``).
+    ``metrics`` names the pyiqa metrics that need the file.
+    """
 
     name: str
     file_name: str
     url: str
-    sha256: str
+    sha256: str | None
     licence: str
     source: str
     description: str = ""
     size: int | None = None
+    verify: Verify = "sha256"
+    target: Target = "srforensics"
+    metrics: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, WeightSpec] = {}
+_HEX = set("0123456789abcdef")
 
 
 def register_weights(spec: WeightSpec) -> None:
     if spec.name in _REGISTRY:
         raise ValueError(f"weights {spec.name!r} are already registered")
-    if len(spec.sha256) != 64 or any(c not in "0123456789abcdef" for c in spec.sha256):
-        raise ValueError(f"weights {spec.name!r}: sha256 must be 64 lowercase hex digits")
+    digits = {"sha256": 64, "prefix": 8, "none": 0}[spec.verify]
+    if digits and (not spec.sha256 or len(spec.sha256) != digits or set(spec.sha256) - _HEX):
+        raise ValueError(f"weights {spec.name!r}: sha256 must be {digits} lowercase hex digits")
+    if spec.verify == "none" and not spec.file_name.endswith(".mat"):
+        raise ValueError(f"weights {spec.name!r}: only numeric .mat files may go unverified")
     _REGISTRY[spec.name] = spec
 
 
@@ -76,8 +96,30 @@ def cache_dir() -> Path:
     return base / "srforensics" / "weights"
 
 
+def target_dir(target: Target) -> Path:
+    if target == "srforensics":
+        return cache_dir()
+    import torch
+
+    hub = Path(torch.hub.get_dir())  # $TORCH_HOME/hub, as pyiqa and torchvision use it
+    return hub / ("pyiqa" if target == "pyiqa" else "checkpoints")
+
+
 def cached_path(s: WeightSpec) -> Path:
-    return cache_dir() / s.file_name
+    return target_dir(s.target) / s.file_name
+
+
+def for_metric(metric: str) -> list[WeightSpec]:
+    """Registered files that the pyiqa metric ``metric`` needs."""
+    return [s for s in registered() if metric in s.metrics]
+
+
+def verification(s: WeightSpec) -> str:
+    return {
+        "sha256": "SHA-256",
+        "prefix": "SHA-256 prefix in the file name only",
+        "none": "unverified (no published hash; numeric .mat file)",
+    }[s.verify]
 
 
 def _missing_message(s: WeightSpec) -> str:
@@ -94,8 +136,21 @@ def require(name: str) -> Path:
     path = cached_path(s)
     if not path.is_file():
         raise WeightsError(_missing_message(s))
-    check_sha256(path, s.sha256, what=f"weights {s.name!r}")
+    check_spec(path, s)
     return path
+
+
+def check_spec(path: Path, s: WeightSpec) -> None:
+    """Verify ``path`` as far as ``s`` allows; raise :class:`WeightsError` if it does not match."""
+    if s.verify == "sha256":
+        check_sha256(path, s.sha256 or "", what=f"weights {s.name!r}")
+    elif s.verify == "prefix":
+        actual = sha256_file(path)
+        if not actual.startswith(s.sha256 or ""):
+            raise WeightsError(
+                f"weights {s.name!r}: {path} has SHA-256 {actual}, which does not start with {s.sha256} "
+                "as its published file name says; refusing to use it"
+            )
 
 
 def check_sha256(path: Path, expected: str, *, what: str) -> str:
@@ -115,7 +170,7 @@ def _place(src: Path, s: WeightSpec) -> Path:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
-        check_sha256(Path(tmp), s.sha256, what=f"weights {s.name!r}")
+        check_spec(Path(tmp), s)
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -128,7 +183,16 @@ def import_file(path: str | Path) -> WeightSpec:
     if not src.is_file():
         raise WeightsError(f"cannot import {src}: no such file")
     digest = sha256_file(src)
-    match = next((s for s in _REGISTRY.values() if s.sha256 == digest), None)
+    match = next(
+        (s for s in _REGISTRY.values() if s.verify == "sha256" and s.sha256 == digest), None
+    )
+    if match is None:  # entries known only by the prefix in their name, or not at all: by file name
+        match = next(
+            (s for s in _REGISTRY.values() if s.verify != "sha256" and s.file_name == src.name),
+            None,
+        )
+        if match is not None:
+            check_spec(src, match)
     if match is None:
         raise WeightsError(
             f"{src} (SHA-256 {digest}) matches no registered weights; 'srforensics weights list' shows "
@@ -144,8 +208,12 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
 
     s = spec(name)
     dest = cached_path(s)
-    if dest.is_file() and sha256_file(dest) == s.sha256:
-        return dest
+    if dest.is_file():
+        try:
+            check_spec(dest, s)
+            return dest
+        except WeightsError:
+            pass  # replaced below
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         part = Path(tmp) / s.file_name
@@ -169,16 +237,33 @@ class CacheEntry:
 
 
 def verify_cache() -> list[CacheEntry]:
-    """Re-hash every file in the cache against the registry."""
-    by_file = {s.file_name: s for s in _REGISTRY.values()}
+    """Re-hash every file in srforensics' cache, and every registered file in pyiqa's and torch.hub's."""
     out = []
+    by_file = {s.file_name: s for s in _REGISTRY.values() if s.target == "srforensics"}
     folder = cache_dir()
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if not path.is_file() or path.name.startswith("."):
-            continue
+    paths = (
+        [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+        if folder.is_dir()
+        else []
+    )
+    known = [(p, by_file.get(p.name)) for p in paths]
+    known += [
+        (cached_path(s), s)
+        for s in registered()
+        if s.target != "srforensics" and cached_path(s).is_file()
+    ]
+    for path, s in known:
         digest = sha256_file(path)
-        s = by_file.get(path.name)
-        status = "unknown" if s is None else ("ok" if s.sha256 == digest else "altered")
+        if s is None:
+            status = "unknown"
+        elif s.verify == "none":
+            status = "unverified"
+        else:
+            try:
+                check_spec(path, s)
+                status = "ok"
+            except WeightsError:
+                status = "altered"
         out.append(CacheEntry(path, status, s.name if s else None, digest))
     return out
 
@@ -288,6 +373,112 @@ for _spec in (
         "https://github.com/Zheng222/IMDN",
         "IMDN x4, bicubic DIV2K",
         2_879_112,
+    ),
+):
+    register_weights(_spec)
+
+# pyiqa metrics and their torchvision backbones. No full SHA-256 is published for these
+# files; their names carry the 8-hex SHA-256 prefix of the torch.hub convention, which is
+# all that can be checked (torch.hub checks no more). The NIQE/BRISQUE parameter files
+# carry no hash at all; they are numeric MATLAB files, loaded without running code.
+_PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+_TV = "https://download.pytorch.org/models"
+for _spec in (
+    WeightSpec(
+        "pyiqa-lpips-alex",
+        "LPIPS_v0.1_alex-df73285e.pth",
+        f"{_PYIQA}/LPIPS_v0.1_alex-df73285e.pth",
+        "df73285e",
+        "BSD-2-Clause (LPIPS)",
+        "https://github.com/richzhang/PerceptualSimilarity",
+        "LPIPS v0.1 linear layers (AlexNet)",
+        verify="prefix",
+        target="pyiqa",
+        metrics=("lpips",),
+    ),
+    WeightSpec(
+        "torchvision-alexnet",
+        "alexnet-owt-7be5be79.pth",
+        f"{_TV}/alexnet-owt-7be5be79.pth",
+        "7be5be79",
+        "BSD-3-Clause (torchvision)",
+        "https://github.com/pytorch/vision",
+        "AlexNet ImageNet backbone of LPIPS",
+        verify="prefix",
+        target="torch-hub",
+        metrics=("lpips",),
+    ),
+    WeightSpec(
+        "pyiqa-dists",
+        "DISTS_weights-f5e65c96.pth",
+        f"{_PYIQA}/DISTS_weights-f5e65c96.pth",
+        "f5e65c96",
+        "MIT (DISTS)",
+        "https://github.com/dingkeyan93/DISTS",
+        "DISTS weights",
+        verify="prefix",
+        target="pyiqa",
+        metrics=("dists",),
+    ),
+    WeightSpec(
+        "torchvision-vgg16",
+        "vgg16-397923af.pth",
+        f"{_TV}/vgg16-397923af.pth",
+        "397923af",
+        "BSD-3-Clause (torchvision)",
+        "https://github.com/pytorch/vision",
+        "VGG16 ImageNet backbone of DISTS",
+        verify="prefix",
+        target="torch-hub",
+        metrics=("dists",),
+    ),
+    WeightSpec(
+        "pyiqa-musiq-koniq",
+        "musiq_koniq_ckpt-e95806b9.pth",
+        f"{_PYIQA}/musiq_koniq_ckpt-e95806b9.pth",
+        "e95806b9",
+        "Apache-2.0 (MUSIQ)",
+        "https://github.com/google-research/google-research/tree/master/musiq",
+        "MUSIQ trained on KonIQ-10k",
+        verify="prefix",
+        target="pyiqa",
+        metrics=("musiq",),
+    ),
+    WeightSpec(
+        "pyiqa-cnniqa-koniq",
+        "CNNIQA_koniq10k-e6f14c91.pth",
+        f"{_PYIQA}/CNNIQA_koniq10k-e6f14c91.pth",
+        "e6f14c91",
+        "see pyiqa",
+        "https://github.com/chaofengc/IQA-PyTorch",
+        "CNNIQA trained on KonIQ-10k",
+        verify="prefix",
+        target="pyiqa",
+        metrics=("cnniqa",),
+    ),
+    WeightSpec(
+        "pyiqa-niqe",
+        "niqe_modelparameters.mat",
+        f"{_PYIQA}/niqe_modelparameters.mat",
+        None,
+        "BSD-style (LIVE, NIQE)",
+        "https://live.ece.utexas.edu/research/Quality/index_algorithms.htm",
+        "NIQE natural-scene model",
+        verify="none",
+        target="pyiqa",
+        metrics=("niqe",),
+    ),
+    WeightSpec(
+        "pyiqa-brisque-matlab",
+        "brisque_matlab.mat",
+        f"{_PYIQA}/brisque_matlab.mat",
+        None,
+        "BSD-style (LIVE, BRISQUE)",
+        "https://live.ece.utexas.edu/research/Quality/index_algorithms.htm",
+        "BRISQUE SVM of the MATLAB release",
+        verify="none",
+        target="pyiqa",
+        metrics=("brisque_matlab",),
     ),
 ):
     register_weights(_spec)

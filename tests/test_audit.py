@@ -44,7 +44,9 @@ def test_run_folder_contents(tiny_run, tiny_dataset):
         "sample",
         "status",
         "error",
-        *METRICS,
+        *METRICS[: METRICS.index("lr_psnr") + 1],
+        "inconsistent",  # the LR-PSNR < 45 dB flag follows the LR-PSNR column
+        *METRICS[METRICS.index("lr_psnr") + 1 :],
     ]
     assert list(pq.columns[: len(expected_head)]) == expected_head
     assert {"hr_path", "lr_path", "output_path", "lr_sha256", "output_sha256", "seed"} <= set(

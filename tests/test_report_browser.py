@@ -49,8 +49,9 @@ def test_report_renders_in_headless_chromium(chromium, tiny_run, tmp_path):
     for metric in ("psnr", "ssim", "psnr_rgb", "ssim_rgb", "lr_psnr", "fsim"):
         assert re.search(rf'<th scope="row"[^>]*>{metric}\b', dom)
     assert "broken.png" in dom
-    # 6 distribution figures + 3 examples x (HR + LR + 2 outputs).
-    assert dom.count("<img") == 6 + 3 * 4
+    # 6 distribution figures + 3 examples x (HR + LR + spread map + 2 outputs).
+    assert dom.count("<img") == 6 + 3 * 5
+    assert "spread across outputs" in dom and "Worst case per input" in dom
 
     shot = tmp_path / "report.png"
     proc = _chromium(

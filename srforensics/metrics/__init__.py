@@ -20,6 +20,7 @@ for _name, _target in [
     ("psnr_rgb", "srforensics.metrics.fidelity:PSNRRGB"),
     ("ssim_rgb", "srforensics.metrics.fidelity:SSIMRGB"),
     ("lr_psnr", "srforensics.metrics.fidelity:LRPSNR"),
+    ("lr_psnr_hr", "srforensics.metrics.fidelity:LRPSNRHR"),
     ("fsim", "srforensics.metrics.quality:fsim"),
     ("vif", "srforensics.metrics.quality:vif"),
     ("gmsd", "srforensics.metrics.quality:gmsd"),
@@ -27,6 +28,9 @@ for _name, _target in [
     ("piqe", "srforensics.metrics.quality:piqe"),
     ("lpips", "srforensics.metrics.quality:lpips"),
     ("niqe", "srforensics.metrics.quality:niqe"),
+    ("dists", "srforensics.metrics.quality:dists"),
+    ("brisque", "srforensics.metrics.quality:brisque"),
+    ("musiq", "srforensics.metrics.quality:musiq"),
 ]:
     METRICS.register(_name, _target)
 METRICS.register_prefix("pyiqa", "srforensics.metrics.quality:pyiqa_factory")

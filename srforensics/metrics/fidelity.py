@@ -22,6 +22,8 @@ from srforensics.metrics.base import Metric
 from srforensics.resize import imresize_tensor
 
 _PEAK = 255.0
+#: NTIRE "Learning the SR space": an output is consistent with the LR at or above this LR-PSNR.
+CONSISTENCY_DB = 45.0
 
 
 def to_8bit_scale(x: torch.Tensor, *, y_channel: bool) -> torch.Tensor:
@@ -143,3 +145,28 @@ class LRPSNR(Metric):
             imresize_tensor(out.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
         )
         return psnr(down, to_8bit_scale(lr, y_channel=False))
+
+
+class LRPSNRHR(Metric):
+    """The NTIRE variant: the output and the HR, both downscaled, compared."""
+
+    name = "lr_psnr_hr"
+    unit = "dB"
+    requires_reference = True
+    score_range = (0.0, float("inf"))
+    description = (
+        "PSNR (RGB) between the output and the HR, both downscaled with MATLAB bicubic "
+        "(NTIRE Learning the SR space, LR-PSNR against the downscaled ground truth)"
+    )
+
+    def __call__(self, out, ref=None, *, lr=None):
+        if ref is None:
+            raise ValueError("lr_psnr_hr needs the HR reference")
+        h, w = out.shape[-2] // self.config.scale, out.shape[-1] // self.config.scale
+
+        def down(x):
+            return (
+                imresize_tensor(x.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
+            )
+
+        return psnr(down(out), down(ref))

@@ -79,18 +79,50 @@ def weight_files(name: str) -> list[str]:
 
 
 def missing_weights(name: str) -> str | None:
-    """Why ``name`` cannot be built offline, or None when nothing it may need is missing."""
+    """Why pyiqa metric ``name`` cannot be built without downloading, or None when it can.
+
+    Files registered for the metric (``srforensics weights list``) must be present
+    where pyiqa looks and pass their verification. Unregistered files are never
+    handed to pyiqa, which unpickles them without checks, unless they are numeric
+    MATLAB ``.mat`` files.
+    """
+    from srforensics import weights as W
+
+    specs = W.for_metric(name)
+    if specs:
+        missing = [s for s in specs if not W.cached_path(s).is_file()]
+        if missing:
+            files = ", ".join(s.file_name for s in missing)
+            folders = ", ".join(sorted({str(W.cached_path(s).parent) for s in missing}))
+            names = " ".join(s.name for s in missing)
+            return (
+                f"{files}: weight file(s) not in {folders}; run 'srforensics weights fetch {names}' "
+                "where there is network, or 'srforensics weights import FILE'"
+            )
+        for s in specs:
+            try:
+                W.check_spec(W.cached_path(s), s)
+            except W.WeightsError as exc:
+                return str(exc)
+        return None
     files = weight_files(name)
     if not files:
         return None
     cache = pyiqa_cache_dir()
-    if any((cache / f).is_file() for f in files):
-        return None
+    present = [f for f in files if (cache / f).is_file()]
     shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
-    return (
-        f"needs pyiqa weight file(s) {shown}, none of which is in {cache}; "
-        "downloads are off during an audit: place the file there"
-    )
+    if not present:
+        return (
+            f"{shown}: weight file(s) not in {cache}; srforensics has no registered hash for them, "
+            "so it cannot fetch or import them, and downloads are off during an audit"
+        )
+    unsafe = [f for f in present if not f.endswith(".mat")]
+    if unsafe:
+        return (
+            f"{unsafe[0]} is in {cache}, but no hash is registered for it; srforensics does not let "
+            "pyiqa unpickle an unverified weight file"
+        )
+    return None
 
 
 def _parse_range(text: Any) -> tuple[float, float] | None:
@@ -119,7 +151,12 @@ class PyIQAFactory:
         return configs[self.pyiqa_name]
 
     def describe(self) -> dict[str, Any]:
+        from srforensics import weights as W
+
         cfg = self._config()
+        checks = "; ".join(
+            f"{s.file_name}: {W.verification(s)}" for s in W.for_metric(self.pyiqa_name)
+        )
         return {
             "name": self.column,
             "higher_is_better": not bool(cfg.get("lower_better", False)),
@@ -127,7 +164,8 @@ class PyIQAFactory:
             "requires_lr": False,
             "score_range": list(_parse_range(cfg.get("score_range")) or []) or None,
             "unit": "",
-            "description": f"pyiqa {self.pyiqa_name} ({cfg.get('metric_mode')})",
+            "description": f"pyiqa {self.pyiqa_name} ({cfg.get('metric_mode')})"
+            + (f"; weights verified by {checks}" if checks else ""),
         }
 
     def unavailable_reason(self) -> str | None:
@@ -190,4 +228,7 @@ gmsd = PyIQAFactory("gmsd", "gmsd")
 ms_ssim = PyIQAFactory("ms_ssim", "ms_ssim")
 piqe = PyIQAFactory("piqe", "piqe")
 lpips = PyIQAFactory("lpips", "lpips")
+dists = PyIQAFactory("dists", "dists")
 niqe = PyIQAFactory("niqe", "niqe")
+brisque = PyIQAFactory("brisque_matlab", "brisque")
+musiq = PyIQAFactory("musiq", "musiq")

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from srforensics.analysis import status_counts, summarize
+from srforensics.analysis import per_input, status_counts, summarize, with_flags
 from srforensics.errors import SRForensicsError
 from srforensics.ledger import LEDGER_NAME, Ledger
 from srforensics.provenance import DEPENDENCY_LICENCES, MANIFEST_NAME, read_manifest
@@ -59,7 +59,27 @@ def _image(run_dir: Path, rel: str | None) -> str | None:
     return png_data_uri(path.read_bytes())
 
 
-def _examples(run_dir: Path, results, limit: int) -> list[dict[str, Any]]:
+def _per_input_rows(per, metrics, limit: int = 40) -> tuple[list[str], list[dict[str, Any]]]:
+    """The worst-of-N columns of the per-input table, for the report."""
+    names = [m["name"] for m in metrics if not m.get("unavailable") and f"{m['name']}_worst" in per]
+    cols = [f"{n}_worst" for n in names] + [
+        c for c in ("diversity", "pixel_std_mean", "n_inconsistent") if c in per
+    ]
+    rows = per[per["n_ok"] > 0].head(limit)
+    return cols, [
+        {
+            "record_id": r["record_id"],
+            "variant": int(r["variant"]),
+            "n_ok": int(r["n_ok"]),
+            "values": [None if r[c] is None or r[c] != r[c] else float(r[c]) for c in cols],
+        }
+        for _, r in rows.iterrows()
+    ]
+
+
+def _examples(
+    run_dir: Path, results, limit: int, std_maps: dict | None = None
+) -> list[dict[str, Any]]:
     """Up to ``limit`` records whose images were saved: HR | LR | outputs of their first variant."""
     saved = results[results["output_path"].notna() & (results["status"] == "ok")]
     saved = saved[saved.groupby("record_id")["variant"].transform("min") == saved["variant"]]
@@ -75,6 +95,7 @@ def _examples(run_dir: Path, results, limit: int) -> list[dict[str, Any]]:
                 "subject": first["subject"],
                 "hr": _image(run_dir, first["hr_path"]),
                 "lr": _image(run_dir, first["lr_path"]),
+                "std": _image(run_dir, (std_maps or {}).get((rid, int(variant)))),
                 "outputs": [
                     {
                         "sample": int(r["sample"]),
@@ -88,6 +109,20 @@ def _examples(run_dir: Path, results, limit: int) -> list[dict[str, Any]]:
     return out
 
 
+def _std_maps(per) -> dict:
+    if "std_map_path" not in per:
+        return {}
+    rows = per[per["std_map_path"].notna()]
+    return {(r["record_id"], int(r["variant"])): r["std_map_path"] for _, r in rows.iterrows()}
+
+
+def _consistency(results) -> dict[str, int] | None:
+    if "inconsistent" not in results:
+        return None
+    known = results["inconsistent"].dropna()
+    return {"checked": int(len(known)), "inconsistent": int(known.sum())}
+
+
 def render_report(run_dir: str | Path) -> Path:
     """Render the audit report of a finished (or stopped) run from its ledger and manifest."""
     run_dir = Path(run_dir)
@@ -97,8 +132,9 @@ def render_report(run_dir: str | Path) -> Path:
         )
     manifest = read_manifest(run_dir)
     with Ledger(run_dir / LEDGER_NAME) as ledger:
-        results = ledger.results()
+        results = with_flags(ledger.results())
         metrics = ledger.metrics()
+        per = per_input(results, metrics, ledger.lr_scores())
         notes = ledger.notes()
         records = ledger.records()
     summary = summarize(results, metrics)
@@ -122,6 +158,7 @@ def render_report(run_dir: str | Path) -> Path:
         else []
     )
     problems = [r for r in records if r["status"] != "ok"]
+    per_cols, per_rows = _per_input_rows(per, metrics)
     html = render_template(
         TEMPLATE,
         manifest=manifest,
@@ -131,7 +168,16 @@ def render_report(run_dir: str | Path) -> Path:
         dataset=manifest["dataset"],
         summary=summary,
         figures=figures,
-        examples=_examples(run_dir, results, int(manifest["config"].get("report_examples", 4))),
+        examples=_examples(
+            run_dir,
+            results,
+            int(manifest["config"].get("report_examples", 4)),
+            std_maps=_std_maps(per),
+        ),
+        per_input_cols=per_cols,
+        per_input_rows=per_rows,
+        n_per_input=int((per["n_ok"] > 0).sum()) if len(per) else 0,
+        consistency=_consistency(results),
         status=status_counts(results) if len(results) else {},
         n_records=len(records),
         problems=problems,

@@ -1,0 +1,181 @@
+"""Issue 5: conventions, consistency, diversity, per-input aggregates, weighted pyiqa metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from srforensics.images import quantize, to_tensor
+from srforensics.metrics import MetricConfig, build_metric
+from srforensics.metrics.diversity import mse_maps, ntire_diversity, pixel_std
+from srforensics.resize import imresize
+
+
+def _hr(size=64):
+    from skimage import data
+
+    return quantize(data.astronaut()[100 : 100 + size, 150 : 150 + size] / 255.0)
+
+
+def test_pyiqa_psnr_agrees_with_ours_on_the_same_convention():
+    # Same crops, same 8-bit images: pyiqa's psnr on Y of YCbCr vs ours, within 1e-4 dB.
+    import pyiqa
+
+    hr = _hr()
+    out = quantize(np.clip(imresize(imresize(hr, 0.25), 4.0), 0, 1))
+    ours = build_metric("psnr", MetricConfig(scale=4, crop_border=0))(
+        to_tensor(out), to_tensor(hr)
+    ).item()
+    theirs = pyiqa.create_metric("psnr", test_y_channel=True, color_space="ycbcr", device="cpu")
+    assert theirs(to_tensor(out), to_tensor(hr)).item() == pytest.approx(ours, abs=1e-4)
+
+
+def test_ntire_diversity_hand_computed():
+    # Three 2x2 distance maps, worked by hand:
+    #   means 0.5, 0.75, 0.875 -> global best = 0.5 (the first output);
+    #   pixel-wise minima [[0, 0], [0, 0.5]] -> local best = 0.125;
+    #   score = (0.5 - 0.125) / 0.5 * 100 = 75.
+    maps = np.array([[[0, 1], [0, 1]], [[1, 0], [1, 1]], [[1, 1], [1, 0.5]]], dtype=float)
+    assert ntire_diversity(maps) == pytest.approx(75.0)
+    assert ntire_diversity(np.stack([maps[0]] * 3)) == 0.0  # identical outputs
+
+
+def test_diversity_zero_for_identical_outputs_and_positive_for_nullspace():
+    hr = _hr()
+    same = np.stack([hr + 0.01] * 3)
+    assert ntire_diversity(mse_maps(np.clip(same, 0, 1), hr)) == 0.0
+    assert pixel_std(same).max() == 0.0
+    from srforensics.models import load_model
+
+    lr = to_tensor(quantize(imresize(hr, 0.25)))
+    outs = load_model("nullspace").sample(lr, scale=4, n=4, seeds=[[1, 2, 3, 4]])[0]
+    images = np.stack([quantize(o.permute(1, 2, 0).numpy()) for o in outs])
+    assert ntire_diversity(mse_maps(images, hr)) > 0
+    assert pixel_std(images).mean() > 0
+
+
+def test_mse16_maps_are_box_filtered_squared_error():
+    from scipy.ndimage import uniform_filter
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((20, 24, 3))
+    outs = rng.random((2, 20, 24, 3))
+    expected = uniform_filter(((outs[1] - ref) ** 2).mean(axis=-1), size=16, mode="reflect")
+    np.testing.assert_allclose(mse_maps(outs, ref)[1], expected, atol=1e-12)
+
+
+def test_lr_psnr_consistent_output_and_one_pixel_shift():
+    from srforensics.models import load_model
+
+    hr = _hr()
+    lr = to_tensor(quantize(imresize(hr, 0.25)))
+    consistent = load_model("nullspace", args={"sigma": 0.0}).sample(lr, scale=4, n=1, seeds=[[0]])[
+        0
+    ]
+    consistent = to_tensor(quantize(consistent[0].permute(1, 2, 0).numpy()))
+    metric = build_metric("lr_psnr", MetricConfig(scale=4))
+    good = metric(consistent, None, lr=lr).item()
+    shifted = metric(torch.roll(consistent, shifts=1, dims=-1), None, lr=lr).item()
+    assert good >= 45 and shifted < good - 10
+    hr_variant = build_metric("lr_psnr_hr", MetricConfig(scale=4))(consistent, to_tensor(hr)).item()
+    assert hr_variant > 40  # both downscaled the same way; differ only by the LR's rounding
+
+
+def test_per_input_worst_best_mean_and_flags(tiny_dataset, tmp_path):
+    from srforensics.audit import AuditConfig, run_audit
+
+    run = run_audit(
+        AuditConfig(
+            model="srf_test_plugins:NoisyModel",
+            model_args={"amplitude": 0.1},
+            protocol="bicubic-x4",
+            dataset=str(tiny_dataset),
+            samples=4,
+            metrics=("psnr", "gmsd", "lr_psnr"),
+            save_images="all",
+            out=str(tmp_path / "r"),
+        )
+    )
+    res = pd.read_parquet(run.run_dir / "results.parquet")
+    per = pd.read_parquet(run.run_dir / "per_input.parquet")
+    ok = res[res.status == "ok"]
+    for rid, g in ok.groupby("record_id"):
+        row = per[per.record_id == rid].iloc[0]
+        assert row.psnr_worst == g.psnr.min() and row.psnr_best == g.psnr.max()
+        assert row.gmsd_worst == g.gmsd.max()  # lower is better
+        assert row.psnr_mean == pytest.approx(g.psnr.mean())
+        assert row.diversity > 0 and row.pixel_std_mean > 0
+        assert row.diversity_note == "distance maps: mse16"
+        assert (run.run_dir / row.std_map_path).is_file()
+    # Noise of sigma 0.1 cannot survive downscaling unchanged: every output is inconsistent.
+    assert ok.inconsistent.all() and (ok.lr_psnr < 45).all()
+    assert per[per.n_ok > 0].n_inconsistent.eq(4).all()
+    assert per[per.record_id == "broken.png"].n_ok.item() == 0
+    html = run.report.read_text()
+    assert (
+        "contain content the evidence does not support" in html and "Worst case per input" in html
+    )
+
+
+def test_weighted_metric_unavailable_then_imported_then_runs(tmp_path):
+    # In a fresh process with an empty TORCH_HOME (pyiqa fixes its cache folder at import).
+    code = textwrap.dedent(
+        f"""
+        import torch, pyiqa
+        from srforensics import weights as W
+        from srforensics.images import sha256_file
+        from srforensics.metrics import MetricConfig, MetricUnavailable, build_metric
+        from pyiqa.archs.cnniqa_arch import CNNIQA
+
+        reason = build_metric.__globals__["METRICS"].get("pyiqa:cnniqa").unavailable_reason()
+        print("BEFORE", reason)
+        torch.manual_seed(0)
+        good = {str(tmp_path)!r} + "/CNNIQA_koniq10k-e6f14c91.pth"
+        torch.save({{"params": CNNIQA(pretrained=None).state_dict()}}, good)
+        # The test's file stands in for the published one: register its hash in its place.
+        real = W._REGISTRY.pop("pyiqa-cnniqa-koniq")
+        W.register_weights(W.WeightSpec(real.name, real.file_name, real.url, sha256_file(good), real.licence,
+                                        real.source, verify="sha256", target="pyiqa", metrics=real.metrics))
+        bad = {str(tmp_path)!r} + "/other/CNNIQA_koniq10k-e6f14c91.pth"
+        import os; os.makedirs(os.path.dirname(bad))
+        torch.save({{"params": CNNIQA(pretrained=None).state_dict()}}, bad)
+        try:
+            W.import_file(bad)
+        except W.WeightsError as e:
+            print("REFUSED", e)
+        W.import_file(good)
+        metric = build_metric("pyiqa:cnniqa", MetricConfig(scale=4))
+        score = metric(torch.rand(2, 3, 64, 64))
+        print("SCORES", score.tolist())
+        """
+    )
+    env = {"TORCH_HOME": str(tmp_path / "torch"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = {
+        line.split(" ", 1)[0]: line.split(" ", 1)[1]
+        for line in out.stdout.splitlines()
+        if " " in line
+    }
+    assert lines["BEFORE"].startswith("CNNIQA_koniq10k-e6f14c91.pth: weight file(s) not in")
+    assert "matches no registered weights" in lines["REFUSED"]
+    scores = eval(lines["SCORES"])  # noqa: S307 - our own output
+    assert len(scores) == 2 and all(np.isfinite(scores))
+
+
+def test_prefix_verified_entries_refuse_a_file_that_does_not_match_its_name(tmp_path, monkeypatch):
+    from srforensics import weights as W
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fake = tmp_path / "LPIPS_v0.1_alex-df73285e.pth"
+    fake.write_bytes(b"not the published file")
+    with pytest.raises(W.WeightsError, match="does not start with df73285e"):
+        W.import_file(fake)
