@@ -179,3 +179,54 @@ def test_prefix_verified_entries_refuse_a_file_that_does_not_match_its_name(tmp_
     fake.write_bytes(b"not the published file")
     with pytest.raises(W.WeightsError, match="does not start with df73285e"):
         W.import_file(fake)
+
+
+@pytest.mark.slow
+def test_diversity_uses_lpips_spatial_maps_once_lpips_weights_are_present(tmp_path):
+    # Stand-ins for the LPIPS and AlexNet files (random weights, registered with their own hashes
+    # in place of the published ones), in a fresh TORCH_HOME, in a fresh process.
+    code = textwrap.dedent(
+        f"""
+        import numpy as np, torch, torchvision
+        from srforensics import weights as W
+        from srforensics.images import sha256_file
+        from srforensics.metrics.diversity import distance_backend, ntire_diversity
+        from pyiqa.archs.lpips_arch import LPIPS
+
+        print("BEFORE", distance_backend("auto")[0])
+        torch.manual_seed(0)
+
+        def stand_in(name, path):
+            real = W._REGISTRY.pop(name)
+            W.register_weights(W.WeightSpec(real.name, real.file_name, real.url, sha256_file(path), real.licence,
+                                            real.source, verify="sha256", target=real.target, metrics=real.metrics))
+            W.import_file(path)
+
+        alex = {str(tmp_path)!r} + "/alexnet-owt-7be5be79.pth"
+        torch.save(torchvision.models.alexnet().state_dict(), alex)
+        stand_in("torchvision-alexnet", alex)  # first: building LPIPS loads the backbone
+        lin = {str(tmp_path)!r} + "/LPIPS_v0.1_alex-df73285e.pth"
+        lpips = LPIPS(pretrained=False)
+        # LPIPS's linear layers are non-negative (trained with clamping); so are the stand-in's.
+        torch.save({{k: v.abs() for k, v in lpips.state_dict().items() if k.startswith("lin")}}, lin)
+        stand_in("pyiqa-lpips-alex", lin)
+        name, maps_of = distance_backend("auto")
+        rng = np.random.default_rng(0)
+        ref = rng.random((64, 64, 3)).astype(np.float32)
+        outs = np.clip(ref[None] + rng.normal(0, 0.1, (3, 64, 64, 3)), 0, 1).astype(np.float32)
+        maps = maps_of(outs, ref)
+        print("AFTER", name, maps.shape, float(maps.min()) >= 0, ntire_diversity(maps) >= 0)
+        """
+    )
+    env = {"TORCH_HOME": str(tmp_path / "torch"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = {
+        line.split(" ", 1)[0]: line.split(" ", 1)[1]
+        for line in out.stdout.splitlines()
+        if " " in line
+    }
+    assert lines["BEFORE"] == "mse16"
+    assert lines["AFTER"] == "lpips (3, 64, 64) True True"
