@@ -129,3 +129,37 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> tuple[Path, subprocess.Completed
     proc = audit_tiny(tiny_dataset, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
+
+
+def audit_in_process(tiny_dataset: Path, out: Path, **overrides):
+    """An in-process audit of the tiny dataset (bicubic-x4, psnr, no images); returns (run, results)."""
+    import pandas as pd
+
+    from srforensics.audit import AuditConfig, run_audit
+
+    config = dict(
+        protocol="bicubic-x4",
+        dataset=str(tiny_dataset),
+        samples=1,
+        metrics=("psnr",),
+        save_images="none",
+        out=str(out),
+    )
+    config.update(overrides)
+    run = run_audit(AuditConfig(**config))
+    return run, pd.read_parquet(run.run_dir / "results.parquet")
+
+
+def run_fresh_python(code: str, tmp_path: Path, timeout: float = 600) -> dict[str, str]:
+    """Run ``code`` in a new interpreter with an empty TORCH_HOME (pyiqa fixes its cache folder at
+    import); return its output lines as ``{first word: rest}``."""
+    env = {"TORCH_HOME": str(tmp_path / "torch"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {
+        line.split(" ", 1)[0]: line.split(" ", 1)[1]
+        for line in out.stdout.splitlines()
+        if " " in line
+    }

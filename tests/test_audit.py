@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY_METRICS, audit_tiny, cli_env, run_cli
+from conftest import TINY_METRICS, audit_in_process, audit_tiny, cli_env, run_cli
 
 from srforensics.degradations.protocol import load_protocol
 from srforensics.images import sha256_file
@@ -201,43 +201,19 @@ def test_failing_and_nan_models_are_recorded_and_the_run_goes_on(tiny_dataset, t
 
 
 def test_unavailable_metric_is_recorded_not_dropped(tiny_dataset, tmp_path):
-    from srforensics.audit import AuditConfig, run_audit
-
-    run = run_audit(
-        AuditConfig(
-            protocol="bicubic-x4",
-            dataset=str(tiny_dataset),
-            samples=1,
-            metrics=("psnr", "pyiqa:pieapp"),
-            save_images="none",
-            out=str(tmp_path / "r"),
-        )
-    )
-    res = pd.read_parquet(run.run_dir / "results.parquet")
+    run, res = audit_in_process(tiny_dataset, tmp_path / "r", metrics=("psnr", "pyiqa:pieapp"))
     assert "pyiqa:pieapp" in res.columns and res["pyiqa:pieapp"].isna().all()
     with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:
-        reason = db.execute(
-            "SELECT unavailable FROM metrics WHERE name = 'pyiqa:pieapp'"
-        ).fetchone()[0]
+        query = "SELECT unavailable FROM metrics WHERE name = 'pyiqa:pieapp'"
+        reason = db.execute(query).fetchone()[0]
     assert "weight file" in reason
     html = run.report.read_text()
     assert "pyiqa:pieapp" in html and "unavailable" in html
 
 
 def test_a_value_that_cannot_be_computed_is_recorded_with_its_reason(tiny_dataset, tmp_path):
-    from srforensics.audit import AuditConfig, run_audit
-
     # pyiqa's MS-SSIM needs at least 161 px; the tiny dataset's HRs are 64 px.
-    run = run_audit(
-        AuditConfig(
-            protocol="bicubic-x4",
-            dataset=str(tiny_dataset),
-            samples=1,
-            metrics=("psnr", "ms_ssim"),
-            save_images="none",
-            out=str(tmp_path / "r"),
-        )
-    )
+    run, _ = audit_in_process(tiny_dataset, tmp_path / "r", metrics=("psnr", "ms_ssim"))
     res = pd.read_parquet(run.run_dir / "results.parquet").query("status == 'ok'")
     assert res.ms_ssim.isna().all() and res.psnr.notna().all()
     with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import run_fresh_python
 
 from srforensics.images import quantize, to_tensor
 from srforensics.metrics import MetricConfig, build_metric
@@ -155,16 +154,7 @@ def test_weighted_metric_unavailable_then_imported_then_runs(tmp_path):
         print("SCORES", score.tolist())
         """
     )
-    env = {"TORCH_HOME": str(tmp_path / "torch"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = {
-        line.split(" ", 1)[0]: line.split(" ", 1)[1]
-        for line in out.stdout.splitlines()
-        if " " in line
-    }
+    lines = run_fresh_python(code, tmp_path)
     assert lines["BEFORE"].startswith("CNNIQA_koniq10k-e6f14c91.pth: weight file(s) not in")
     assert "matches no registered weights" in lines["REFUSED"]
     scores = eval(lines["SCORES"])  # noqa: S307 - our own output
@@ -218,15 +208,6 @@ def test_diversity_uses_lpips_spatial_maps_once_lpips_weights_are_present(tmp_pa
         print("AFTER", name, maps.shape, float(maps.min()) >= 0, ntire_diversity(maps) >= 0)
         """
     )
-    env = {"TORCH_HOME": str(tmp_path / "torch"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = {
-        line.split(" ", 1)[0]: line.split(" ", 1)[1]
-        for line in out.stdout.splitlines()
-        if " " in line
-    }
+    lines = run_fresh_python(code, tmp_path)
     assert lines["BEFORE"] == "mse16"
     assert lines["AFTER"] == "lpips (3, 64, 64) True True"

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import audit_in_process
 
-from srforensics.audit import AuditConfig, run_audit
 from srforensics.errors import SRForensicsError
 from srforensics.images import quantize, to_tensor
 from srforensics.models import load_model
@@ -24,17 +24,8 @@ def _lr(size=32):
 
 
 def _run(tiny_dataset, tmp_path, name="r", **kw):
-    base = dict(
-        protocol="bicubic-x4",
-        dataset=str(tiny_dataset),
-        samples=4,
-        save_images="none",
-        metrics=("psnr", "lr_psnr"),
-        out=str(tmp_path / name),
-    )
-    base.update(kw)
-    run = run_audit(AuditConfig(**base))
-    res = pd.read_parquet(run.run_dir / "results.parquet")
+    kw = {"samples": 4, "metrics": ("psnr", "lr_psnr"), **kw}
+    run, res = audit_in_process(tiny_dataset, tmp_path / name, **kw)
     return run, res[res.record_id != "broken.png"]
 
 
