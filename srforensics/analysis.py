@@ -106,3 +106,63 @@ def per_input(
         notes = lr_scores[lr_scores["name"] == "diversity"].set_index(keys)["note"]
         table["diversity_note"] = notes
     return rows.join(table).reset_index()
+
+
+#: Identity rates reported per run: column -> what a rate of it means.
+IDENTITY_RATES = {
+    "id_swap": "identity swap rate (rank-1 subject is not the output's own)",
+    "id_false_match": "false-match rate (matches another subject at the threshold)",
+    "id_verified": "verification rate (matches its own HR at the threshold)",
+    "face_detected": "rate of outputs in which MTCNN finds a face",
+}
+
+
+def bootstrap_rate(
+    values: np.ndarray,
+    clusters: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """Rate with a percentile bootstrap CI, resampling whole clusters (records) with replacement.
+
+    The N outputs of one record are not independent, so records, not outputs, are resampled.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(ids))
+    counts = np.bincount(inverse, minlength=len(ids)).astype(np.float64)
+    rate = float(sums.sum() / counts.sum())
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+    boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    alpha = (1 - level) / 2
+    return rate, float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
+
+
+def identity_rates(
+    results: pd.DataFrame, *, seed: int = 0, n_boot: int = 1000
+) -> dict[str, dict[str, Any]]:
+    """Per-run identity rates with 95% bootstrap confidence intervals (records resampled)."""
+    ok = results[results["status"] == "ok"]
+    out: dict[str, dict[str, Any]] = {}
+    for col, meaning in IDENTITY_RATES.items():
+        if col not in ok:
+            continue
+        rows = ok[ok[col].notna()]
+        if rows.empty:
+            continue
+        rate, lo, hi = bootstrap_rate(
+            rows[col].to_numpy(), rows["record_id"].to_numpy(), seed=seed, n_boot=n_boot
+        )
+        out[col] = {
+            "meaning": meaning,
+            "rate": rate,
+            "ci_low": lo,
+            "ci_high": hi,
+            "ci_level": 0.95,
+            "n_outputs": int(len(rows)),
+            "n_records": int(rows["record_id"].nunique()),
+        }
+    return out

@@ -66,6 +66,11 @@ class AuditConfig:
     sampler_args: Mapping[str, Any] = field(default_factory=dict)
     batch_size: int = 8
     diversity: str = "auto"
+    identity: str = "auto"
+    face_embedder: str = "facenet-vggface2"
+    face_weights: str | None = None
+    id_threshold: float | None = None
+    id_fmr: float = 1e-3
     range_tolerance: float = 0.1
     max_pixels: int = DEFAULT_MAX_PIXELS
     limit: int | None = None
@@ -86,6 +91,14 @@ class AuditConfig:
         if self.diversity not in ("auto", "mse16", "lpips"):
             raise SRForensicsError(
                 f"--diversity must be auto, mse16 or lpips, got {self.diversity!r}"
+            )
+        if self.identity not in ("auto", "on", "off"):
+            raise SRForensicsError(f"--identity must be auto, on or off, got {self.identity!r}")
+        if not 0 < self.id_fmr < 1:
+            raise SRForensicsError(f"--id-fmr must be in (0, 1), got {self.id_fmr}")
+        if self.id_threshold is not None and not -1 <= self.id_threshold <= 1:
+            raise SRForensicsError(
+                f"--id-threshold is a cosine similarity in [-1, 1], got {self.id_threshold}"
             )
         if self.batch_size < 1:
             raise SRForensicsError(f"--batch-size must be at least 1, got {self.batch_size}")
@@ -165,6 +178,7 @@ class _Unit:
     seeds: list[int]
     hr: np.ndarray
     hr_t: Any
+    hr_embedding: Any
     attributes: dict[str, Any]
     params: Any = None
     lr_t: Any = None
@@ -237,6 +251,25 @@ class _Pipeline:
         from srforensics.metrics.diversity import distance_backend
 
         self.distance_name, self.distance = distance_backend(config.diversity, device=self.device)
+        self.identity, self.identity_card = None, None
+        if config.identity == "on" or (config.identity == "auto" and self.protocol.needs_face):
+            from srforensics.faces.embed import load_embedder
+            from srforensics.faces.identity import IdentityScorer, column_infos
+            from srforensics.weights import WeightsError
+
+            reason = None
+            try:
+                embedder = load_embedder(
+                    config.face_embedder, weights_file=config.face_weights, device=self.device
+                )
+                self.identity = IdentityScorer(embedder)
+                self.identity_card = embedder.card().to_dict()
+            except WeightsError as exc:
+                reason = str(exc)
+            for info in column_infos():
+                self.metric_infos.append(info)
+                if reason:
+                    self.unavailable[info["name"]] = reason
         records = self.dataset.records
         self.records = records[: config.limit] if config.limit else records
 
@@ -305,11 +338,12 @@ class _Pipeline:
             hr_path=hr_path,
         )
         hr_t = to_tensor(hr).to(self.device)
+        hr_embedding = self.identity.embed([hr])[0] if self.identity else None  # once per input
         for variant, todo in pending.items():
             if not todo:
                 self._tick(1)
                 continue
-            unit = self._make_lr(idx, rec, stem, variant, todo, hr, hr_t)
+            unit = self._make_lr(idx, rec, stem, variant, todo, hr, hr_t, hr_embedding)
             if unit is not None:
                 self._queue(unit)
 
@@ -329,9 +363,11 @@ class _Pipeline:
             )
         self._tick(len(pending))
 
-    def _make_lr(self, idx, rec, stem, variant, todo, hr, hr_t) -> _Unit | None:
+    def _make_lr(self, idx, rec, stem, variant, todo, hr, hr_t, hr_embedding=None) -> _Unit | None:
         seeds = [model_seed(self.run_seed, rec.id, variant, s) for s in todo]
-        unit = _Unit(rec.id, variant, list(todo), seeds, hr, hr_t, dict(rec.attributes))
+        unit = _Unit(
+            rec.id, variant, list(todo), seeds, hr, hr_t, hr_embedding, dict(rec.attributes)
+        )
         try:
             unit.params = self.protocol.sample(degradation_rng(self.run_seed, rec.id, variant))
             lr = self.protocol.apply(hr, unit.params)
@@ -420,6 +456,16 @@ class _Pipeline:
             rows[j] = OutputRow(sample=s, seed=sd, status=FAILED, error=reason)
         hashes = [pixel_sha256(im) for im in images]
         scores, notes = self._score(images, hashes, unit.hr_t, unit.lr_t)
+        per_lr = self._spread(unit, images)
+        if self.identity is not None and images:
+            id_scores, embs, lr_id = self.identity.score_lr(unit.hr_embedding, images)
+            for k, extra in enumerate(id_scores):
+                scores[k].update(extra)
+            per_lr["lr_scores"].update(lr_id)
+            per_lr["embeddings"] = {(-1, -1): unit.hr_embedding}
+            per_lr["embeddings"].update(
+                {(unit.variant, unit.todo[j]): embs[k] for k, j in enumerate(good)}
+            )
         for k, j in enumerate(good):
             s = unit.todo[j]
             path = self._save(images[k], f"{unit.out_stem}_s{s}.png") if unit.out_stem else None
@@ -432,7 +478,7 @@ class _Pipeline:
                 scores=scores[k],
                 notes=notes[k],
             )
-        self._commit(unit, [r for r in rows if r is not None], **self._spread(unit, images))
+        self._commit(unit, [r for r in rows if r is not None], **per_lr)
 
     def _spread(self, unit: _Unit, images: list[np.ndarray]) -> dict[str, Any]:
         """Per-LR diversity and per-pixel spread of the outputs that finished (needs two or more)."""
@@ -455,6 +501,84 @@ class _Pipeline:
             notes["diversity"] = f"diversity could not be computed: {_describe_error(exc)}"
         path = self._save(std_map_image(std), f"{unit.out_stem}_std.png") if unit.out_stem else None
         return {"lr_scores": scores, "lr_notes": notes, "std_map_path": path}
+
+    def finish_identity(self) -> dict[str, Any] | None:
+        """After every HR is embedded: threshold, verification and misidentification of every output."""
+        if self.identity is None:
+            return None
+        from srforensics.faces.identity import (
+            NEEDS_SUBJECTS,
+            NEEDS_THRESHOLD,
+            InsufficientPairs,
+            Threshold,
+            calibrate_threshold,
+            misidentification,
+            pair_scores,
+        )
+
+        keys, mat = self.ledger.embeddings()
+        subjects = {r["record_id"]: r["subject"] for r in self.ledger.records()}
+        hr_idx = [i for i, k in enumerate(keys) if k[1] == -1 and subjects.get(k[0]) is not None]
+        gallery, gallery_subjects = (
+            mat[hr_idx] if hr_idx else np.zeros((0, 0)),
+            [subjects[keys[i][0]] for i in hr_idx],
+        )
+        threshold, reason = None, None
+        if self.config.id_threshold is not None:
+            threshold = Threshold(float(self.config.id_threshold), "given")
+        else:
+            try:
+                genuine, impostor = pair_scores(gallery, gallery_subjects) if hr_idx else ([], [])
+                threshold = calibrate_threshold(
+                    np.asarray(genuine), np.asarray(impostor), fmr=self.config.id_fmr
+                )
+            except InsufficientPairs as exc:
+                reason = f"no verification threshold: {exc}"
+        if reason:
+            for name in NEEDS_THRESHOLD:
+                self.unavailable[name] = reason
+        if len(set(gallery_subjects)) < 2:
+            for name in NEEDS_SUBJECTS:
+                self.unavailable.setdefault(
+                    name,
+                    "misidentification needs HR faces of at least two subjects (the 'subject' column)",
+                )
+        out_keys = [k for k in keys if k[1] >= 0]
+        outputs = {k: mat[keys.index(k)] for k in out_keys}
+        hr_of = {k[0]: mat[i] for i, k in enumerate(keys) if k[1] == -1}
+        mis = misidentification(
+            outputs,
+            {k: subjects.get(k[0]) for k in out_keys},
+            gallery,
+            gallery_subjects,
+            threshold.value if threshold else None,
+        )
+        rows, verified_by_lr = [], {}
+        for k in out_keys:
+            vals = dict(mis[k])
+            if threshold is not None:
+                vals["id_verified"] = float(outputs[k] @ hr_of[k[0]] >= threshold.value)
+                verified_by_lr.setdefault(k[:2], []).append(vals["id_verified"])
+            for name, v in vals.items():
+                if name not in self.unavailable:
+                    rows.append(
+                        (*k, name, v, None if v is not None else "no subject for this record")
+                    )
+        self.ledger.update_scores(rows)
+        self.ledger.update_lr_scores(
+            [
+                (rid, v, "id_verify_rate", float(np.mean(vs)), None)
+                for (rid, v), vs in verified_by_lr.items()
+            ]
+        )
+        self.ledger.set_metrics(self.metric_infos, self.unavailable)
+        return {
+            "embedder": self.identity_card,
+            "threshold": threshold.to_dict() if threshold else None,
+            "threshold_unavailable": reason,
+            "gallery_size": len(hr_idx),
+            "gallery_subjects": len(set(gallery_subjects)),
+        }
 
     def _commit_failed(self, unit: _Unit, error: str) -> None:
         from srforensics.ledger import OutputRow
@@ -596,6 +720,7 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         for idx, rec in enumerate(pipe.records):
             pipe.run_record(idx, rec)
         pipe.flush()
+        identity_info = pipe.finish_identity()
     finally:
         bar.close()
     exports = export_tables(ledger, run_dir)
@@ -624,6 +749,14 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         for r in ledger.lrs()
     ]
     manifest["counts"] = ledger.counts()
+    if identity_info is not None:
+        from srforensics.analysis import identity_rates, with_flags
+
+        identity_info["rates"] = identity_rates(with_flags(ledger.results()), seed=pipe.run_seed)
+    manifest["identity"] = identity_info
+    manifest["metrics"] = [
+        dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos
+    ]
     manifest["exports"] = {p.name: sha256_file(p) for p in exports}
     manifest["status"] = "finished"
     manifest["finished_at"] = utc_now()

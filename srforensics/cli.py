@@ -134,6 +134,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampler option, e.g. p=0.1 (mc-dropout) or sigma=2 (input-noise); repeatable",
     )
     a.add_argument(
+        "--identity",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="identity scores of faces (default auto: on for protocols that align a face)",
+    )
+    a.add_argument(
+        "--face-embedder",
+        default=None,
+        metavar="NAME",
+        help="face embedding backend: facenet-vggface2 (default), facenet-casia-webface, "
+        "an entry point in srforensics.face_embedders, or package.module:Class",
+    )
+    a.add_argument(
+        "--face-weights",
+        default=None,
+        metavar="FILE",
+        help="a lab's own state dict for the face embedder; its SHA-256 is recorded as user-supplied",
+    )
+    a.add_argument(
+        "--id-threshold",
+        type=float,
+        default=None,
+        metavar="COS",
+        help="verification threshold on cosine similarity (default: calibrated on the dataset's "
+        "HR faces at --id-fmr)",
+    )
+    a.add_argument(
+        "--id-fmr",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="false-match rate the threshold is calibrated at (default 1e-3)",
+    )
+    a.add_argument(
         "--diversity",
         choices=("auto", "mse16", "lpips"),
         default=None,
@@ -261,6 +295,11 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "sampler": args.sampler,
             "batch_size": args.batch_size,
             "diversity": args.diversity,
+            "identity": args.identity,
+            "face_embedder": args.face_embedder,
+            "face_weights": args.face_weights,
+            "id_threshold": args.id_threshold,
+            "id_fmr": args.id_fmr,
             "range_tolerance": args.range_tolerance,
         }
         config = AuditConfig(
@@ -366,8 +405,10 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         for s in W.registered():
             path = W.cached_path(s)
             state = "present" if path.is_file() else "missing"
-            print(f"{s.name:<22} {s.file_name:<32} {state:<8} verified by {W.verification(s)}; "
-                  f"{s.licence}; {s.url}")
+            print(
+                f"{s.name:<22} {s.file_name:<32} {state:<8} check: {W.verification(s)}; "
+                f"{s.licence}; {s.url}"
+            )
         return 0
     if args.action == "fetch":
         print(W.fetch(args.name))

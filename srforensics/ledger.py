@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 LEDGER_NAME = "ledger.sqlite"
@@ -45,6 +46,10 @@ CREATE TABLE IF NOT EXISTS scores (
     record_id TEXT NOT NULL, variant INTEGER NOT NULL, sample INTEGER NOT NULL,
     metric TEXT NOT NULL, value REAL, note TEXT,
     PRIMARY KEY (record_id, variant, sample, metric)
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    record_id TEXT NOT NULL, variant INTEGER NOT NULL, sample INTEGER NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (record_id, variant, sample)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     name TEXT PRIMARY KEY, position INTEGER NOT NULL, info TEXT NOT NULL, unavailable TEXT
@@ -203,6 +208,7 @@ class Ledger:
         lr_scores: Mapping[str, float | None] | None = None,
         lr_notes: Mapping[str, str] | None = None,
         std_map_path: str | None = None,
+        embeddings: Mapping[tuple[int, int], Any] | None = None,
     ) -> None:
         """Store one LR, its outputs with their scores, and its per-LR scores, in one transaction."""
         with self.conn:
@@ -211,6 +217,14 @@ class Ledger:
                     "INSERT OR REPLACE INTO lrs VALUES (?, ?, ?, ?, ?, ?)",
                     (record_id, variant, _dumps(params), lr_sha256, lr_path, std_map_path),
                 )
+            # Face embeddings, keyed (variant, sample); the HR's is (-1, -1).
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
+                [
+                    (record_id, v, smp, _vector_bytes(vec))
+                    for (v, smp), vec in (embeddings or {}).items()
+                ],
+            )
             names = set(lr_scores or {}) | set(lr_notes or {})
             self.conn.executemany(
                 "INSERT OR REPLACE INTO lr_scores VALUES (?, ?, ?, ?, ?)",
@@ -280,6 +294,38 @@ class Ledger:
             "FROM lr_scores s LEFT JOIN lrs l USING (record_id, variant) ORDER BY s.record_id, s.variant",
             self.conn,
         )
+
+    def embeddings(self) -> tuple[list[tuple[str, int, int]], np.ndarray]:
+        """All stored face embeddings: keys ``(record_id, variant, sample)`` and a ``(K, D)`` matrix."""
+        import numpy as np
+
+        rows = self.conn.execute(
+            "SELECT record_id, variant, sample, vector FROM embeddings ORDER BY record_id, variant, sample"
+        ).fetchall()
+        keys = [(r[0], r[1], r[2]) for r in rows]
+        mat = (
+            np.stack([np.frombuffer(r[3], dtype="<f8") for r in rows]) if rows else np.zeros((0, 0))
+        )
+        return keys, mat
+
+    def update_scores(
+        self, rows: Iterable[tuple[str, int, int, str, float | None, str | None]]
+    ) -> None:
+        """Insert or replace per-output scores computed after the outputs (e.g. misidentification)."""
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
+                [(r, v, smp, m, _finite_or_inf(val), note) for r, v, smp, m, val, note in rows],
+            )
+
+    def update_lr_scores(
+        self, rows: Iterable[tuple[str, int, str, float | None, str | None]]
+    ) -> None:
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO lr_scores VALUES (?, ?, ?, ?, ?)",
+                [(r, v, m, _finite_or_inf(val), note) for r, v, m, val, note in rows],
+            )
 
     def counts(self) -> dict[str, int]:
         return dict(
@@ -356,6 +402,12 @@ class Ledger:
             "SELECT record_id, variant, sample, metric, note FROM scores WHERE note IS NOT NULL",
             self.conn,
         )
+
+
+def _vector_bytes(vec: Any) -> bytes:
+    import numpy as np
+
+    return np.ascontiguousarray(np.asarray(vec, dtype="<f8")).tobytes()
 
 
 def _finite_or_inf(v: float | None) -> float | None:

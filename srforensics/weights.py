@@ -28,7 +28,7 @@ class WeightsError(SRForensicsError):
     """Missing, unknown, altered or unloadable weights; the message says what to do."""
 
 
-Target = Literal["srforensics", "pyiqa", "torch-hub"]
+Target = Literal["srforensics", "pyiqa", "torch-hub", "torch-checkpoints"]
 Verify = Literal["sha256", "prefix", "none"]
 
 
@@ -102,6 +102,8 @@ def target_dir(target: Target) -> Path:
     import torch
 
     hub = Path(torch.hub.get_dir())  # $TORCH_HOME/hub, as pyiqa and torchvision use it
+    if target == "torch-checkpoints":  # facenet-pytorch's own folder: $TORCH_HOME/checkpoints
+        return hub.parent / "checkpoints"
     return hub / ("pyiqa" if target == "pyiqa" else "checkpoints")
 
 
@@ -116,15 +118,15 @@ def for_metric(metric: str) -> list[WeightSpec]:
 
 def verification(s: WeightSpec) -> str:
     return {
-        "sha256": "SHA-256",
+        "sha256": "full SHA-256",
         "prefix": "SHA-256 prefix in the file name only",
-        "none": "unverified (no published hash; numeric .mat file)",
+        "none": "none (no published hash; numeric .mat file)",
     }[s.verify]
 
 
 def _missing_message(s: WeightSpec) -> str:
     return (
-        f"weights {s.name!r} are missing: {s.file_name} is not in {cache_dir()}. Download it from "
+        f"weights {s.name!r} are missing: {s.file_name} is not in {cached_path(s).parent}. Download it from "
         f"{s.url} and run 'srforensics weights import {s.file_name}', or run "
         f"'srforensics weights fetch {s.name}' on a machine with network access"
     )
@@ -377,6 +379,24 @@ for _spec in (
 ):
     register_weights(_spec)
 
+# FaceNet (facenet-pytorch's port of David Sandberg's models), cached where facenet-pytorch
+# looks: $TORCH_HOME/checkpoints. The VGGFace2 file's SHA-256 is cross-checked against several
+# independent public listings. No SHA-256 of the CASIA-WebFace file could be found, so it is not
+# registered: that backend takes its weights from --face-weights (recorded as user-supplied).
+register_weights(
+    WeightSpec(
+        "facenet-vggface2",
+        "20180402-114759-vggface2.pt",
+        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+        "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
+        "MIT (facenet-pytorch)",
+        "https://github.com/timesler/facenet-pytorch",
+        "InceptionResnetV1 trained on VGGFace2",
+        111_898_327,
+        target="torch-checkpoints",
+    )
+)
+
 # pyiqa metrics and their torchvision backbones. No full SHA-256 is published for these
 # files; their names carry the 8-hex SHA-256 prefix of the torch.hub convention, which is
 # all that can be checked (torch.hub checks no more). The NIQE/BRISQUE parameter files
@@ -384,15 +404,16 @@ for _spec in (
 _PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 _TV = "https://download.pytorch.org/models"
 for _spec in (
+    # Full SHA-256 of these two: consistent with the prefixes in their names, and cross-checked
+    # against several independent public listings.
     WeightSpec(
         "pyiqa-lpips-alex",
         "LPIPS_v0.1_alex-df73285e.pth",
         f"{_PYIQA}/LPIPS_v0.1_alex-df73285e.pth",
-        "df73285e",
+        "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
         "BSD-2-Clause (LPIPS)",
         "https://github.com/richzhang/PerceptualSimilarity",
         "LPIPS v0.1 linear layers (AlexNet)",
-        verify="prefix",
         target="pyiqa",
         metrics=("lpips",),
     ),
@@ -400,11 +421,11 @@ for _spec in (
         "torchvision-alexnet",
         "alexnet-owt-7be5be79.pth",
         f"{_TV}/alexnet-owt-7be5be79.pth",
-        "7be5be79",
+        "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
         "BSD-3-Clause (torchvision)",
         "https://github.com/pytorch/vision",
         "AlexNet ImageNet backbone of LPIPS",
-        verify="prefix",
+        244_408_911,
         target="torch-hub",
         metrics=("lpips",),
     ),

@@ -165,9 +165,9 @@ def test_prefix_verified_entries_refuse_a_file_that_does_not_match_its_name(tmp_
     from srforensics import weights as W
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    fake = tmp_path / "LPIPS_v0.1_alex-df73285e.pth"
+    fake = tmp_path / "DISTS_weights-f5e65c96.pth"
     fake.write_bytes(b"not the published file")
-    with pytest.raises(W.WeightsError, match="does not start with df73285e"):
+    with pytest.raises(W.WeightsError, match="does not start with f5e65c96"):
         W.import_file(fake)
 
 

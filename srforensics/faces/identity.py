@@ -1,0 +1,203 @@
+"""Identity preservation: is the upscaled face still the same person, and could it pass for someone else?
+
+Per output: cosine similarity of L2-normalised embeddings (output vs its HR) and the
+angle in degrees; whether MTCNN finds any face in the output. Per LR: identity
+stability across its N outputs (mean and minimum pairwise cosine). After the run,
+with every HR embedded: the verification threshold (calibrated on the dataset's own
+HR genuine/impostor pairs at a false-match rate, or given), and for each output
+``id_verified`` (matches its HR at the threshold), ``id_swap`` (rank-1 search over
+the gallery of all HR subjects finds another subject) and ``id_false_match`` (it
+matches another subject at the threshold).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from srforensics.errors import SRForensicsError
+
+#: Per-output identity columns and their metadata (they flow through ledger, analysis, report).
+OUTPUT_COLUMNS: dict[str, dict[str, Any]] = {
+    "id_cosine": {
+        "higher_is_better": True,
+        "score_range": [-1.0, 1.0],
+        "unit": "",
+        "description": "cosine similarity of the output's face embedding to its HR's",
+    },
+    "id_angle": {
+        "higher_is_better": False,
+        "score_range": [0.0, 180.0],
+        "unit": "deg",
+        "description": "angle between the output's and the HR's face embeddings",
+    },
+    "face_detected": {
+        "higher_is_better": True,
+        "score_range": [0.0, 1.0],
+        "unit": "",
+        "description": "1 when MTCNN finds a face in the output, 0 when it finds none",
+    },
+    "id_verified": {
+        "higher_is_better": True,
+        "score_range": [0.0, 1.0],
+        "unit": "",
+        "description": "1 when the output matches its own HR at the verification threshold",
+    },
+    "id_swap": {
+        "higher_is_better": False,
+        "score_range": [0.0, 1.0],
+        "unit": "",
+        "description": "1 when rank-1 search over all HR subjects finds another subject (identity swap)",
+    },
+    "id_false_match": {
+        "higher_is_better": False,
+        "score_range": [0.0, 1.0],
+        "unit": "",
+        "description": "1 when the output matches another subject at the threshold (false match)",
+    },
+}
+LR_COLUMNS = ("id_stability_mean", "id_stability_min", "id_verify_rate")
+NEEDS_THRESHOLD = ("id_verified", "id_false_match", "id_verify_rate")
+NEEDS_SUBJECTS = ("id_swap", "id_false_match")
+
+
+def column_infos() -> list[dict[str, Any]]:
+    return [
+        {"name": k, "requires_reference": True, "requires_lr": False, **v}
+        for k, v in OUTPUT_COLUMNS.items()
+    ]
+
+
+# -- pure functions ----------------------------------------------------------------------
+def cosine_angle(cos: float) -> float:
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+
+
+def pair_scores(embeddings: np.ndarray, subjects: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores of all genuine (same subject) and impostor (different subject) pairs."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    sims = e @ e.T
+    subj = np.asarray(subjects)
+    iu = np.triu_indices(len(e), k=1)
+    same = subj[iu[0]] == subj[iu[1]]
+    return sims[iu][same], sims[iu][~same]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    method: str  # "calibrated" or "given"
+    fmr: float | None = None
+    n_genuine: int | None = None
+    n_impostor: int | None = None
+    fnmr: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InsufficientPairs(SRForensicsError):
+    """Too few impostor pairs to calibrate a threshold at the asked false-match rate."""
+
+
+def calibrate_threshold(genuine: np.ndarray, impostor: np.ndarray, *, fmr: float) -> Threshold:
+    """The lowest threshold whose empirical FMR (share of impostor scores >= it) is at most ``fmr``.
+
+    Needs at least ``ceil(1 / fmr)`` impostor pairs, so that the asked rate is resolvable.
+    """
+    if not 0 < fmr < 1:
+        raise SRForensicsError(f"the false-match rate must be in (0, 1), got {fmr}")
+    imp = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
+    need = math.ceil(1 / fmr)
+    if len(imp) < need:
+        raise InsufficientPairs(
+            f"calibrating at FMR {fmr:g} needs at least {need} impostor pairs; the dataset's HR faces give "
+            f"{len(imp)}. Use a dataset with more subjects, or set --id-threshold"
+        )
+    k = int(math.floor(fmr * len(imp)))
+    value = float(np.nextafter(imp[k], np.inf))  # strictly above the (k+1)-th highest impostor
+    gen = np.asarray(genuine, dtype=np.float64)
+    fnmr = float((gen < value).mean()) if len(gen) else None
+    return Threshold(value, "calibrated", fmr, int(len(gen)), int(len(imp)), fnmr)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    nearest_subject: str
+    own_score: float | None
+    best_other: float | None
+
+
+def rank1(
+    embedding: np.ndarray, gallery: np.ndarray, subjects: Sequence[str], own: str
+) -> SearchResult:
+    """Rank-1 search: each subject scores its best gallery match; the nearest subject wins."""
+    scores = np.asarray(gallery, dtype=np.float64) @ np.asarray(embedding, dtype=np.float64)
+    best: dict[str, float] = {}
+    for s, v in zip(subjects, scores, strict=True):
+        best[s] = max(best.get(s, -np.inf), float(v))
+    nearest = max(best, key=lambda s: best[s])
+    others = [v for s, v in best.items() if s != own]
+    return SearchResult(nearest, best.get(own), max(others) if others else None)
+
+
+def misidentification(
+    outputs: Mapping[tuple, np.ndarray],
+    output_subjects: Mapping[tuple, str | None],
+    gallery: np.ndarray,
+    gallery_subjects: Sequence[str],
+    threshold: float | None,
+) -> dict[tuple, dict[str, float | None]]:
+    """Per output key: ``id_swap``, ``id_false_match`` (needs the threshold) as 1.0/0.0 or None."""
+    out: dict[tuple, dict[str, float | None]] = {}
+    for key, emb in outputs.items():
+        own = output_subjects.get(key)
+        if own is None or len(gallery) == 0:
+            out[key] = {"id_swap": None, "id_false_match": None}
+            continue
+        r = rank1(emb, gallery, gallery_subjects, own)
+        false_match = None
+        if threshold is not None:
+            false_match = float(r.best_other is not None and r.best_other >= threshold)
+        out[key] = {"id_swap": float(r.nearest_subject != own), "id_false_match": false_match}
+    return out
+
+
+# -- the scorer used by the pipeline ------------------------------------------------------
+class IdentityScorer:
+    """Embeds HR faces once per input and every output, and scores what can be scored per LR."""
+
+    def __init__(self, embedder, *, detect: bool = True) -> None:
+        self.embedder = embedder
+        self.detect = detect
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        from srforensics.images import to_tensor
+
+        return self.embedder.embed(to_tensor(list(images))).numpy()
+
+    def score_lr(self, hr_embedding: np.ndarray, images: Sequence[np.ndarray]):
+        """Per-output scores and embeddings, and per-LR stability, for the outputs of one LR."""
+        from srforensics.faces.align import detect_faces
+
+        embs = self.embed(images)
+        per_output = []
+        for img, e in zip(images, embs, strict=True):
+            cos = float(np.clip(e @ hr_embedding, -1.0, 1.0))
+            scores = {"id_cosine": cos, "id_angle": cosine_angle(cos)}
+            if self.detect:
+                scores["face_detected"] = float(bool(detect_faces(img)))
+            per_output.append(scores)
+        lr_scores: dict[str, float | None] = {"id_stability_mean": None, "id_stability_min": None}
+        if len(embs) >= 2:
+            sims = embs @ embs.T
+            iu = np.triu_indices(len(embs), k=1)
+            lr_scores = {
+                "id_stability_mean": float(sims[iu].mean()),
+                "id_stability_min": float(sims[iu].min()),
+            }
+        return per_output, embs, lr_scores
