@@ -137,6 +137,7 @@ class AuditRun:
     report: Path
     manifest_sha256: str
     counts: Mapping[str, int]
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
 
 def _safe(text: str, limit: int = 40) -> str:
@@ -764,7 +765,13 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     ledger.close()
     digest = write_manifest(run_dir, manifest)
     report = render_report(run_dir)
-    return AuditRun(run_dir=run_dir, report=report, manifest_sha256=digest, counts=counts)
+    return AuditRun(
+        run_dir=run_dir,
+        report=report,
+        manifest_sha256=digest,
+        counts=counts,
+        unavailable=dict(pipe.unavailable),
+    )
 
 
 def export_tables(ledger, run_dir: Path) -> list[Path]:

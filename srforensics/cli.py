@@ -309,6 +309,11 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             command=command,
         )
         run = run_audit(config)
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in run.unavailable.items():
+        by_reason.setdefault(reason, []).append(name)
+    for reason, names in by_reason.items():
+        print(f"srforensics: warning: {', '.join(names)} unavailable: {reason}", file=sys.stderr)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(run.counts.items()))
     print(f"outputs: {counts}")
     print(f"run folder: {run.run_dir}")

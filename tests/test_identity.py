@@ -230,6 +230,11 @@ def test_without_weights_identity_is_unavailable_and_the_audit_finishes(tmp_path
         reason = dict(db.execute("SELECT name, unavailable FROM metrics").fetchall())["id_cosine"]
     assert "20180402-114759-vggface2.pt" in reason
     assert "srforensics weights import 20180402-114759-vggface2.pt" in reason
+    warning = next(line for line in proc.stderr.splitlines() if "id_cosine" in line)
+    assert (
+        warning.startswith("srforensics: warning: id_cosine, id_angle")
+        and "weights import" in warning
+    )
     listing = run_cli("weights", "list", env=env)
     assert "facenet-vggface2" in listing.stdout and "missing" in listing.stdout
 
