@@ -166,3 +166,217 @@ def identity_rates(
             "n_records": int(rows["record_id"].nunique()),
         }
     return out
+
+
+# -- demographic breakdowns ------------------------------------------------------------------
+#: Per-output error indicators whose group rates get the NIST IR 8429 max/geomean disparity.
+ERROR_RATES = ("id_swap", "id_false_match", "inconsistent", "face_missing")
+DEFAULT_MIN_GROUP = 30
+
+
+def with_error_columns(results: pd.DataFrame) -> pd.DataFrame:
+    """Add ``face_missing`` (1 - face_detected) so every error rate is a 0/1 column."""
+    out = results.copy()
+    if "face_detected" in out:
+        out["face_missing"] = 1.0 - out["face_detected"]
+    if "inconsistent" in out:
+        out["inconsistent"] = out["inconsistent"].astype("Float64").astype(float)
+    return out
+
+
+def features(
+    attribute_names: Sequence[str], *, intersections: bool = True
+) -> list[tuple[str, ...]]:
+    """Each sensitive attribute, and every pair of them (e.g. race x gender)."""
+    singles = [(a,) for a in attribute_names]
+    pairs = [(a, b) for i, a in enumerate(attribute_names) for b in attribute_names[i + 1 :]]
+    return singles + (pairs if intersections else [])
+
+
+def _label(values: Any) -> str:
+    return "×".join(str(v) for v in values) if isinstance(values, tuple) else str(values)
+
+
+def breakdown(
+    results: pd.DataFrame,
+    columns: Sequence[str],
+    attribute_names: Sequence[str],
+    *,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    min_group: int = DEFAULT_MIN_GROUP,
+    intersections: bool = True,
+) -> pd.DataFrame:
+    """Overall and per-group count, mean and bootstrap CI of every column (fairlearn ``MetricFrame``).
+
+    Rows: ``metric, feature, group, n, mean, ci_low, ci_high, small``. One MetricFrame per
+    feature evaluates every metric on the same bootstrap replicates (``y_pred`` carries
+    row indices into the metric columns); the overall row comes from the first one. Groups
+    with fewer than ``min_group`` outputs are flagged ``small``. fairlearn's bootstrap
+    resamples rows (outputs).
+    """
+    import pandas as pd
+    from fairlearn.metrics import MetricFrame
+
+    ok = results[results["status"] == "ok"].reset_index(drop=True)
+    columns = [c for c in columns if c in ok and pd.api.types.is_numeric_dtype(ok[c])]
+    alpha = (1 - level) / 2
+    rows: list[dict[str, Any]] = []
+    if ok.empty or not columns:
+        return pd.DataFrame(
+            rows, columns=["metric", "feature", "group", "n", "mean", "ci_low", "ci_high", "small"]
+        )
+    data = {c: ok[c].to_numpy(dtype=np.float64) for c in columns}
+
+    def mean_of(col):
+        def f(yt, yp):
+            v = data[col][yp.astype(int)]
+            v = v[np.isfinite(v)]
+            return float(v.mean()) if v.size else float("nan")
+
+        return f
+
+    funcs = {c: mean_of(c) for c in columns}
+    for k, feat in enumerate(features(list(attribute_names), intersections=intersections)):
+        mask = ok[list(feat)].notna().all(axis=1).to_numpy()
+        sel = ok.index.to_numpy()[mask]
+        if len(sel) == 0:
+            continue
+        sensitive = ok.loc[mask, list(feat)].astype(str).reset_index(drop=True)
+        import warnings
+
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            mf = MetricFrame(
+                metrics=funcs,
+                y_true=np.zeros(len(sel)),
+                y_pred=sel.astype(float),
+                sensitive_features=sensitive,
+                n_boot=n_boot,
+                ci_quantiles=[alpha, 1 - alpha],
+                random_state=seed,
+            )
+        counts = ok.loc[mask].groupby(list(feat))[columns].count()
+        if (
+            k == 0
+        ):  # the overall row, from the first frame (over rows where that attribute is known)
+            for c in columns:
+                n = int(np.isfinite(data[c][sel]).sum())
+                if n:
+                    rows.append(
+                        {
+                            "metric": c,
+                            "feature": "overall",
+                            "group": "all",
+                            "n": n,
+                            "mean": float(mf.overall[c]),
+                            "ci_low": float(mf.overall_ci[0][c]),
+                            "ci_high": float(mf.overall_ci[1][c]),
+                            "small": False,
+                        }
+                    )
+        by, lo, hi = mf.by_group, mf.by_group_ci[0], mf.by_group_ci[1]
+        for group in by.index:
+            key = group if isinstance(group, tuple) else (group,)
+            for c in columns:
+                idx = key if len(key) > 1 else key[0]
+                n = (
+                    int(counts.loc[idx, c]) if idx in counts.index else 0
+                )  # fairlearn lists empty combinations too
+                if n == 0:
+                    continue
+                rows.append(
+                    {
+                        "metric": c,
+                        "feature": "×".join(feat),
+                        "group": _label(group),
+                        "n": n,
+                        "mean": float(by.loc[group, c]),
+                        "ci_low": float(lo.loc[group, c]),
+                        "ci_high": float(hi.loc[group, c]),
+                        "small": n < min_group,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _group_stats(values: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    sums = np.bincount(codes, weights=values, minlength=k)
+    counts = np.bincount(codes, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def disparity_stats(means: np.ndarray) -> dict[str, float]:
+    """Difference (max - min), ratio (min / max) and max over geometric mean of group values."""
+    means = np.asarray(means, dtype=np.float64)
+    hi, lo = float(means.max()), float(means.min())
+    ratio = lo / hi if hi != 0 else float("nan")
+    with np.errstate(divide="ignore"):
+        geo = float(np.exp(np.mean(np.log(means)))) if (means > 0).all() else 0.0
+    mog = hi / geo if geo > 0 else float("inf")
+    return {"difference": hi - lo, "ratio": ratio, "max_over_geomean": mog}
+
+
+def disparities(
+    results: pd.DataFrame,
+    column: str,
+    feature: Sequence[str],
+    *,
+    min_group: int = DEFAULT_MIN_GROUP,
+    include_small: bool = False,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Disparities of ``column`` across the groups of ``feature``, each with a bootstrap CI.
+
+    Difference and ratio for every metric; max over geometric mean of the group rates
+    (NIST IR 8429) for error rates. Small groups are left out unless ``include_small``.
+    The bootstrap resamples outputs within each group (stratified), so every group keeps its size.
+    """
+    ok = results[(results["status"] == "ok") & results[column].notna()]
+    ok = ok[ok[list(feature)].notna().all(axis=1)]
+    labels = ok[list(feature)].astype(str).agg("×".join, axis=1).to_numpy()
+    groups, codes = np.unique(labels, return_inverse=True)
+    counts = np.bincount(codes, minlength=len(groups))
+    keep = counts >= (1 if include_small else min_group)
+    small = [str(g) for g, k in zip(groups, keep, strict=True) if not k]
+    values = ok[column].to_numpy(dtype=np.float64)
+    out: dict[str, Any] = {
+        "metric": column,
+        "feature": "×".join(feature),
+        "groups": {},
+        "small_groups": small,
+    }
+    if keep.sum() < 2:
+        out["unavailable"] = (
+            f"needs at least two groups of {'any size' if include_small else f'{min_group}+ outputs'}; "
+            f"found {int(keep.sum())}"
+        )
+        return out
+    means = _group_stats(values, codes, len(groups))
+    for g, m, n, k in zip(groups, means, counts, keep, strict=True):
+        out["groups"][str(g)] = {"mean": float(m), "n": int(n), "included": bool(k)}
+    stats = disparity_stats(means[keep])
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(codes == i) for i in range(len(groups)) if keep[i]]
+    boot = {name: [] for name in stats}
+    for _ in range(n_boot):
+        bm = np.array([values[rng.choice(idx, size=len(idx))].mean() for idx in members])
+        for name, v in disparity_stats(bm).items():
+            boot[name].append(v)
+    alpha = (1 - level) / 2
+    for name, v in stats.items():
+        arr = np.asarray(boot[name], dtype=np.float64)
+        # No interpolation: a replicate in which some group's rate is 0 has an infinite max/geomean.
+        out[name] = {
+            "value": v,
+            "ci_low": float(np.quantile(arr, alpha, method="lower")),
+            "ci_high": float(np.quantile(arr, 1 - alpha, method="higher")),
+        }
+    kept = {g: d for g, d in out["groups"].items() if d["included"]}
+    out["highest_group"] = max(kept, key=lambda g: kept[g]["mean"])
+    out["lowest_group"] = min(kept, key=lambda g: kept[g]["mean"])
+    return out

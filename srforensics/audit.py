@@ -52,6 +52,8 @@ class AuditConfig:
     model_args: Mapping[str, Any] = field(default_factory=dict)
     protocol: str = "faces"
     dataset: str = "sample"
+    dataset_root: str | None = None
+    gates: str | None = None
     samples: int = 4
     metrics: tuple[str, ...] | None = None
     seed: int | None = None
@@ -138,6 +140,7 @@ class AuditRun:
     manifest_sha256: str
     counts: Mapping[str, int]
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    verdicts: list | None = None
 
 
 def _safe(text: str, limit: int = 40) -> str:
@@ -206,7 +209,12 @@ class _Pipeline:
         self.progress: Callable[..., Any] | None = None
         self._pending: dict[tuple, list[_Unit]] = {}
         self.protocol = load_protocol(config.protocol)
-        self.dataset = load_dataset(config.dataset)
+        self.dataset = load_dataset(config.dataset, root=config.dataset_root)
+        self.gate_file = None
+        if config.gates:
+            from srforensics.gates import load_gates
+
+            self.gate_file = load_gates(config.gates)  # checked before anything runs
         self.device = resolve_device(config.device)
         self.model = load_model(
             config.model,
@@ -724,7 +732,9 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         identity_info = pipe.finish_identity()
     finally:
         bar.close()
-    exports = export_tables(ledger, run_dir)
+    exports = export_tables(
+        ledger, run_dir, sensitive=pipe.dataset.sensitive_attributes, seed=pipe.run_seed
+    )
     from srforensics.images import sha256_file
 
     manifest["inputs"] = [
@@ -764,6 +774,13 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     counts = ledger.counts()
     ledger.close()
     digest = write_manifest(run_dir, manifest)
+    verdicts = None
+    if pipe.gate_file is not None:
+        from srforensics.gates import gate_run, write_json, write_junit
+
+        verdicts = gate_run(run_dir, pipe.gate_file)
+        write_json(verdicts, run_dir / "gates.json")
+        write_junit(verdicts, run_dir / "junit.xml")
     report = render_report(run_dir)
     return AuditRun(
         run_dir=run_dir,
@@ -771,24 +788,53 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         manifest_sha256=digest,
         counts=counts,
         unavailable=dict(pipe.unavailable),
+        verdicts=verdicts,
     )
 
 
-def export_tables(ledger, run_dir: Path) -> list[Path]:
-    """``results`` (one row per output, with flags) and ``per_input`` (one row per LR), as Parquet and CSV."""
-    from srforensics.analysis import per_input, with_flags
+def export_tables(
+    ledger, run_dir: Path, *, sensitive: Sequence[str] = (), seed: int = 0
+) -> list[Path]:
+    """``results`` (one row per output, with flags), ``per_input`` (one row per LR) and, when the
+    dataset has sensitive attributes, ``breakdown`` (per group, with CIs) and ``disparities.json``."""
+    from srforensics.analysis import (
+        ERROR_RATES,
+        breakdown,
+        disparities,
+        per_input,
+        with_error_columns,
+        with_flags,
+    )
 
     results = with_flags(ledger.results())
     tables = {
         "results": results,
         "per_input": per_input(results, ledger.metrics(), ledger.lr_scores()),
     }
+    sensitive = [a for a in sensitive if a in results and results[a].notna().any()]
+    extra: list[Path] = []
+    if sensitive:
+        scored = with_error_columns(results)
+        columns = [m["name"] for m in ledger.metrics() if not m.get("unavailable")]
+        columns += [c for c in ERROR_RATES if c in scored and c not in columns]
+        tables["breakdown"] = breakdown(scored, columns, sensitive, seed=seed)
+        disp = [
+            disparities(scored, c, (a,), include_small=True, n_boot=500, seed=seed)
+            for c in ERROR_RATES
+            if c in scored and scored[c].notna().any()
+            for a in sensitive
+        ]
+        path = run_dir / "disparities.json"
+        path.write_text(
+            json.dumps(disp, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+        )
+        extra.append(path)
     paths = []
     for name, df in tables.items():
         df.to_parquet(run_dir / f"{name}.parquet", index=False)
         df.to_csv(run_dir / f"{name}.csv", index=False)
         paths += [run_dir / f"{name}.parquet", run_dir / f"{name}.csv"]
-    return paths
+    return paths + extra
 
 
 def run_audit(config: AuditConfig) -> AuditRun:

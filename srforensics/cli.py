@@ -134,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampler option, e.g. p=0.1 (mc-dropout) or sigma=2 (input-noise); repeatable",
     )
     a.add_argument(
+        "--dataset-root",
+        default=None,
+        metavar="DIR",
+        help="local copy of a dataset whose card does not ship it (fairface, utkface, celeba, lfw, folder)",
+    )
+    a.add_argument(
+        "--gates",
+        default=None,
+        metavar="FILE",
+        help="gate file: judge the run at the end; exit 1 when a gate fails (gates.json, junit.xml "
+        "in the run folder)",
+    )
+    a.add_argument(
         "--identity",
         choices=("auto", "on", "off"),
         default=None,
@@ -265,6 +278,41 @@ def build_parser() -> argparse.ArgumentParser:
     wi.add_argument("file")
     wt.add_parser("verify", help="re-hash every file in the cache; exit 1 if any was altered")
 
+    g = sub.add_parser(
+        "gate",
+        help="judge a finished run against a gate file (exit 0 pass, 1 fail, 2 error)",
+        description="Evaluate the gates of FILE on RUN_DIR. Each condition is judged on the end of its "
+        "confidence interval that makes it conservative. Exit 0 when all pass, 1 when any fails, "
+        "2 on a usage or data error.",
+    )
+    g.add_argument("run_dir", metavar="RUN_DIR")
+    g.add_argument("--gates", required=True, metavar="FILE")
+    g.add_argument(
+        "--junit",
+        default=None,
+        metavar="OUT.xml",
+        help="write a JUnit XML file, one test case per gate",
+    )
+    g.add_argument("--json", default=None, metavar="OUT.json", help="write the verdicts as JSON")
+
+    ds = sub.add_parser("datasets", help="list, show or validate dataset cards").add_subparsers(
+        dest="action", metavar="ACTION"
+    )
+    ds.required = True
+    ds.add_parser("list", help="shipped dataset cards")
+    dshow = ds.add_parser("show", help="print a dataset card")
+    dshow.add_argument("name")
+    dval = ds.add_parser(
+        "validate", help="check a local copy against its card and print group counts"
+    )
+    dval.add_argument("name", help="card name or card file")
+    dval.add_argument(
+        "--root",
+        default=None,
+        metavar="DIR",
+        help="the local copy (required for cards not shipped)",
+    )
+
     r = sub.add_parser("report", help="re-render the report of a run folder")
     r.add_argument("run_dir", metavar="RUN_DIR")
     return parser
@@ -300,6 +348,8 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "face_weights": args.face_weights,
             "id_threshold": args.id_threshold,
             "id_fmr": args.id_fmr,
+            "dataset_root": args.dataset_root,
+            "gates": args.gates,
             "range_tolerance": args.range_tolerance,
         }
         config = AuditConfig(
@@ -316,10 +366,65 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"srforensics: warning: {', '.join(names)} unavailable: {reason}", file=sys.stderr)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(run.counts.items()))
     print(f"outputs: {counts}")
+    failed = _print_verdicts(run.verdicts or [])
     print(f"run folder: {run.run_dir}")
     print(f"manifest SHA-256: {run.manifest_sha256}")
     print(run.report)
-    return 0
+    return 1 if failed else 0
+
+
+def _print_verdicts(verdicts) -> bool:
+    for v in verdicts:
+        print(f"{'PASS' if v.passed else 'FAIL'} {v.name}: {v.message}")
+    return any(not v.passed for v in verdicts)
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from srforensics.gates import gate_run, load_gates, write_json, write_junit
+
+    verdicts = gate_run(args.run_dir, load_gates(args.gates))
+    if args.junit:
+        write_junit(verdicts, args.junit)
+    if args.json:
+        write_json(verdicts, args.json)
+    return 1 if _print_verdicts(verdicts) else 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from srforensics.data import available_datasets, load_dataset
+
+    cards = available_datasets()
+    if args.action == "list":
+        import yaml
+
+        for name, path in cards.items():
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            shipped = "shipped" if data.get("root") is not None else "needs --root"
+            print(
+                f"{name:<10} {data.get('layout', 'folder'):<9} {shipped:<13} {data.get('source', '')}"
+            )
+        return 0
+    if args.action == "show":
+        path = cards.get(args.name) or Path(args.name)
+        if not path.is_file():
+            raise SRForensicsError(f"unknown dataset card {args.name!r}; known: {', '.join(cards)}")
+        print(path.read_text(encoding="utf-8").rstrip())
+        return 0
+    ds = load_dataset(args.name, root=args.root)
+    missing = [r for r in ds.records if not r.path.is_file()]
+    print(f"{ds.name}: {len(ds.records)} records under {ds.root}; {len(missing)} missing file(s)")
+    print(f"subjects: {len({r.subject for r in ds.records if r.subject is not None})}")
+    for attr in ds.attribute_names:
+        counts: dict[str, int] = {}
+        for r in ds.records:
+            key = str(r.attributes.get(attr))
+            counts[key] = counts.get(key, 0) + 1
+        print(f"{attr}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for r in missing[:5]:
+        print(f"missing: {r.path}")
+    return 1 if missing or not ds.records else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -448,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "protocols": _cmd_protocols,
             "metrics": _cmd_metrics,
             "weights": _cmd_weights,
+            "gate": _cmd_gate,
+            "datasets": _cmd_datasets,
             "report": _cmd_report,
         }[args.command]
         return handler(args)

@@ -32,6 +32,10 @@ _CARD_FIELDS = {
     "root",
     "records",
     "attributes",
+    "files",
+    "archive_sha256",
+    "citation",
+    "sensitive",
 }
 
 
@@ -60,6 +64,11 @@ class Dataset:
     source: str = ""
     licence: str = ""
     card_path: str | None = None
+    sensitive: tuple[str, ...] | None = None  # None: every attribute is a sensitive attribute
+
+    @property
+    def sensitive_attributes(self) -> tuple[str, ...]:
+        return self.attribute_names if self.sensitive is None else self.sensitive
 
     def info(self) -> dict[str, Any]:
         return {
@@ -71,6 +80,7 @@ class Dataset:
             "source": self.source,
             "licence": self.licence,
             "card": self.card_path,
+            "sensitive_attributes": list(self.sensitive_attributes),
         }
 
 
@@ -103,6 +113,53 @@ def _check_unique(records: list[Record], where: str) -> None:
         seen.add(r.id)
 
 
+# -- attribute normalisation ----------------------------------------------------------------
+def normalise_attributes(
+    raw: Mapping[str, Any], mapping: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """Map a record's raw fields to the normalised vocabulary of the card's ``attributes``.
+
+    Each attribute is ``{source: FIELD}`` plus either ``map: {raw: value}`` or
+    ``bands: [[low, high, label], ...]`` (inclusive integer ranges, e.g. age bands).
+    A missing or unmapped value becomes None (a missing attribute, never a guess).
+    """
+    out: dict[str, Any] = {}
+    for name, spec in mapping.items():
+        if not isinstance(spec, Mapping) or "source" not in spec:
+            raise DatasetError(f"{where}: attribute {name!r} needs a 'source' field")
+        value = raw.get(str(spec["source"]))
+        value = None if value is None or str(value).strip() == "" else str(value).strip()
+        if value is not None and "map" in spec:
+            value = {str(k): v for k, v in spec["map"].items()}.get(value)
+        elif value is not None and "bands" in spec:
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            value = next(
+                (
+                    label
+                    for lo, hi, label in spec["bands"]
+                    if number is not None and lo <= number <= hi
+                ),
+                None,
+            )
+        out[name] = value
+    return out
+
+
+def _raw_records(
+    layout: str, root: Path, card: Mapping[str, Any], where: str
+) -> list[dict[str, Any]]:
+    from srforensics.datasets_layouts import LAYOUTS
+
+    try:
+        loader = LAYOUTS.get(layout)
+    except SRForensicsError as exc:
+        raise DatasetError(f"{where}: {exc}") from None
+    return loader(root, card, where)
+
+
 def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -118,12 +175,37 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
             f"{path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_CARD_FIELDS))}"
         )
     layout = data.get("layout", "folder")
-    root = root_override or _resolve_root(data.get("root", "."), path)
+    if root_override is None and data.get("root") is None:
+        raise DatasetError(
+            f"{path}: the {data.get('name', path.stem)!r} dataset is not shipped (licence and size); "
+            "download it yourself and give its folder with --dataset-root DIR"
+        )
+    root = (root_override or _resolve_root(data.get("root", "."), path)).expanduser()
+    if layout not in ("folder", "list") and not root.is_dir():
+        raise DatasetError(f"{path}: dataset root {root} is not a folder")
     if layout == "folder":
         base = load_folder(root)
         records = list(base.records)
         attrs = list(base.attribute_names)
-    elif layout == "list":
+    elif layout != "list":
+        mapping = data.get("attributes") or {}
+        if not isinstance(mapping, Mapping):
+            raise DatasetError(
+                f"{path}: 'attributes' must map attribute names to {{source, map|bands}}"
+            )
+        records = []
+        for raw in _raw_records(layout, root, data, str(path)):
+            records.append(
+                Record(
+                    id=raw["id"],
+                    path=_inside(root, raw["path"], str(path)),
+                    subject=raw.get("subject"),
+                    attributes=normalise_attributes(raw.get("fields", {}), mapping, str(path)),
+                )
+            )
+        _check_unique(records, str(path))
+        attrs = list(mapping)
+    else:
         records, attrs = [], list(data.get("attributes") or [])
         for i, item in enumerate(data.get("records") or []):
             where = f"{path}: records[{i}]"
@@ -143,8 +225,6 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
                 )
             )
         _check_unique(records, str(path))
-    else:
-        raise DatasetError(f"{path}: unknown layout {layout!r}; use 'folder' or 'list'")
     return Dataset(
         name=str(data.get("name", path.stem)),
         root=root,
@@ -154,6 +234,7 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
         source=str(data.get("source", "")),
         licence=str(data.get("licence", "")),
         card_path=str(path),
+        sensitive=tuple(data["sensitive"]) if data.get("sensitive") is not None else None,
     )
 
 
@@ -204,16 +285,17 @@ def available_datasets() -> dict[str, Path]:
     return list_resources("datasets")
 
 
-def load_dataset(spec: str | Path) -> Dataset:
-    """Load a dataset from a card name, a card file, or a folder."""
+def load_dataset(spec: str | Path, *, root: str | Path | None = None) -> Dataset:
+    """Load a dataset from a card name, a card file, or a folder; ``root`` overrides a card's root."""
     cards = available_datasets()
+    root_path = Path(root).expanduser() if root else None
     if str(spec) in cards:
-        return load_card(cards[str(spec)])
+        return load_card(cards[str(spec)], root_override=root_path)
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_folder(path)
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
-        return load_card(path)
+        return load_card(path, root_override=root_path)
     import difflib
 
     close = difflib.get_close_matches(str(spec), list(cards), n=3, cutoff=0.5)

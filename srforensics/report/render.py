@@ -159,6 +159,22 @@ def render_report(run_dir: str | Path) -> Path:
     )
     problems = [r for r in records if r["status"] != "ok"]
     per_cols, per_rows = _per_input_rows(per, metrics)
+    gates = (
+        json.loads((run_dir / "gates.json").read_text())
+        if (run_dir / "gates.json").is_file()
+        else None
+    )
+    groups = []
+    if (run_dir / "breakdown.parquet").is_file():
+        import pandas as pd
+
+        bd = pd.read_parquet(run_dir / "breakdown.parquet")
+        groups = bd[bd["feature"] != "overall"].to_dict("records")
+    disparity_rows = (
+        json.loads((run_dir / "disparities.json").read_text())
+        if (run_dir / "disparities.json").is_file()
+        else []
+    )
     html = render_template(
         TEMPLATE,
         manifest=manifest,
@@ -178,6 +194,9 @@ def render_report(run_dir: str | Path) -> Path:
         per_input_rows=per_rows,
         n_per_input=int((per["n_ok"] > 0).sum()) if len(per) else 0,
         consistency=_consistency(results),
+        gates=gates,
+        groups=groups,
+        disparities=disparity_rows,
         status=status_counts(results) if len(results) else {},
         n_records=len(records),
         problems=problems,

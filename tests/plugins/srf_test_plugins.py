@@ -99,3 +99,17 @@ class Blocky(SRModel):
     def upscale(self, lr, *, scale):
         shifted = torch.roll(lr, shifts=1, dims=-1)
         return torch.nn.functional.interpolate(shifted, scale_factor=scale, mode="nearest")
+
+
+class GroupBiased(Bicubic):
+    """Bicubic, plus heavy seeded noise for LRs whose record has attribute group == "b"."""
+
+    name = "group-biased"
+
+    def sample(self, lr, *, scale, n, seeds, context=None):
+        out = super().sample(lr, scale=scale, n=n, seeds=seeds, context=context).clone()
+        for b, ctx in enumerate(context):
+            if ctx["attributes"].get("group") == "b":
+                g = torch.Generator().manual_seed(int(seeds[b][0]))
+                out[b] = (out[b] + torch.randn(out[b].shape, generator=g) * 0.2).clamp(0, 1)
+        return out
