@@ -191,6 +191,22 @@ def _conservative(op: str, low: float, high: float) -> float:
     return low if op in (">=", ">") else high
 
 
+def _judge_mean(
+    g: Gate, rows: pd.DataFrame, gate_file: GateFile, seed: int
+) -> tuple[dict, bool, str]:
+    """Mean of ``g.metric`` over ``rows`` with a record-level bootstrap CI, judged on its conservative bound."""
+    from srforensics.analysis import bootstrap_rate
+
+    rate, lo, hi = bootstrap_rate(
+        rows[g.metric].to_numpy(), rows["record_id"].to_numpy(), seed=seed, n_boot=gate_file.n_boot
+    )
+    passed = bool(OPS[g.op](_conservative(g.op, lo, hi), g.value))
+    text = (
+        f"mean {g.metric} {_fmt(rate)} (95% CI {_fmt(lo)}–{_fmt(hi)}), needs {g.op} {_fmt(g.value)}"
+    )
+    return {"mean": rate, "ci_low": lo, "ci_high": hi, "n": int(len(rows))}, passed, text
+
+
 def _message(g: Gate, passed: bool, text: str) -> str:
     return text if passed or not g.message else f"{g.message} — {text}"
 
@@ -201,7 +217,7 @@ def _fmt(v: float) -> str:
 
 def evaluate(gate_file: GateFile, results: pd.DataFrame, *, seed: int = 0) -> list[Verdict]:
     """Judge every gate on ``results`` (one row per output, as exported); raises GateError on data errors."""
-    from srforensics.analysis import bootstrap_rate, disparities, with_error_columns
+    from srforensics.analysis import disparities, with_error_columns
 
     results = with_error_columns(results)
     ok = results[results["status"] == "ok"]
@@ -269,24 +285,10 @@ def evaluate(gate_file: GateFile, results: pd.DataFrame, *, seed: int = 0) -> li
                 if len(part) < gate_file.min_group_size and not g.include_small:
                     skipped.append(str(label))
                     continue
-                rate, lo, hi = bootstrap_rate(
-                    part[g.metric].to_numpy(),
-                    part["record_id"].to_numpy(),
-                    seed=seed,
-                    n_boot=gate_file.n_boot,
-                )
-                bound = _conservative(g.op, lo, hi)
-                checked[str(label)] = {
-                    "mean": rate,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "n": int(len(part)),
-                }
-                if not test(bound, g.value):
-                    failing.append(
-                        f"{'×'.join(g.by)}={label}: mean {g.metric} {_fmt(rate)} "
-                        f"(95% CI {_fmt(lo)}–{_fmt(hi)}), needs {g.op} {_fmt(g.value)}"
-                    )
+                stats, ok_group, text = _judge_mean(g, part, gate_file, seed)
+                checked[str(label)] = stats
+                if not ok_group:
+                    failing.append(f"{'×'.join(g.by)}={label}: {text}")
             if not checked:
                 verdicts.append(
                     Verdict(
@@ -318,21 +320,13 @@ def evaluate(gate_file: GateFile, results: pd.DataFrame, *, seed: int = 0) -> li
         if rows.empty:
             verdicts.append(Verdict(g.name, False, f"no output has a value of {g.metric}", {}))
             continue
-        rate, lo, hi = bootstrap_rate(
-            rows[g.metric].to_numpy(),
-            rows["record_id"].to_numpy(),
-            seed=seed,
-            n_boot=gate_file.n_boot,
-        )
-        bound = _conservative(g.op, lo, hi)
-        passed = bool(test(bound, g.value))
-        text = f"mean {g.metric} {_fmt(rate)} (95% CI {_fmt(lo)}–{_fmt(hi)}), needs {g.op} {_fmt(g.value)}"
+        stats, passed, text = _judge_mean(g, rows, gate_file, seed)
         verdicts.append(
             Verdict(
                 g.name,
                 passed,
                 _message(g, passed, text),
-                {"mean": rate, "ci_low": lo, "ci_high": hi, "n": int(len(rows))},
+                stats,
             )
         )
     return verdicts

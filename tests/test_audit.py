@@ -14,6 +14,17 @@ from srforensics.degradations.protocol import load_protocol
 from srforensics.images import sha256_file
 
 METRICS = TINY_METRICS.split(",")
+#: What must be identical between two runs of the same audit: ids, seeds, hashes and scores.
+IDENTITY_COLUMNS = [
+    "record_id",
+    "variant",
+    "sample",
+    "status",
+    "seed",
+    "lr_sha256",
+    "output_sha256",
+    *METRICS,
+]
 
 
 def test_run_folder_contents(tiny_run, tiny_dataset):
@@ -106,17 +117,7 @@ def test_same_audit_twice_gives_identical_results(tiny_run, tiny_dataset, tmp_pa
     assert proc.returncode == 0, proc.stderr[-2000:]
     a = pd.read_parquet(first / "results.parquet")
     b = pd.read_parquet(tmp_path / "again" / "results.parquet")
-    cols = [
-        "record_id",
-        "variant",
-        "sample",
-        "status",
-        "seed",
-        "lr_sha256",
-        "output_sha256",
-        *METRICS,
-    ]
-    pd.testing.assert_frame_equal(a[cols], b[cols])
+    pd.testing.assert_frame_equal(a[IDENTITY_COLUMNS], b[IDENTITY_COLUMNS])
     assert (
         a.lr_sha256.dropna().tolist() == b.lr_sha256.dropna().tolist() and a.lr_sha256.notna().any()
     )
@@ -142,17 +143,7 @@ def test_resume_after_a_hard_stop_computes_only_what_is_missing(tiny_run, tiny_d
 
     resumed = pd.read_parquet(out / "results.parquet")
     full = pd.read_parquet(tiny_run[0] / "results.parquet")
-    cols = [
-        "record_id",
-        "variant",
-        "sample",
-        "status",
-        "seed",
-        "lr_sha256",
-        "output_sha256",
-        *METRICS,
-    ]
-    pd.testing.assert_frame_equal(resumed[cols], full[cols])
+    pd.testing.assert_frame_equal(resumed[IDENTITY_COLUMNS], full[IDENTITY_COLUMNS])
     manifest = json.loads((out / "manifest.json").read_text())
     assert [h["resumed"] for h in manifest["history"]] == [False, True]
 
