@@ -313,6 +313,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="the local copy (required for cards not shipped)",
     )
 
+    rv = sub.add_parser(
+        "review",
+        help="case review of one evidence image (no ground truth)",
+        description="Run a model N times on one evidence image and write DIR/review.html (printable) and "
+        "review.json: the input's SHA-256, the outputs, where they disagree, their consistency with the "
+        "evidence, no-reference quality and, with --face, faces and identity agreement across outputs.",
+    )
+    rv.add_argument("image", metavar="IMAGE")
+    rv.add_argument(
+        "--model",
+        default="bicubic",
+        help="model name, file or package.module:Class (default bicubic)",
+    )
+    rv.add_argument(
+        "--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE"
+    )
+    rv.add_argument("--sampler", default=None, help="tta, mc-dropout or input-noise")
+    rv.add_argument(
+        "--sampler-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE"
+    )
+    rv.add_argument("--scale", type=int, default=4, help="upscaling factor (default 4)")
+    rv.add_argument("--samples", type=int, default=16, help="outputs (default 16)")
+    rv.add_argument("--seed", type=int, default=0)
+    rv.add_argument(
+        "--face",
+        action="store_true",
+        help="look for faces in the outputs and compare their identities",
+    )
+    rv.add_argument("--face-embedder", default="facenet-vggface2", metavar="NAME")
+    rv.add_argument("--face-weights", default=None, metavar="FILE")
+    rv.add_argument(
+        "--id-threshold",
+        type=float,
+        default=None,
+        metavar="COS",
+        help="warn when two outputs' faces are less similar than this",
+    )
+    rv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    rv.add_argument("--out", default=None, metavar="DIR", help="default: review-<image name>/")
+
     r = sub.add_parser("report", help="re-render the report of a run folder")
     r.add_argument("run_dir", metavar="RUN_DIR")
     return parser
@@ -535,6 +575,30 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 1 if any(e.status == "altered" for e in entries) else 0
 
 
+def _cmd_review(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from srforensics.review import ReviewConfig, run_review
+
+    config = ReviewConfig(
+        image=args.image,
+        model=args.model,
+        model_args=dict(args.model_arg),
+        sampler=args.sampler,
+        sampler_args=dict(args.sampler_arg),
+        scale=args.scale,
+        samples=args.samples,
+        seed=args.seed,
+        face=args.face,
+        face_embedder=args.face_embedder,
+        face_weights=args.face_weights,
+        id_threshold=args.id_threshold,
+        device=args.device,
+        out=args.out,
+        command=("srforensics", *argv),
+    )
+    print(run_review(config))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from srforensics.report import render_report
 
@@ -548,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "audit":
             return _cmd_audit(args, argv)
+        if args.command == "review":
+            return _cmd_review(args, argv)
         handler = {
             "models": _cmd_models,
             "protocols": _cmd_protocols,

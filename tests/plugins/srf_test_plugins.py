@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from srforensics.faces.embed import EmbedderCard, FaceEmbedder
 from srforensics.models import SRModel
 from srforensics.models.interpolation import Bicubic
 
@@ -113,3 +114,44 @@ class GroupBiased(Bicubic):
                 g = torch.Generator().manual_seed(int(seeds[b][0]))
                 out[b] = (out[b] + torch.randn(out[b].shape, generator=g) * 0.2).clamp(0, 1)
         return out
+
+
+class ColourEmbedder(FaceEmbedder):
+    """A face 'embedder' for tests: the normalised mean colour of each quadrant (no weights)."""
+
+    name = "colour"
+
+    def __init__(self, *, weights_file=None, device="cpu"):
+        self.device = device
+
+    def embed(self, faces):
+        h, w = faces.shape[-2:]
+        quads = [
+            faces[..., : h // 2, : w // 2],
+            faces[..., : h // 2, w // 2 :],
+            faces[..., h // 2 :, : w // 2],
+            faces[..., h // 2 :, w // 2 :],
+        ]
+        v = torch.cat([q.mean(dim=(-2, -1)) for q in quads], dim=1).double() - 0.5
+        return torch.nn.functional.normalize(v, dim=1)
+
+    def card(self):
+        return EmbedderCard("colour", None, None, "none", "test", "tests")
+
+
+class LoudNoise(SRModel):
+    """Bicubic plus very strong seeded noise: outputs that disagree with each other."""
+
+    name = "loud-noise"
+    stochastic = True
+
+    def sample(self, lr, *, scale, n, seeds, context=None):
+        base = Bicubic().upscale(lr, scale=scale)
+        rows = []
+        for b, row in enumerate(seeds):
+            outs = []
+            for s in row:
+                g = torch.Generator().manual_seed(int(s))
+                outs.append((base[b] + torch.randn(base.shape[1:], generator=g) * 0.35).clamp(0, 1))
+            rows.append(torch.stack(outs))
+        return torch.stack(rows)
