@@ -163,3 +163,55 @@ def run_fresh_python(code: str, tmp_path: Path, timeout: float = 600) -> dict[st
         for line in out.stdout.splitlines()
         if " " in line
     }
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+
+def open_in_chromium(chromium: str, page: Path, tmp_path: Path, *extra: str):
+    """Load ``page`` in headless Chromium: ``(dom, console messages, URLs the page itself requested)``.
+
+    Console messages come from Chromium's log (``--enable-logging``); requests from its net log,
+    keeping those whose initiator is a page (Chromium's own background requests have none).
+    """
+    import json as _json
+
+    profile, netlog = tmp_path / "chromium-profile", tmp_path / "netlog.json"
+    profile.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--log-net-log={netlog}",
+            "--virtual-time-budget=3000",
+            *extra,
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    log = _json.loads(netlog.read_text())
+    names = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    requests = [
+        e["params"]["url"]
+        for e in log["events"]
+        if names.get(e["type"]) == "URL_REQUEST_START_JOB"
+        and e.get("params", {}).get("url")
+        and e["params"].get("initiator") != "not an origin"
+    ]
+    return proc.stdout, console, requests

@@ -6,6 +6,7 @@ import re
 import subprocess
 
 import pytest
+from conftest import open_in_chromium
 
 FLAGS = [
     "--headless",
@@ -90,3 +91,31 @@ def test_report_escapes_hostile_text(field, tiny_dataset, tmp_path):
     assert (
         "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     )
+
+
+def test_the_browser_checks_catch_errors_and_requests(chromium, tmp_path):
+    # Negative control: a page that requests a remote image and throws must be caught.
+    page = tmp_path / "bad.html"
+    page.write_text(
+        '<html><body><img src="http://127.0.0.1:9/x.png"><script>nope();</script></body></html>'
+    )
+    _, console, requests = open_in_chromium(chromium, page, tmp_path)
+    assert any("nope is not defined" in c for c in console)
+    assert requests == ["http://127.0.0.1:9/x.png"]
+
+
+def test_reports_load_with_no_console_errors_and_no_requests(chromium, tiny_run, tmp_path):
+    from srforensics.replay import preview_protocol
+
+    sheet = preview_protocol(
+        "bicubic-x4",
+        tiny_run[0]
+        / "images"
+        / next(p.name for p in (tiny_run[0] / "images").iterdir())
+        / "hr.png",
+        tmp_path / "preview",
+    )
+    for page in (tiny_run[0] / "report.html", sheet):
+        dom, console, requests = open_in_chromium(chromium, page, tmp_path)
+        assert "</html>" in dom
+        assert console == [] and requests == [], (page, console, requests)

@@ -132,6 +132,10 @@ def test_review_in_headless_chromium_and_print_to_pdf(chromium, evidence, tmp_pa
     dom = subprocess.run(
         [chromium, *flags, "--dump-dom", uri], capture_output=True, text=True, timeout=120
     ).stdout
+    from conftest import open_in_chromium
+
+    _, console, requests = open_in_chromium(chromium, out / "review.html", tmp_path)
+    assert console == [] and requests == []
     for section in ('id="input"', 'id="agreement"', 'id="outputs"', 'id="provenance"'):
         assert section in dom
     assert dom.count("<img") == 2 + 3  # input, std map, outputs
