@@ -336,6 +336,7 @@ def test_gate_cli_exit_codes_junit_and_json(tiny_dataset, tmp_path):
     assert proc.stdout.strip().splitlines()[-1].endswith("report.html")
     assert (tmp_path / "audited" / "junit.xml").is_file()
     html = (tmp_path / "audited" / "report.html").read_text()
+    assert 'alt="per-group means with confidence intervals"' in html
     assert "Verdict: FAILED" in html and html.index("Verdict") < html.index('id="summary"')
     bad = tmp_path / "bad.yaml"
     bad.write_text("gates: [\n")

@@ -148,7 +148,7 @@ def test_audit_with_lab_weights_on_the_sample_faces(face_weights, tmp_path):
         "--protocol",
         "faces",
         "--metrics",
-        "psnr",
+        "psnr,lr_psnr",
         "--samples",
         "2",
         "--face-weights",
@@ -177,6 +177,7 @@ def test_audit_with_lab_weights_on_the_sample_faces(face_weights, tmp_path):
     assert set(manifest["identity"]["rates"]) >= {"id_swap", "face_detected"}
     html = (out / "report.html").read_text()
     assert "user-supplied" in html and sha256_file(face_weights) in html
+    assert 'alt="identity similarity against LR-consistency, one point per output"' in html
 
     # With a given threshold, verification and false matches are scored.
     proc = run_cli(

@@ -44,3 +44,49 @@ def distribution(
     ax.set_ylabel("outputs", fontsize=8)
     ax.tick_params(labelsize=7)
     return _figure_png(fig)
+
+
+def group_means(rows: Sequence[dict], *, metric: str, feature: str) -> str:
+    """Per-group means with their CI as error bars; small groups drawn hollow."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6, 2.6))
+    ax = fig.add_subplot()
+    labels = [str(r["group"]) for r in rows]
+    means = np.array([r["mean"] for r in rows], dtype=float)
+    err = np.array(
+        [[r["mean"] - r["ci_low"] for r in rows], [r["ci_high"] - r["mean"] for r in rows]],
+        dtype=float,
+    )
+    x = np.arange(len(rows))
+    for i, r in enumerate(rows):
+        ax.errorbar(
+            x[i],
+            means[i],
+            yerr=err[:, i : i + 1],
+            fmt="o",
+            capsize=3,
+            color="#4a6fa5",
+            markerfacecolor="white" if r["small"] else "#4a6fa5",
+        )
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+    ax.set_title(f"{metric} by {feature} (95% CI; hollow: small group)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    return _figure_png(fig)
+
+
+def scatter(
+    x: Sequence[float], y: Sequence[float], *, xlabel: str, ylabel: str, xline: float | None = None
+) -> str:
+    """One point per output; a dashed line at ``xline`` (e.g. the 45 dB consistency threshold)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2, 3.0))
+    ax = fig.add_subplot()
+    ax.scatter(x, y, s=10, alpha=0.7, color="#4a6fa5")
+    if xline is not None:
+        ax.axvline(xline, color="#c0392b", linestyle="--", linewidth=1)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    return _figure_png(fig)

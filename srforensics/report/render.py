@@ -11,7 +11,7 @@ from srforensics.analysis import per_input, status_counts, summarize, with_flags
 from srforensics.errors import SRForensicsError
 from srforensics.ledger import LEDGER_NAME, Ledger
 from srforensics.provenance import DEPENDENCY_LICENCES, MANIFEST_NAME, read_manifest
-from srforensics.report.figures import distribution, png_data_uri
+from srforensics.report.figures import distribution, group_means, png_data_uri, scatter
 from srforensics.resources import resource_dir
 
 REPORT_NAME = "report.html"
@@ -164,12 +164,34 @@ def render_report(run_dir: str | Path) -> Path:
         if (run_dir / "gates.json").is_file()
         else None
     )
+    import pandas as pd
+
     groups = []
     if (run_dir / "breakdown.parquet").is_file():
-        import pandas as pd
-
         bd = pd.read_parquet(run_dir / "breakdown.parquet")
         groups = bd[bd["feature"] != "overall"].to_dict("records")
+    group_figures = []
+    for (metric, feature), part in (
+        pd.DataFrame(groups).groupby(["metric", "feature"], sort=False) if groups else []
+    ):
+        if (
+            "×" not in feature and len(part) > 1
+        ):  # single attributes; intersections stay in the table
+            group_figures.append(
+                group_means(part.to_dict("records"), metric=metric, feature=feature)
+            )
+    scatter_src = None
+    if {"id_cosine", "lr_psnr"} <= set(ok.columns) and ok[["id_cosine", "lr_psnr"]].notna().all(
+        axis=1
+    ).any():
+        pts = ok[["id_cosine", "lr_psnr"]].dropna()
+        scatter_src = scatter(
+            pts["lr_psnr"].clip(upper=100).tolist(),
+            pts["id_cosine"].tolist(),
+            xlabel="LR-PSNR (dB; consistent at >= 45)",
+            ylabel="identity cosine to HR",
+            xline=45.0,
+        )
     disparity_rows = (
         json.loads((run_dir / "disparities.json").read_text())
         if (run_dir / "disparities.json").is_file()
@@ -197,6 +219,8 @@ def render_report(run_dir: str | Path) -> Path:
         gates=gates,
         groups=groups,
         disparities=disparity_rows,
+        group_figures=group_figures,
+        scatter_src=scatter_src,
         status=status_counts(results) if len(results) else {},
         n_records=len(records),
         problems=problems,
