@@ -353,6 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     rv.add_argument("--out", default=None, metavar="DIR", help="default: review-<image name>/")
 
+    cp = sub.add_parser(
+        "compare",
+        help="compare runs of several models on the same protocol and dataset",
+        description="Write one self-contained HTML page with the runs side by side. Runs whose "
+        "resolved protocol or input files differ are refused unless --allow-mismatch is given.",
+    )
+    cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cp.add_argument("--out", required=True, metavar="FILE")
+    cp.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="compare runs on different protocols or inputs",
+    )
+
     r = sub.add_parser("report", help="re-render the report of a run folder")
     r.add_argument("run_dir", metavar="RUN_DIR")
     return parser
@@ -599,6 +613,13 @@ def _cmd_review(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from srforensics.report.compare import compare_runs
+
+    print(compare_runs(args.run_dirs, args.out, allow_mismatch=args.allow_mismatch))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from srforensics.report import render_report
 
@@ -620,6 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metrics": _cmd_metrics,
             "weights": _cmd_weights,
             "gate": _cmd_gate,
+            "compare": _cmd_compare,
             "datasets": _cmd_datasets,
             "report": _cmd_report,
         }[args.command]

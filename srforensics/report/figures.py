@@ -90,3 +90,30 @@ def scatter(
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     return _figure_png(fig)
+
+
+def compare_groups(rows: Sequence[dict], *, metric: str, feature: str) -> str:
+    """Per-group means with CIs, one series per run, side by side."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0, 2.8))
+    ax = fig.add_subplot()
+    groups = list(dict.fromkeys(str(r["group"]) for r in rows))
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    width = 0.8 / max(len(runs), 1)
+    for k, run in enumerate(runs):
+        sel = [r for r in rows if r["run"] == run]
+        x = (
+            np.array([groups.index(str(r["group"])) for r in sel])
+            + (k - (len(runs) - 1) / 2) * width
+        )
+        means = np.array([r["mean"] for r in sel], dtype=float)
+        err = np.array(
+            [[r["mean"] - r["ci_low"] for r in sel], [r["ci_high"] - r["mean"] for r in sel]]
+        )
+        ax.errorbar(x, means, yerr=err, fmt="o", capsize=3, label=run)
+    ax.set_xticks(np.arange(len(groups)), groups, rotation=30, ha="right", fontsize=7)
+    ax.set_title(f"{metric} by {feature} (95% CI)", fontsize=8)
+    ax.legend(fontsize=6)
+    ax.tick_params(labelsize=7)
+    return _figure_png(fig)
