@@ -68,6 +68,7 @@ class AuditConfig:
     sampler_args: Mapping[str, Any] = field(default_factory=dict)
     batch_size: int = 8
     diversity: str = "auto"
+    breakdown_boot: int = 200
     identity: str = "auto"
     face_embedder: str = "facenet-vggface2"
     face_weights: str | None = None
@@ -101,6 +102,10 @@ class AuditConfig:
         if self.id_threshold is not None and not -1 <= self.id_threshold <= 1:
             raise SRForensicsError(
                 f"--id-threshold is a cosine similarity in [-1, 1], got {self.id_threshold}"
+            )
+        if self.breakdown_boot != 0 and self.breakdown_boot < 50:
+            raise SRForensicsError(
+                f"--breakdown-boot must be 0 (off) or at least 50, got {self.breakdown_boot}"
             )
         if self.batch_size < 1:
             raise SRForensicsError(f"--batch-size must be at least 1, got {self.batch_size}")
@@ -733,7 +738,11 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
     finally:
         bar.close()
     exports = export_tables(
-        ledger, run_dir, sensitive=pipe.dataset.sensitive_attributes, seed=pipe.run_seed
+        ledger,
+        run_dir,
+        sensitive=pipe.dataset.sensitive_attributes if config.breakdown_boot else (),
+        seed=pipe.run_seed,
+        n_boot=config.breakdown_boot or 200,
     )
     from srforensics.images import sha256_file
 
@@ -793,7 +802,7 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
 
 
 def export_tables(
-    ledger, run_dir: Path, *, sensitive: Sequence[str] = (), seed: int = 0
+    ledger, run_dir: Path, *, sensitive: Sequence[str] = (), seed: int = 0, n_boot: int = 200
 ) -> list[Path]:
     """``results`` (one row per output, with flags), ``per_input`` (one row per LR) and, when the
     dataset has sensitive attributes, ``breakdown`` (per group, with CIs) and ``disparities.json``."""
@@ -817,9 +826,9 @@ def export_tables(
         scored = with_error_columns(results)
         columns = [m["name"] for m in ledger.metrics() if not m.get("unavailable")]
         columns += [c for c in ERROR_RATES if c in scored and c not in columns]
-        tables["breakdown"] = breakdown(scored, columns, sensitive, seed=seed)
+        tables["breakdown"] = breakdown(scored, columns, sensitive, seed=seed, n_boot=n_boot)
         disp = [
-            disparities(scored, c, (a,), include_small=True, n_boot=500, seed=seed)
+            disparities(scored, c, (a,), include_small=True, n_boot=max(n_boot, 500), seed=seed)
             for c in ERROR_RATES
             if c in scored and scored[c].notna().any()
             for a in sensitive

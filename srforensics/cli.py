@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="false-match rate the threshold is calibrated at (default 1e-3)",
     )
     a.add_argument(
+        "--breakdown-boot",
+        type=int,
+        default=None,
+        metavar="N",
+        help="bootstrap replicates for the per-group breakdown CIs (default 200); 0 skips the "
+        "breakdowns, e.g. for a quick smoke run",
+    )
+    a.add_argument(
         "--diversity",
         choices=("auto", "mse16", "lpips"),
         default=None,
@@ -397,6 +405,7 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "sampler": args.sampler,
             "batch_size": args.batch_size,
             "diversity": args.diversity,
+            "breakdown_boot": args.breakdown_boot,
             "identity": args.identity,
             "face_embedder": args.face_embedder,
             "face_weights": args.face_weights,

@@ -99,8 +99,13 @@ def audit_tiny(
     *extra: str,
     model: str = "bicubic",
     env: dict[str, str] | None = None,
+    breakdowns: bool = False,
 ):
-    """The CLI audit of the tiny dataset that several tests run (bicubic-x4, 2 samples, all images)."""
+    """The CLI audit of the tiny dataset that several tests run (bicubic-x4, 2 samples, all images).
+
+    Per-group breakdowns (slow: fairlearn bootstraps) only when a test needs them.
+    """
+    extra = (*extra, "--breakdown-boot", "200" if breakdowns else "0")
     return run_cli(
         "audit",
         "--model",
@@ -126,7 +131,7 @@ def audit_tiny(
 def tiny_run(tiny_dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One real CLI audit of the tiny dataset, shared by the tests that only read it."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    proc = audit_tiny(tiny_dataset, out)
+    proc = audit_tiny(tiny_dataset, out, breakdowns=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -144,6 +149,7 @@ def audit_in_process(tiny_dataset: Path, out: Path, **overrides):
         metrics=("psnr",),
         save_images="none",
         out=str(out),
+        breakdown_boot=0,
     )
     config.update(overrides)
     run = run_audit(AuditConfig(**config))

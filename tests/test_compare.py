@@ -7,7 +7,7 @@ from conftest import audit_tiny, open_in_chromium, run_cli
 
 def test_compare_two_models(tiny_run, tiny_dataset, tmp_path, chromium):
     other = tmp_path / "nearest"
-    assert audit_tiny(tiny_dataset, other, model="nearest").returncode == 0
+    assert audit_tiny(tiny_dataset, other, model="nearest", breakdowns=True).returncode == 0
     out = tmp_path / "compare.html"
     proc = run_cli("compare", str(tiny_run[0]), str(other), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]

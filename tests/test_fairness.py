@@ -331,6 +331,7 @@ def test_gate_cli_exit_codes_junit_and_json(tiny_dataset, tmp_path):
         "--gates",
         str(gate_file),
         model="srf_test_plugins:GroupBiased",
+        breakdowns=True,
     )
     assert proc.returncode == 1
     assert proc.stdout.strip().splitlines()[-1].endswith("report.html")
