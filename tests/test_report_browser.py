@@ -6,18 +6,9 @@ import re
 import subprocess
 
 import pytest
-from conftest import open_in_chromium
+from conftest import CHROMIUM_FLAGS, open_in_chromium
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
+FLAGS = CHROMIUM_FLAGS
 
 
 def _chromium(chromium, tmp_path, *args) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import run_cli
+from conftest import CHROMIUM_FLAGS, run_cli
 
 from srforensics.images import read_image, sha256_file
 
@@ -118,16 +118,7 @@ def test_review_in_headless_chromium_and_print_to_pdf(chromium, evidence, tmp_pa
         == 0
     )
     profile = tmp_path / "profile"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-    ]
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
     uri = (out / "review.html").as_uri()
     dom = subprocess.run(
         [chromium, *flags, "--dump-dom", uri], capture_output=True, text=True, timeout=120

@@ -139,19 +139,10 @@ class ColourEmbedder(FaceEmbedder):
         return EmbedderCard("colour", None, None, "none", "test", "tests")
 
 
-class LoudNoise(SRModel):
+class LoudNoise(NoisyModel):
     """Bicubic plus very strong seeded noise: outputs that disagree with each other."""
 
     name = "loud-noise"
-    stochastic = True
 
-    def sample(self, lr, *, scale, n, seeds, context=None):
-        base = Bicubic().upscale(lr, scale=scale)
-        rows = []
-        for b, row in enumerate(seeds):
-            outs = []
-            for s in row:
-                g = torch.Generator().manual_seed(int(s))
-                outs.append((base[b] + torch.randn(base.shape[1:], generator=g) * 0.35).clamp(0, 1))
-            rows.append(torch.stack(outs))
-        return torch.stack(rows)
+    def __init__(self, *, device="cpu", dtype="float32"):
+        super().__init__(device=device, amplitude=0.35)
