@@ -21,6 +21,23 @@ from srforensics.faces.identity import (
 )
 
 
+def faces_audit(out, *extra, env=None):
+    """``audit --protocol faces --metrics psnr --samples 1`` into ``out``, plus ``extra`` options."""
+    return run_cli(
+        "audit",
+        "--protocol",
+        "faces",
+        "--metrics",
+        "psnr",
+        "--samples",
+        "1",
+        *extra,
+        "--out",
+        str(out),
+        env=env,
+    )
+
+
 @pytest.fixture(scope="module")
 def face_weights(tmp_path_factory):
     from facenet_pytorch import InceptionResnetV1
@@ -180,20 +197,8 @@ def test_audit_with_lab_weights_on_the_sample_faces(face_weights, tmp_path):
     assert 'alt="identity similarity against LR-consistency, one point per output"' in html
 
     # With a given threshold, verification and false matches are scored.
-    proc = run_cli(
-        "audit",
-        "--protocol",
-        "faces",
-        "--metrics",
-        "psnr",
-        "--samples",
-        "1",
-        "--face-weights",
-        str(face_weights),
-        "--id-threshold",
-        "0.5",
-        "--out",
-        str(tmp_path / "given"),
+    proc = faces_audit(
+        tmp_path / "given", "--face-weights", str(face_weights), "--id-threshold", "0.5"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = pd.read_parquet(tmp_path / "given" / "results.parquet")
@@ -212,18 +217,7 @@ def test_audit_with_lab_weights_on_the_sample_faces(face_weights, tmp_path):
 def test_without_weights_identity_is_unavailable_and_the_audit_finishes(tmp_path):
     env = cli_env(TORCH_HOME=str(tmp_path / "torch"), SRFORENSICS_CACHE=str(tmp_path / "cache"))
     out = tmp_path / "run"
-    proc = run_cli(
-        "audit",
-        "--protocol",
-        "faces",
-        "--metrics",
-        "psnr",
-        "--samples",
-        "1",
-        "--out",
-        str(out),
-        env=env,
-    )
+    proc = faces_audit(out, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = pd.read_parquet(out / "results.parquet")
     assert res.id_cosine.isna().all() and res[res.status == "ok"].psnr.notna().all()
@@ -249,7 +243,5 @@ def test_a_file_that_is_not_the_release_is_refused_by_import(face_weights, tmp_p
 
 
 def test_unknown_face_embedder_is_a_user_error(tmp_path):
-    proc = run_cli(
-        "audit", "--protocol", "faces", "--face-embedder", "arcfacce", "--out", str(tmp_path / "r")
-    )
+    proc = faces_audit(tmp_path / "r", "--face-embedder", "arcfacce")
     assert proc.returncode == 2 and "unknown face embedder 'arcfacce'" in proc.stderr

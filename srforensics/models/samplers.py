@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from srforensics.errors import SRForensicsError
@@ -38,17 +39,12 @@ class Sampler(SRModel):
     def card(self) -> ModelCard:
         c = self.base.card()
         doc = (type(self).__doc__ or "").strip().splitlines()[0]
-        return ModelCard(
-            name=c.name,
-            version=c.version,
-            weights_sha256=c.weights_sha256,
-            licence=c.licence,
-            source=c.source,
+        return replace(
+            c,
             stochastic=True,
             description=f"{c.description} | sampler {self.name}: {doc}",
             sampler=self.name,
             sampler_args=self.args,
-            weights_origin=c.weights_origin,
         )
 
 
