@@ -380,3 +380,78 @@ def disparities(
     out["highest_group"] = max(kept, key=lambda g: kept[g]["mean"])
     out["lowest_group"] = min(kept, key=lambda g: kept[g]["mean"])
     return out
+
+
+#: The report's galleries of worst cases: (name, title, per-input column, sort, what it shows).
+GALLERIES: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "lowest-identity",
+        "Lowest identity similarity",
+        "id_cosine_worst",
+        "ascending",
+        "The LRs whose least similar output is furthest from the HR face",
+    ),
+    (
+        "identity-swaps",
+        "Identity swaps",
+        "n_id_swap",
+        "descending",
+        "The LRs with the most outputs whose rank-1 subject is another person",
+    ),
+    (
+        "least-consistent",
+        "Least consistent with the evidence",
+        "lr_psnr_worst",
+        "ascending",
+        "The LRs whose worst output, downscaled again, differs most from the LR (LR-PSNR)",
+    ),
+    (
+        "highest-spread",
+        "Highest spread across outputs",
+        "pixel_std_mean",
+        "descending",
+        "The LRs where the outputs disagree most (mean per-pixel standard deviation)",
+    ),
+)
+GALLERY_SIZE = 3
+
+
+def gallery_picks(
+    results: pd.DataFrame, per: pd.DataFrame, *, k: int = GALLERY_SIZE
+) -> list[dict[str, Any]]:
+    """The worst ``k`` LRs for each gallery of :data:`GALLERIES` that the run has values for.
+
+    Ties keep the run's order, so the same ledger always gives the same picks.
+    """
+    table = per[per["n_ok"] > 0] if len(per) else per
+    if "id_swap" in results:
+        ok = results[results["status"] == "ok"]
+        swaps = ok.groupby(["record_id", "variant"])["id_swap"].sum(min_count=1)
+        table = table.join(swaps.rename("n_id_swap"), on=["record_id", "variant"])
+    out = []
+    for name, title, column, order, meaning in GALLERIES:
+        if column not in table:
+            continue
+        vals = table[table[column].notna()]
+        if column == "n_id_swap":
+            vals = vals[vals[column] > 0]
+        if not len(vals) or (len(vals) > 1 and vals[column].nunique() == 1):
+            continue  # nothing to rank, or no LR stands out (e.g. no spread from a deterministic model)
+        picked = vals.sort_values(column, ascending=order == "ascending", kind="stable").head(k)
+        out.append(
+            {
+                "name": name,
+                "title": title,
+                "column": column,
+                "meaning": meaning,
+                "lrs": [
+                    {
+                        "record_id": r["record_id"],
+                        "variant": int(r["variant"]),
+                        "value": float(r[column]),
+                    }
+                    for _, r in picked.iterrows()
+                ],
+            }
+        )
+    return out

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,16 +32,33 @@ from srforensics.images import (
     DEFAULT_MAX_PIXELS,
     encode_png,
     pixel_sha256,
-    quantize,
     read_image,
     to_tensor,
 )
+from srforensics.recompute import call_model, model_context, output_image
+from srforensics.recompute import describe_error as _describe_error
 from srforensics.seeding import degradation_rng, model_seed
 
 SaveImages = Literal["report", "all", "none"]
 Device = Literal["auto", "cpu", "cuda"]
 CONFIG_NAME = "config.json"
 REPORT_NAME = "report.html"
+LOCK_NAME = ".lock"
+#: Files of a run folder that the manifest does not hash: itself, the ledger (hashed by
+#: content instead) and what is written after it (report, gate verdicts).
+UNHASHED = frozenset(
+    {
+        "manifest.json",
+        "manifest.json.tmp",
+        "ledger.sqlite",
+        "ledger.sqlite-wal",
+        "ledger.sqlite-shm",
+        LOCK_NAME,
+        REPORT_NAME,
+        "gates.json",
+        "junit.xml",
+    }
+)
 
 #: Output statuses written to the ledger.
 OK, FAILED, NO_FACE = "ok", "failed", "no_face"
@@ -78,6 +98,8 @@ class AuditConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     limit: int | None = None
     allow_downloads: bool = False
+    model_timeout: float | None = None
+    trust_weights: bool = False
     command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -117,6 +139,12 @@ class AuditConfig:
             raise SRForensicsError(f"--limit must be at least 1, got {self.limit}")
         if self.metrics is not None and not self.metrics:
             raise SRForensicsError("--metrics is empty; name at least one metric")
+        if self.model_timeout is not None and not self.model_timeout > 0:
+            raise SRForensicsError(
+                f"--model-timeout is in seconds and must be positive, got {self.model_timeout}"
+            )
+        if self.max_pixels < 1:
+            raise SRForensicsError(f"--max-pixels must be at least 1, got {self.max_pixels}")
         if self.crop_border is not None and self.crop_border < 0:
             raise SRForensicsError(f"--crop-border must be >= 0, got {self.crop_border}")
 
@@ -195,6 +223,10 @@ class _Unit:
     lr_path: str | None = None
     out_stem: str | None = None
 
+    def context(self) -> dict[str, Any]:
+        """What the model is told about this LR (see ``SRModel.sample``)."""
+        return model_context(self.record_id, self.variant, self.params, self.attributes)
+
 
 class _Pipeline:
     """The loaded parts of one audit (protocol, dataset, model, metrics) and its ledger."""
@@ -202,13 +234,6 @@ class _Pipeline:
     def __init__(self, config: AuditConfig) -> None:
         from srforensics.data import load_dataset
         from srforensics.degradations.protocol import load_protocol
-        from srforensics.metrics import (
-            DEFAULT_METRICS,
-            MetricConfig,
-            MetricUnavailable,
-            build_metric,
-        )
-        from srforensics.models import load_model
 
         self.config = config
         self.progress: Callable[..., Any] | None = None
@@ -221,6 +246,22 @@ class _Pipeline:
 
             self.gate_file = load_gates(config.gates)  # checked before anything runs
         self.device = resolve_device(config.device)
+        from srforensics.weights import weights_policy
+
+        # Every weight file read while the parts load is logged for the manifest.
+        with weights_policy(trust_pickles=config.trust_weights) as log:
+            self.weights_log = log
+            self._load_parts(config)
+
+    def _load_parts(self, config: AuditConfig) -> None:
+        from srforensics.metrics import (
+            DEFAULT_METRICS,
+            MetricConfig,
+            MetricUnavailable,
+            build_metric,
+        )
+        from srforensics.models import load_model
+
         self.model = load_model(
             config.model,
             args=config.model_args,
@@ -284,6 +325,16 @@ class _Pipeline:
                 self.metric_infos.append(info)
                 if reason:
                     self.unavailable[info["name"]] = reason
+        from srforensics.recompute import Recomputer
+
+        self.recomputer = Recomputer(
+            self.protocol,
+            self.model,
+            device=self.device,
+            tolerance=config.range_tolerance,
+            max_pixels=config.max_pixels,
+            timeout=config.model_timeout,
+        )
         records = self.dataset.records
         self.records = records[: config.limit] if config.limit else records
 
@@ -305,10 +356,16 @@ class _Pipeline:
         return Path("images", rel).as_posix()
 
     def _keep_images(self, idx: int, variant: int) -> bool:
+        """Keep this LR's outputs: all, or the report's examples (first variant of the first records)."""
         mode = self.config.save_images
         return mode == "all" or (
             mode == "report" and idx < self.config.report_examples and variant == 0
         )
+
+    def _keep_lr(self, idx: int, variant: int) -> bool:
+        """Keep this LR: the report shows every variant of its example records (LRs are small)."""
+        mode = self.config.save_images
+        return mode == "all" or (mode == "report" and idx < self.config.report_examples)
 
     # -- one record: HR, then its LRs, queued for the model --------------------------
     def run_record(self, idx: int, rec) -> None:
@@ -328,6 +385,8 @@ class _Pipeline:
             "subject": rec.subject,
             "attributes": rec.attributes,
         }
+        if rec.error:  # refused by the dataset loader (outside the root, duplicate id)
+            return self._record_failed(base, None, pending, FAILED, rec.error)
         sha = None
         try:
             img, sha = read_image(rec.path, max_pixels=self.config.max_pixels)
@@ -390,7 +449,8 @@ class _Pipeline:
             return None
         unit.lr_sha = pixel_sha256(lr)
         keep = self._keep_images(idx, variant)
-        unit.lr_path = self._save(lr, f"{stem}/v{variant}_lr.png") if keep else None
+        if keep or self._keep_lr(idx, variant):
+            unit.lr_path = self._save(lr, f"{stem}/v{variant}_lr.png")
         unit.out_stem = f"{stem}/v{variant}" if keep else None
         unit.lr_t = to_tensor(lr).to(self.device)
         return unit
@@ -408,64 +468,47 @@ class _Pipeline:
             self._run_batch(self._pending.pop(next(iter(self._pending))))
 
     def _run_batch(self, units: list[_Unit]) -> None:
-        """One model call for several LRs; a failure is narrowed down to the LR that caused it."""
-        import torch
+        """One model call for several LRs; a failure is narrowed down to the LR that caused it.
 
-        n = len(units[0].todo)
-        h, w = units[0].lr_t.shape[-2:]
-        expected = (len(units), n, 3, h * self.scale, w * self.scale)
-        context = [
-            {
-                "record_id": u.record_id,
-                "variant": u.variant,
-                "degradation": u.params,
-                "attributes": u.attributes,
-            }
-            for u in units
-        ]
-        error = None
-        try:
-            with torch.no_grad():
-                outs = self.model.sample(
-                    torch.cat([u.lr_t for u in units]),
-                    scale=self.scale,
-                    n=n,
-                    seeds=[u.seeds for u in units],
-                    context=context,
-                )
-            if tuple(outs.shape) != expected:
-                error = f"model returned shape {tuple(outs.shape)}, expected {expected}"
-        except Exception as exc:
-            error = f"model failed: {_describe_error(exc)}"
-        if error is not None:
-            if len(units) > 1:
+        The outputs of one call are committed in one transaction, so after a crash a
+        resumed run forms the same batches again (and a batched model rounds the same).
+        """
+        call = call_model(
+            self.model,
+            [u.lr_t for u in units],
+            scale=self.scale,
+            seeds=[u.seeds for u in units],
+            contexts=[u.context() for u in units],
+            timeout=self.config.model_timeout,
+        )
+        if call.error is not None:
+            if len(units) > 1 and call.retry_alone:
                 for u in units:  # retry one by one, so one bad input does not fail the others
                     self._run_batch([u])
                 return
-            return self._commit_failed(units[0], error)
-        outs = outs.detach().to("cpu", torch.float32)
-        for b, unit in enumerate(units):
-            self._finish(unit, outs[b])
+            with self.ledger.transaction():
+                for u in units:
+                    self._commit_failed(u, call.error)
+            return
+        finished = [self._finish(unit, call.outputs[b]) for b, unit in enumerate(units)]
+        with self.ledger.transaction():
+            batch = self.ledger.next_batch()
+            self.ledger.put_batch(batch, [(u.record_id, u.variant, u.todo) for u in units])
+            for unit, (rows, per_lr) in zip(units, finished, strict=True):
+                self._commit(unit, rows, batch=batch, **per_lr)
 
-    def _finish(self, unit: _Unit, outs) -> None:
-        """Check, quantise, score and commit the outputs of one LR."""
-        import torch
-
+    def _finish(self, unit: _Unit, outs) -> tuple[list, dict[str, Any]]:
+        """Check, quantise and score the outputs of one LR: its ledger rows and per-LR values."""
         from srforensics.ledger import OutputRow
 
-        tol = self.config.range_tolerance
         rows: list[OutputRow | None] = [None] * len(unit.todo)
         good: list[int] = []
         images: list[np.ndarray] = []
         for j, (s, sd) in enumerate(zip(unit.todo, unit.seeds, strict=True)):
-            lo, hi = float(outs[j].min()), float(outs[j].max())
-            if not torch.isfinite(outs[j]).all():
-                reason = "model output contains NaN or Inf"
-            elif lo < -tol or hi > 1 + tol:
-                reason = f"model output outside [0, 1] beyond the tolerance {tol}: min {lo:.4g}, max {hi:.4g}"
-            else:
+            image, reason = output_image(outs[j], tolerance=self.config.range_tolerance)
+            if image is not None:
                 good.append(j)
-                images.append(quantize(outs[j].permute(1, 2, 0).numpy()))
+                images.append(image)
                 continue
             rows[j] = OutputRow(sample=s, seed=sd, status=FAILED, error=reason)
         hashes = [pixel_sha256(im) for im in images]
@@ -492,7 +535,7 @@ class _Pipeline:
                 scores=scores[k],
                 notes=notes[k],
             )
-        self._commit(unit, [r for r in rows if r is not None], **per_lr)
+        return [r for r in rows if r is not None], per_lr
 
     def _spread(self, unit: _Unit, images: list[np.ndarray]) -> dict[str, Any]:
         """Per-LR diversity and per-pixel spread of the outputs that finished (needs two or more)."""
@@ -594,6 +637,64 @@ class _Pipeline:
             "gallery_subjects": len(set(gallery_subjects)),
         }
 
+    def save_gallery_images(self) -> list[dict[str, Any]]:
+        """Save the images of the report's worst cases that the run did not keep.
+
+        Their batches are recomputed from the recorded inputs, parameters and seeds;
+        an image is saved only when it is bit-identical to the ledger's hash. Returns
+        the LRs that could not be reproduced, with the reasons.
+        """
+        if self.config.save_images == "none":
+            return []
+        from srforensics.analysis import gallery_picks, per_input, with_flags
+        from srforensics.metrics.diversity import pixel_std, std_map_image
+
+        results = with_flags(self.ledger.results())
+        per = per_input(results, self.ledger.metrics(), self.ledger.lr_scores())
+        wanted = {
+            (lr["record_id"], lr["variant"]) for g in gallery_picks(results, per) for lr in g["lrs"]
+        }
+        ok = results[results["status"] == OK]
+        missing = sorted(
+            key
+            for key, part in ok.groupby(["record_id", "variant"])
+            if key in wanted and part["output_path"].isna().any()
+        )
+        problems: list[dict[str, Any]] = []
+        for batch in self.ledger.batches_of(missing):
+            for got in self.recomputer.batch(self.ledger, batch):
+                key = (got.record_id, got.variant)
+                if key not in missing:
+                    continue
+                if got.problems:
+                    problems.append(
+                        {"record_id": key[0], "variant": key[1], "problems": got.problems}
+                    )
+                    continue
+                stem = f"{_image_stem(key[0])}/v{key[1]}"
+                rec = self.ledger.record(key[0])
+                hr_path = (
+                    None if rec["hr_path"] else self._save(got.hr, f"{_image_stem(key[0])}/hr.png")
+                )
+                images = [got.outputs[s] for s in sorted(got.outputs)]
+                std_path = (
+                    self._save(std_map_image(pixel_std(np.stack(images))), f"{stem}_std.png")
+                    if len(images) > 1
+                    else None
+                )
+                self.ledger.set_image_paths(
+                    record_id=key[0],
+                    variant=key[1],
+                    hr_path=hr_path,
+                    lr_path=self._save(got.lr, f"{stem}_lr.png"),
+                    std_map_path=std_path,
+                    output_paths={
+                        s: self._save(im, f"{stem}_s{s}.png") for s, im in got.outputs.items()
+                    },
+                )
+        self.ledger.set_meta("gallery_problems", problems)
+        return problems
+
     def _commit_failed(self, unit: _Unit, error: str) -> None:
         from srforensics.ledger import OutputRow
 
@@ -603,8 +704,9 @@ class _Pipeline:
         ]
         self._commit(unit, rows)
 
-    def _commit(self, unit: _Unit, rows, **per_lr: Any) -> None:
+    def _commit(self, unit: _Unit, rows, batch: int | None = None, **per_lr: Any) -> None:
         self.ledger.put_lr(
+            batch=batch,
             record_id=unit.record_id,
             variant=unit.variant,
             params=unit.params,
@@ -657,11 +759,47 @@ class _Pipeline:
             self.progress(n)
 
 
-def _describe_error(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, SRForensicsError):
-        return msg
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process; a second audit or resume of it is refused.
+
+    An advisory ``flock`` on ``RUN_DIR/.lock``: the operating system releases it when
+    the process ends, however it ends (``kill -9`` included), so it never goes stale.
+    """
+    import fcntl
+
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise SRForensicsError(
+                f"{run_dir} is in use by {holder}; wait for it to finish (then --resume "
+                "it if it stopped), or audit into another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"srforensics pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def run_files(run_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file of the run folder the manifest vouches for (see :data:`UNHASHED`)."""
+    from srforensics.images import sha256_file
+
+    return {
+        p.relative_to(run_dir).as_posix(): sha256_file(p)
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.relative_to(run_dir).as_posix() not in UNHASHED
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
@@ -735,6 +873,7 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
             pipe.run_record(idx, rec)
         pipe.flush()
         identity_info = pipe.finish_identity()
+        pipe.save_gallery_images()
     finally:
         bar.close()
     exports = export_tables(
@@ -778,10 +917,14 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos
     ]
     manifest["exports"] = {p.name: sha256_file(p) for p in exports}
+    manifest["weights"] = pipe.weights_log
+    manifest["trust_weights"] = config.trust_weights
     manifest["status"] = "finished"
     manifest["finished_at"] = utc_now()
     counts = ledger.counts()
+    manifest["ledger_content_sha256"] = ledger.content_digests()
     ledger.close()
+    manifest["files"] = run_files(run_dir)
     digest = write_manifest(run_dir, manifest)
     verdicts = None
     if pipe.gate_file is not None:
@@ -855,10 +998,13 @@ def run_audit(config: AuditConfig) -> AuditRun:
         )
     pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(
-        json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
-    )
-    return _execute(pipe, run_dir, resumed=False)
+    with run_lock(run_dir):
+        if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
+            raise SRForensicsError(f"{run_dir} already holds a run; choose another --out")
+        _write_atomic(
+            run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+        )
+        return _execute(pipe, run_dir, resumed=False)
 
 
 def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -> AuditRun:
@@ -873,4 +1019,5 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
         raise SRForensicsError(f"cannot read {cfg_path}: {exc}") from None
     if command is not None:
         data["command"] = list(command)
-    return _execute(_Pipeline(AuditConfig.from_dict(data)), run_dir, resumed=True)
+    with run_lock(run_dir):
+        return _execute(_Pipeline(AuditConfig.from_dict(data)), run_dir, resumed=True)

@@ -7,12 +7,32 @@ A user error prints one line ``srforensics: error: ...`` and exits with status 2
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from srforensics import __version__
 from srforensics.errors import SRForensicsError
+
+# C0/C1 controls (but newline and tab) and the bidirectional overrides of "Trojan Source".
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters shown as escapes: a file name or label cannot drive the
+    terminal (clear the screen, rewrite a line, reorder text)."""
+    return _UNPRINTABLE.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        str(text),
+    )
+
+
+def _say(*parts: object, file: Any = None) -> None:
+    """``print`` for everything the CLI writes: user-controlled strings are made printable."""
+    print(*(printable(p) for p in parts), file=file or sys.stdout)
 
 
 def _model_arg(text: str) -> tuple[str, Any]:
@@ -200,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="B",
-        help="LRs per model call (default: 8); outputs still go to the ledger one LR at a time",
+        help="LRs per model call (default: 8); each call's outputs are committed together",
     )
     a.add_argument(
         "--range-tolerance",
@@ -218,6 +238,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="let metrics download missing weight files (off by default)",
+    )
+    a.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse input images over N pixels (decompression-bomb guard; default 64000000)",
+    )
+    a.add_argument(
+        "--model-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a model call (one batch) running longer fails its outputs, and the run goes on",
+    )
+    a.add_argument(
+        "--trust-weights",
+        action="store_true",
+        default=None,
+        help="allow weight files that need full unpickling (they can run code); the manifest "
+        "records it",
     )
     a.add_argument(
         "--resume",
@@ -375,6 +416,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare runs on different protocols or inputs",
     )
 
+    vf = sub.add_parser(
+        "verify",
+        help="re-check a finished run: every hash in its manifest, and outputs recomputed",
+    )
+    vf.add_argument("run_dir", metavar="RUN_DIR")
+    vf.add_argument(
+        "--full", action="store_true", help="recompute every output (default: a seeded sample)"
+    )
+    vf.add_argument(
+        "--fraction",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="share of the model batches recomputed without --full (default 0.1, at least one)",
+    )
+    vf.add_argument(
+        "--seed", type=int, default=None, help="picks the sample (default: the run's seed)"
+    )
+    vf.add_argument(
+        "--expect-manifest",
+        default=None,
+        metavar="SHA256",
+        help="the manifest SHA-256 printed at the end of the run",
+    )
+    vf.add_argument("--json", default=None, metavar="OUT.json", help="also write the findings")
+
     r = sub.add_parser("report", help="re-render the report of a run folder")
     r.add_argument("run_dir", metavar="RUN_DIR")
     return parser
@@ -414,6 +481,9 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "dataset_root": args.dataset_root,
             "gates": args.gates,
             "range_tolerance": args.range_tolerance,
+            "max_pixels": args.max_pixels,
+            "model_timeout": args.model_timeout,
+            "trust_weights": args.trust_weights,
         }
         config = AuditConfig(
             **{k: v for k, v in given.items() if v is not None},
@@ -426,19 +496,19 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for name, reason in run.unavailable.items():
         by_reason.setdefault(reason, []).append(name)
     for reason, names in by_reason.items():
-        print(f"srforensics: warning: {', '.join(names)} unavailable: {reason}", file=sys.stderr)
+        _say(f"srforensics: warning: {', '.join(names)} unavailable: {reason}", file=sys.stderr)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(run.counts.items()))
-    print(f"outputs: {counts}")
+    _say(f"outputs: {counts}")
     failed = _print_verdicts(run.verdicts or [])
-    print(f"run folder: {run.run_dir}")
-    print(f"manifest SHA-256: {run.manifest_sha256}")
-    print(run.report)
+    _say(f"run folder: {run.run_dir}")
+    _say(f"manifest SHA-256: {run.manifest_sha256}")
+    _say(run.report)
     return 1 if failed else 0
 
 
 def _print_verdicts(verdicts) -> bool:
     for v in verdicts:
-        print(f"{'PASS' if v.passed else 'FAIL'} {v.name}: {v.message}")
+        _say(f"{'PASS' if v.passed else 'FAIL'} {v.name}: {v.message}")
     return any(not v.passed for v in verdicts)
 
 
@@ -465,7 +535,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         for name, path in cards.items():
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
             shipped = "shipped" if data.get("root") is not None else "needs --root"
-            print(
+            _say(
                 f"{name:<10} {data.get('layout', 'folder'):<9} {shipped:<13} {data.get('source', '')}"
             )
         return 0
@@ -473,33 +543,39 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         path = cards.get(args.name) or Path(args.name)
         if not path.is_file():
             raise SRForensicsError(f"unknown dataset card {args.name!r}; known: {', '.join(cards)}")
-        print(path.read_text(encoding="utf-8").rstrip())
+        _say(path.read_text(encoding="utf-8").rstrip())
         return 0
     ds = load_dataset(args.name, root=args.root)
-    missing = [r for r in ds.records if not r.path.is_file()]
-    print(f"{ds.name}: {len(ds.records)} records under {ds.root}; {len(missing)} missing file(s)")
-    print(f"subjects: {len({r.subject for r in ds.records if r.subject is not None})}")
+    refused = [r for r in ds.records if r.error]
+    missing = [r for r in ds.records if not r.error and not r.path.is_file()]
+    _say(
+        f"{ds.name}: {len(ds.records)} records under {ds.root}; {len(missing)} missing file(s), "
+        f"{len(refused)} refused"
+    )
+    _say(f"subjects: {len({r.subject for r in ds.records if r.subject is not None})}")
     for attr in ds.attribute_names:
         counts: dict[str, int] = {}
         for r in ds.records:
             key = str(r.attributes.get(attr))
             counts[key] = counts.get(key, 0) + 1
-        print(f"{attr}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        _say(f"{attr}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for r in missing[:5]:
-        print(f"missing: {r.path}")
-    return 1 if missing or not ds.records else 0
+        _say(f"missing: {r.path}")
+    for r in refused[:5]:
+        _say(f"refused: {r.error}")
+    return 1 if missing or refused or not ds.records else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from srforensics.models import MODELS
 
     for e in MODELS.entries():
-        print(f"{e.name:<20} {e.description or '-'}  [{e.origin}]")
+        _say(f"{e.name:<20} {e.description or '-'}  [{e.origin}]")
     from srforensics.models import SAMPLERS
 
-    print("\nsamplers (--sampler, on any model):")
+    _say("\nsamplers (--sampler, on any model):")
     for e in SAMPLERS.entries():
-        print(f"{e.name:<20} {e.description}")
+        _say(f"{e.name:<20} {e.description}")
     return 0
 
 
@@ -510,11 +586,11 @@ def _cmd_protocols(args: argparse.Namespace) -> int:
         for name in available_protocols():
             p = load_protocol(name)
             first = p.description.split(". ")[0].rstrip(".")
-            print(f"{name:<12} x{p.scale}, {p.variants} variant(s)  {first}")
+            _say(f"{name:<12} x{p.scale}, {p.variants} variant(s)  {first}")
         return 0
     if args.action == "validate":
         p = load_protocol(args.file)
-        print(
+        _say(
             f"ok: {p.source}: protocol {p.name!r} v{p.version}, x{p.scale}, {p.variants} variant(s), "
             f"{len(p.hr_steps)} HR step(s), {len(p.steps)} step(s); SHA-256 {p.sha256}"
         )
@@ -524,7 +600,7 @@ def _cmd_protocols(args: argparse.Namespace) -> int:
 
         if args.variants is not None and args.variants < 1:
             raise SRForensicsError(f"--variants must be at least 1, got {args.variants}")
-        print(
+        _say(
             preview_protocol(
                 args.name, args.image, args.out, seed=args.seed, variants=args.variants
             )
@@ -538,17 +614,17 @@ def _cmd_protocols(args: argparse.Namespace) -> int:
         def mark(ok: bool) -> str:
             return "match" if ok else "MISMATCH"
 
-        print(f"input file:        {mark(r.input_matches)}")
-        print(f"prepared HR:       {mark(r.hr_matches)}")
-        print(f"parameters (seed): {mark(r.params_match)}")
-        print(
+        _say(f"input file:        {mark(r.input_matches)}")
+        _say(f"prepared HR:       {mark(r.hr_matches)}")
+        _say(f"parameters (seed): {mark(r.params_match)}")
+        _say(
             f"LR SHA-256:        {mark(r.lr_matches)} (ledger {r.recorded_lr_sha256}, replayed {r.replayed_lr_sha256})"
         )
         return 0 if r.ok else 1
     p = load_protocol(args.name)
-    print(f"# {p.source}")
-    print(f"# SHA-256 (resolved): {p.sha256}")
-    print(p.text.rstrip())
+    _say(f"# {p.source}")
+    _say(f"# SHA-256 (resolved): {p.sha256}")
+    _say(p.text.rstrip())
     return 0
 
 
@@ -560,13 +636,13 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
         from srforensics.metrics.quality import pyiqa_configs
 
         names += [f"pyiqa:{n}" for n in sorted(pyiqa_configs())]
-    print(f"{'name':<22} {'type':<4} {'direction':<7} status")
+    _say(f"{'name':<22} {'type':<4} {'direction':<7} status")
     for name in names:
         info = describe_metric(name)
         kind = "FR" if info["requires_reference"] else ("LR" if info["requires_lr"] else "NR")
         direction = "higher" if info["higher_is_better"] else "lower"
         status = "usable" if info["unavailable"] is None else f"unavailable: {info['unavailable']}"
-        print(f"{info['name']:<22} {kind:<4} {direction:<7} {status}")
+        _say(f"{info['name']:<22} {kind:<4} {direction:<7} {status}")
     return 0
 
 
@@ -574,27 +650,27 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     from srforensics import weights as W
 
     if args.action == "list":
-        print(f"cache: {W.cache_dir()}")
+        _say(f"cache: {W.cache_dir()}")
         for s in W.registered():
             path = W.cached_path(s)
             state = "present" if path.is_file() else "missing"
-            print(
+            _say(
                 f"{s.name:<22} {s.file_name:<32} {state:<8} check: {W.verification(s)}; "
                 f"{s.licence}; {s.url}"
             )
         return 0
     if args.action == "fetch":
-        print(W.fetch(args.name))
+        _say(W.fetch(args.name))
         return 0
     if args.action == "import":
         s = W.import_file(args.file)
-        print(f"imported {args.file} as {s.name!r}: {W.cached_path(s)}")
+        _say(f"imported {args.file} as {s.name!r}: {W.cached_path(s)}")
         return 0
     entries = W.verify_cache()
     for e in entries:
-        print(f"{e.status:<8} {e.path.name:<30} {e.name or '-':<20} {e.sha256}")
+        _say(f"{e.status:<8} {e.path.name:<30} {e.name or '-':<20} {e.sha256}")
     if not entries:
-        print(f"the cache {W.cache_dir()} holds no weight files")
+        _say(f"the cache {W.cache_dir()} holds no weight files")
     return 1 if any(e.status == "altered" for e in entries) else 0
 
 
@@ -618,21 +694,52 @@ def _cmd_review(args: argparse.Namespace, argv: Sequence[str]) -> int:
         out=args.out,
         command=("srforensics", *argv),
     )
-    print(run_review(config))
+    _say(run_review(config))
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from srforensics.report.compare import compare_runs
 
-    print(compare_runs(args.run_dirs, args.out, allow_mismatch=args.allow_mismatch))
+    _say(compare_runs(args.run_dirs, args.out, allow_mismatch=args.allow_mismatch))
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from srforensics.verify import verify_run
+
+    r = verify_run(
+        args.run_dir,
+        full=args.full,
+        fraction=args.fraction,
+        seed=args.seed,
+        expect_manifest=args.expect_manifest,
+    )
+    _say(f"manifest SHA-256: {r.manifest_sha256}")
+    _say(
+        f"files re-hashed: {r.files_checked}; saved outputs checked against the ledger: {r.outputs_checked}"
+    )
+    _say(
+        f"recomputed: {r.batches_recomputed} of {r.batches_total} model batch(es), "
+        f"{r.outputs_recomputed} output(s)"
+    )
+    for note in r.notes:
+        _say(f"note: {note}")
+    for problem in r.problems:
+        _say(f"FAIL {problem}")
+    _say("verified: everything matches" if r.ok else f"NOT verified: {len(r.problems)} problem(s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return 0 if r.ok else 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from srforensics.report import render_report
 
-    print(render_report(args.run_dir))
+    _say(render_report(args.run_dir))
     return 0
 
 
@@ -653,13 +760,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "compare": _cmd_compare,
             "datasets": _cmd_datasets,
             "report": _cmd_report,
+            "verify": _cmd_verify,
         }[args.command]
         return handler(args)
     except SRForensicsError as exc:
-        print(f"srforensics: error: {exc}", file=sys.stderr)
+        _say(f"srforensics: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
+        _say(
             "srforensics: interrupted; finished outputs are in the ledger (use --resume)",
             file=sys.stderr,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class Record:
     subject: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     sha256: str | None = None  # expected file hash, when the card gives one
+    error: str | None = None  # why the record is refused without opening it (e.g. outside the root)
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,15 @@ class Dataset:
         }
 
 
-def _inside(root: Path, rel: str, where: str) -> Path:
+def _inside(root: Path, rel: str, where: str) -> tuple[Path, str | None]:
+    """The record's file, and a refusal when it (or a symlink on the way) leaves the root."""
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise DatasetError(f"{where}: path {rel!r} points outside the dataset root {root}")
-    return path
+        return root / rel, (
+            f"{where}: path {rel!r} points outside the dataset root {root} (symlink or '..'); "
+            "refused: copy the file into the dataset folder"
+        )
+    return path, None
 
 
 def _resolve_root(raw: Any, card: Path) -> Path:
@@ -105,12 +110,22 @@ def _resolve_root(raw: Any, card: Path) -> Path:
     raise DatasetError(f"{card}: 'root' must be a path or {{package: NAME}}, got {raw!r}")
 
 
-def _check_unique(records: list[Record], where: str) -> None:
-    seen: set[str] = set()
+def _check_unique(records: list[Record], where: str) -> list[Record]:
+    """Later records with an id already seen become refused records of their own."""
+    seen: dict[str, int] = {}
+    out = []
     for r in records:
-        if r.id in seen:
-            raise DatasetError(f"{where}: duplicate record id {r.id!r}; ids must be unique")
-        seen.add(r.id)
+        n = seen.get(r.id, 0) + 1
+        seen[r.id] = n
+        if n > 1:
+            r = replace(
+                r,
+                id=f"{r.id} (duplicate {n})",
+                error=f"{where}: duplicate record id {r.id!r} (occurrence {n}); ids must be "
+                "unique, so only the first is audited",
+            )
+        out.append(r)
+    return out
 
 
 # -- attribute normalisation ----------------------------------------------------------------
@@ -195,15 +210,17 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
             )
         records = []
         for raw in _raw_records(layout, root, data, str(path)):
+            file, error = _inside(root, raw["path"], str(path))
             records.append(
                 Record(
                     id=raw["id"],
-                    path=_inside(root, raw["path"], str(path)),
+                    path=file,
                     subject=raw.get("subject"),
                     attributes=normalise_attributes(raw.get("fields", {}), mapping, str(path)),
+                    error=error,
                 )
             )
-        _check_unique(records, str(path))
+        records = _check_unique(records, str(path))
         attrs = list(mapping)
     else:
         records, attrs = [], list(data.get("attributes") or [])
@@ -215,16 +232,18 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
             for k in a:
                 if k not in attrs:
                     attrs.append(k)
+            file, error = _inside(root, str(item["path"]), where)
             records.append(
                 Record(
                     id=str(item.get("id", item["path"])),
-                    path=_inside(root, str(item["path"]), where),
+                    path=file,
                     subject=None if item.get("subject") is None else str(item["subject"]),
                     attributes=a,
                     sha256=item.get("sha256"),
+                    error=error,
                 )
             )
-        _check_unique(records, str(path))
+        records = _check_unique(records, str(path))
     return Dataset(
         name=str(data.get("name", path.stem)),
         root=root,
@@ -260,24 +279,27 @@ def load_folder(root: Path) -> Dataset:
                 rel = (row.get("path") or "").strip()
                 if not rel:
                     raise DatasetError(f"{where}: empty 'path'")
+                file, error = _inside(root, rel, where)
                 records.append(
                     Record(
                         id=(row.get("id") or rel).strip(),
-                        path=_inside(root, rel, where),
+                        path=file,
                         subject=(row.get("subject") or "").strip() or None,
                         attributes={a: ((row.get(a) or "").strip() or None) for a in attrs},
+                        error=error,
                     )
                 )
     else:
         for p in sorted(root.rglob("*")):
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
                 rel = p.relative_to(root).as_posix()
-                records.append(Record(id=rel, path=p, subject=p.stem))
+                file, error = _inside(root, rel, str(root))
+                records.append(Record(id=rel, path=file, subject=p.stem, error=error))
         if not records:
             raise DatasetError(
                 f"dataset folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no {CSV_NAME}"
             )
-    _check_unique(records, str(csv_path if csv_path.is_file() else root))
+    records = _check_unique(records, str(csv_path if csv_path.is_file() else root))
     return Dataset(name=root.name, root=root, records=tuple(records), attribute_names=tuple(attrs))
 
 

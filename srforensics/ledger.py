@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from srforensics.errors import SRForensicsError
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
 LEDGER_NAME = "ledger.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,8 +43,9 @@ CREATE TABLE IF NOT EXISTS lr_scores (
 CREATE TABLE IF NOT EXISTS outputs (
     record_id TEXT NOT NULL, variant INTEGER NOT NULL, sample INTEGER NOT NULL,
     seed INTEGER, status TEXT NOT NULL, error TEXT, output_sha256 TEXT, output_path TEXT,
-    PRIMARY KEY (record_id, variant, sample)
+    batch INTEGER, PRIMARY KEY (record_id, variant, sample)
 );
+CREATE TABLE IF NOT EXISTS batches (batch INTEGER PRIMARY KEY, members TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scores (
     record_id TEXT NOT NULL, variant INTEGER NOT NULL, sample INTEGER NOT NULL,
     metric TEXT NOT NULL, value REAL, note TEXT,
@@ -91,14 +95,45 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.conn = sqlite3.connect(self.path, timeout=30.0)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        with self.conn:
-            self.conn.executescript(_SCHEMA)
-            self.conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
+        self._depth = 0
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            with self.conn:
+                self.conn.executescript(_SCHEMA)
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            found = self.get_meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise SRForensicsError(
+                f"{self.path} is not a readable run ledger ({exc}); it may be damaged"
+            ) from None
+        if found != SCHEMA_VERSION:
+            self.conn.close()
+            raise SRForensicsError(
+                f"{self.path} has ledger schema {found}; this srforensics reads schema "
+                f"{SCHEMA_VERSION}: open it with the version that wrote it, or audit again"
             )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction for everything written inside (nested uses join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            with self.conn:
+                yield
+        finally:
+            self._depth = 0
 
     def __enter__(self) -> Ledger:
         return self
@@ -111,7 +146,7 @@ class Ledger:
 
     # -- meta -----------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
-        with self.conn:
+        with self.transaction():
             self.conn.execute(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, _dumps(value)),
@@ -125,7 +160,7 @@ class Ledger:
     def set_metrics(
         self, infos: Sequence[Mapping[str, Any]], unavailable: Mapping[str, str]
     ) -> None:
-        with self.conn:
+        with self.transaction():
             self.conn.execute("DELETE FROM metrics")
             self.conn.executemany(
                 "INSERT INTO metrics(name, position, info, unavailable) VALUES (?, ?, ?, ?)",
@@ -157,7 +192,7 @@ class Ledger:
         hr_sha256: str | None = None,
         hr_path: str | None = None,
     ) -> None:
-        with self.conn:
+        with self.transaction():
             self.conn.execute(
                 "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -209,9 +244,13 @@ class Ledger:
         lr_notes: Mapping[str, str] | None = None,
         std_map_path: str | None = None,
         embeddings: Mapping[tuple[int, int], Any] | None = None,
+        batch: int | None = None,
     ) -> None:
-        """Store one LR, its outputs with their scores, and its per-LR scores, in one transaction."""
-        with self.conn:
+        """Store one LR, its outputs with their scores, and its per-LR scores, in one transaction.
+
+        ``batch`` names the model call that made the outputs (see :meth:`put_batch`).
+        """
+        with self.transaction():
             if lr_sha256 is not None:
                 self.conn.execute(
                     "INSERT OR REPLACE INTO lrs VALUES (?, ?, ?, ?, ?, ?)",
@@ -241,7 +280,7 @@ class Ledger:
             )
             for o in outputs:
                 self.conn.execute(
-                    "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record_id,
                         variant,
@@ -251,6 +290,7 @@ class Ledger:
                         o.error,
                         o.output_sha256,
                         o.output_path,
+                        batch,
                     ),
                 )
                 names = set(o.scores or {}) | set(o.notes or {})
@@ -268,6 +308,75 @@ class Ledger:
                         for m in sorted(names)
                     ],
                 )
+
+    # -- batches: which LRs went through the model together ------------------------
+    def next_batch(self) -> int:
+        row = self.conn.execute("SELECT MAX(batch) FROM batches").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def put_batch(self, batch: int, members: Sequence[tuple[str, int, Sequence[int]]]) -> None:
+        """Record one model call: its LRs ``(record_id, variant, samples)`` in call order.
+
+        A batched model may round differently with other inputs beside an LR, so an
+        output is recomputed bit-identically by recomputing its whole batch.
+        """
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?, ?)",
+                (batch, _dumps([[r, v, list(s)] for r, v, s in members])),
+            )
+
+    def batch(self, batch: int) -> list[tuple[str, int, list[int]]]:
+        row = self.conn.execute("SELECT members FROM batches WHERE batch = ?", (batch,)).fetchone()
+        return [] if row is None else [(r, int(v), list(s)) for r, v, s in json.loads(row[0])]
+
+    def batches_of(self, keys: Iterable[tuple[str, int]]) -> list[int]:
+        """The batches that made the outputs of the LRs ``(record_id, variant)``, in order."""
+        found: set[int] = set()
+        for rid, v in keys:
+            found.update(
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT DISTINCT batch FROM outputs WHERE record_id = ? AND variant = ? "
+                    "AND batch IS NOT NULL",
+                    (str(rid), int(v)),
+                )
+            )
+        return sorted(found)
+
+    def outputs_of(self, record_id: str, variant: int) -> list[dict[str, Any]]:
+        cur = self.conn.execute(
+            "SELECT * FROM outputs WHERE record_id = ? AND variant = ? ORDER BY sample",
+            (record_id, variant),
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def set_image_paths(
+        self,
+        *,
+        record_id: str,
+        variant: int,
+        hr_path: str | None,
+        lr_path: str | None,
+        std_map_path: str | None,
+        output_paths: Mapping[int, str],
+    ) -> None:
+        """Point the ledger at images saved after the fact (e.g. for the report's galleries)."""
+        with self.transaction():
+            if hr_path:
+                self.conn.execute(
+                    "UPDATE records SET hr_path = ? WHERE record_id = ?", (hr_path, record_id)
+                )
+            self.conn.execute(
+                "UPDATE lrs SET lr_path = COALESCE(?, lr_path), "
+                "std_map_path = COALESCE(?, std_map_path) WHERE record_id = ? AND variant = ?",
+                (lr_path, std_map_path, record_id, variant),
+            )
+            self.conn.executemany(
+                "UPDATE outputs SET output_path = ? WHERE record_id = ? AND variant = ? AND sample = ?",
+                [(p, record_id, variant, s) for s, p in output_paths.items()],
+            )
 
     def lr(self, record_id: str, variant: int) -> dict[str, Any] | None:
         cur = self.conn.execute(
@@ -312,7 +421,7 @@ class Ledger:
         self, rows: Iterable[tuple[str, int, int, str, float | None, str | None]]
     ) -> None:
         """Insert or replace per-output scores computed after the outputs (e.g. misidentification)."""
-        with self.conn:
+        with self.transaction():
             self.conn.executemany(
                 "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
                 [(r, v, smp, m, _finite_or_inf(val), note) for r, v, smp, m, val, note in rows],
@@ -321,11 +430,40 @@ class Ledger:
     def update_lr_scores(
         self, rows: Iterable[tuple[str, int, str, float | None, str | None]]
     ) -> None:
-        with self.conn:
+        with self.transaction():
             self.conn.executemany(
                 "INSERT OR REPLACE INTO lr_scores VALUES (?, ?, ?, ?, ?)",
                 [(r, v, m, _finite_or_inf(val), note) for r, v, m, val, note in rows],
             )
+
+    # -- integrity ---------------------------------------------------------------
+    _TABLE_KEYS = {
+        "meta": "key",
+        "records": "record_id",
+        "lrs": "record_id, variant",
+        "lr_scores": "record_id, variant, name",
+        "outputs": "record_id, variant, sample",
+        "scores": "record_id, variant, sample, metric",
+        "embeddings": "record_id, variant, sample",
+        "batches": "batch",
+        "metrics": "name",
+    }
+
+    def content_digests(self) -> dict[str, str]:
+        """SHA-256 of each table's rows in key order: an edited value changes its table's digest.
+
+        Content, not file bytes: SQLite may rewrite its file (checkpoints) without changing a value.
+        """
+        import hashlib
+
+        out = {}
+        for table, key in self._TABLE_KEYS.items():
+            h = hashlib.sha256()
+            for row in self.conn.execute(f"SELECT * FROM {table} ORDER BY {key}"):  # noqa: S608
+                cells = [c.hex() if isinstance(c, bytes) else c for c in row]
+                h.update(json.dumps(cells, separators=(",", ":")).encode() + b"\n")
+            out[table] = h.hexdigest()
+        return out
 
     def counts(self) -> dict[str, int]:
         return dict(

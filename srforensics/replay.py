@@ -156,18 +156,11 @@ class ReplayResult:
         return self.input_matches and self.hr_matches and self.params_match and self.lr_matches
 
 
-def replay_lr(run_dir: str | Path, record_id: str, *, variant: int = 0) -> ReplayResult:
-    """Recreate one LR of a run from its recorded parameters and compare hashes with the ledger."""
+def manifest_protocol(run_dir: Path, manifest: dict[str, Any]):
+    """The protocol a run recorded (resolved form), checked against its recorded SHA-256."""
     from srforensics.degradations.protocol import parse_protocol
-    from srforensics.ledger import LEDGER_NAME, Ledger
-    from srforensics.provenance import MANIFEST_NAME, read_manifest
+    from srforensics.provenance import MANIFEST_NAME
 
-    run_dir = Path(run_dir)
-    if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
-        raise SRForensicsError(
-            f"{run_dir} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})"
-        )
-    manifest = read_manifest(run_dir)
     protocol = parse_protocol(
         manifest["protocol"]["resolved"], source=f"{run_dir / MANIFEST_NAME}: protocol"
     )
@@ -177,6 +170,21 @@ def replay_lr(run_dir: str | Path, record_id: str, *, variant: int = 0) -> Repla
             f"not {manifest['protocol']['sha256'][:12]}...: the manifest was altered, or written by "
             f"srforensics {manifest.get('srforensics_version', '?')}, which resolves protocols differently"
         )
+    return protocol
+
+
+def replay_lr(run_dir: str | Path, record_id: str, *, variant: int = 0) -> ReplayResult:
+    """Recreate one LR of a run from its recorded parameters and compare hashes with the ledger."""
+    from srforensics.ledger import LEDGER_NAME, Ledger
+    from srforensics.provenance import MANIFEST_NAME, read_manifest
+
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
+        raise SRForensicsError(
+            f"{run_dir} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})"
+        )
+    manifest = read_manifest(run_dir)
+    protocol = manifest_protocol(run_dir, manifest)
     with Ledger(run_dir / LEDGER_NAME) as ledger:
         record = ledger.record(record_id)
         lr_row = ledger.lr(record_id, variant)

@@ -4,7 +4,9 @@ A weight file is used only when its SHA-256 matches the one registered for its
 name (or given in a model spec). Files come into the cache by ``fetch`` (where
 there is network) or ``import`` (air-gapped), both verifying the hash. Loading
 never unpickles arbitrary objects: ``torch.load(..., weights_only=True)`` or
-safetensors.
+safetensors; a pickle that needs more is refused unless the user trusts it for
+one run (``--trust-weights``, see :func:`weights_policy`). Every file loaded is
+logged, with its SHA-256 and how it was read, for the run's manifest.
 
 The cache folder is ``$SRFORENSICS_CACHE/weights`` when that variable is set,
 else ``$XDG_CACHE_HOME/srforensics/weights`` (``~/.cache/srforensics/weights``).
@@ -16,6 +18,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -274,17 +278,48 @@ def verify_cache() -> list[CacheEntry]:
 _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "generator")
 
 
+_TRUST_PICKLES: ContextVar[bool] = ContextVar("srforensics_trust_pickles", default=False)
+_LOADED: ContextVar[list[dict[str, Any]] | None] = ContextVar(
+    "srforensics_weights_log", default=None
+)
+
+
+@contextmanager
+def weights_policy(*, trust_pickles: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """Within the block, weight loading follows this policy; yields the log of files loaded.
+
+    ``trust_pickles`` lets :func:`load_state_dict` fully unpickle a file that
+    ``weights_only=True`` refuses; such a file can run arbitrary code, so only the
+    user may allow it (``--trust-weights``), and the log says it happened.
+    """
+    log: list[dict[str, Any]] = []
+    t1, t2 = _TRUST_PICKLES.set(trust_pickles), _LOADED.set(log)
+    try:
+        yield log
+    finally:
+        _TRUST_PICKLES.reset(t1)
+        _LOADED.reset(t2)
+
+
+def log_weights_file(path: str | Path, *, how: str, sha256: str | None = None) -> None:
+    """Note a weight file used by the current run (see :func:`weights_policy`)."""
+    log = _LOADED.get()
+    if log is not None:
+        path = Path(path).resolve()
+        log.append({"path": str(path), "sha256": sha256 or sha256_file(path), "loaded_as": how})
+
+
 def load_state_dict(path: str | Path, *, sha256: str | None = None) -> dict[str, Any]:
     """Load a state dict safely: safetensors, or ``torch.load(weights_only=True)``.
 
     Unwraps the usual containers (BasicSR ``params_ema``/``params``, ``state_dict``)
-    and strips the ``module.`` prefix DataParallel leaves.
+    and strips the ``module.`` prefix DataParallel leaves. A file that needs full
+    unpickling is refused unless :func:`weights_policy` trusts pickles.
     """
     import torch
 
     path = Path(path)
-    if sha256 is not None:
-        check_sha256(path, sha256, what="weights")
+    digest = check_sha256(path, sha256, what="weights") if sha256 is not None else None
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -293,15 +328,23 @@ def load_state_dict(path: str | Path, *, sha256: str | None = None) -> dict[str,
                 f"{path} is a safetensors file, but the safetensors package is not installed"
             ) from None
         data: Any = load_file(str(path), device="cpu")
+        how = "safetensors"
     else:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
+            how = "torch.load(weights_only=True)"
         except Exception as exc:
-            raise WeightsError(
-                f"{path} cannot be loaded with torch.load(weights_only=True): {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}. Files that need full unpickling can run "
-                "arbitrary code and are refused; convert the file to a plain state dict or safetensors"
-            ) from None
+            if not _TRUST_PICKLES.get():
+                raise WeightsError(
+                    f"{path} cannot be loaded with torch.load(weights_only=True): "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+                    "Files that need full unpickling can run arbitrary code and are refused: "
+                    "convert the file to a plain state dict or safetensors, or, if you trust "
+                    "where it came from, pass --trust-weights (the manifest records it)"
+                ) from None
+            data = torch.load(path, map_location="cpu", weights_only=False)  # the user trusted it
+            how = "torch.load(weights_only=False), trusted by --trust-weights"
+    log_weights_file(path, how=how, sha256=digest)
     return normalise_state_dict(data, source=str(path))
 
 

@@ -43,13 +43,19 @@ def test_report_renders_in_headless_chromium(chromium, tiny_run, tmp_path):
     assert "broken.png" in dom
     # 6 distribution figures, and 3 examples of HR + LR + spread map + 2 outputs.
     assert dom.count('alt="distribution of') == 6
+    examples = dom[dom.index('id="examples"') : dom.index('id="protocol"')]
     assert (
-        dom.count('alt="HR of')
-        == dom.count('alt="LR of')
-        == dom.count('alt="per-pixel standard deviation of')
+        examples.count('alt="HR of')
+        == examples.count('alt="LR of')
+        == examples.count('alt="per-pixel standard deviation of')
         == 3
     )
-    assert dom.count('alt="output ') == 3 * 2
+    assert examples.count('alt="output ') == 3 * 2
+    # Worst cases: bicubic is deterministic, so only consistency ranks the LRs (no spread).
+    galleries = dom[dom.index('id="galleries"') : dom.index('id="examples"')]
+    assert "Least consistent with the evidence" in galleries
+    assert "Highest spread" not in galleries
+    assert galleries.count('alt="HR of') == 3 and galleries.count('alt="output ') == 3 * 2
     assert (
         dom.count('alt="per-group means with confidence intervals"') >= 2
     )  # attributes group, lighting

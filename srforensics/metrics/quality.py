@@ -202,6 +202,11 @@ class PyIQAMetric(Metric):
             raise MetricUnavailable(
                 f"pyiqa could not create {pyiqa_name!r}: {type(exc).__name__}: {exc}"
             ) from None
+        from srforensics import weights as W
+
+        for s in W.for_metric(pyiqa_name):  # the files pyiqa just read, for the manifest
+            if W.cached_path(s).is_file():
+                W.log_weights_file(W.cached_path(s), how=f"pyiqa {pyiqa_name}")
 
     def __call__(self, out, ref=None, *, lr=None):
         import torch

@@ -25,7 +25,15 @@ import yaml
 
 from srforensics.errors import SRForensicsError
 from srforensics.models.base import ModelCard, SRModel
-from srforensics.weights import WeightsError, cache_dir, load_state_dict, require, sha256_file, spec
+from srforensics.weights import (
+    WeightsError,
+    cache_dir,
+    load_state_dict,
+    log_weights_file,
+    require,
+    sha256_file,
+    spec,
+)
 
 
 def build_network(architecture: str, args: Mapping[str, Any]):
@@ -243,6 +251,7 @@ class TorchScriptModel(SRModel):
         self.net.to(self.torch_dtype)
         self.name = path.stem  # type: ignore[misc]
         self.sha256 = sha256_file(path)
+        log_weights_file(path, how="torch.jit.load", sha256=self.sha256)
 
     def upscale(self, lr, *, scale):
         import torch

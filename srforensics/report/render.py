@@ -9,6 +9,7 @@ from typing import Any
 
 from srforensics.analysis import per_input, status_counts, summarize, with_flags
 from srforensics.errors import SRForensicsError
+from srforensics.images import sha256_file
 from srforensics.ledger import LEDGER_NAME, Ledger
 from srforensics.provenance import DEPENDENCY_LICENCES, MANIFEST_NAME, read_manifest
 from srforensics.report.figures import distribution, group_means, png_data_uri, scatter
@@ -77,32 +78,98 @@ def _per_input_rows(per, metrics, limit: int = 40) -> tuple[list[str], list[dict
     ]
 
 
-def _examples(
-    run_dir: Path, results, limit: int, std_maps: dict | None = None
-) -> list[dict[str, Any]]:
+def _lr_entry(run_dir: Path, group, std_maps: dict) -> dict[str, Any]:
+    """One LR for a strip of images: HR | LR | spread | its outputs."""
+    first = group.iloc[0]
+    rid, variant = first["record_id"], int(first["variant"])
+    return {
+        "record_id": rid,
+        "variant": variant,
+        "subject": first["subject"],
+        "hr": _image(run_dir, first["hr_path"]),
+        "lr": _image(run_dir, first["lr_path"]),
+        "std": _image(run_dir, std_maps.get((rid, variant))),
+        "outputs": [
+            {
+                "sample": int(r["sample"]),
+                "src": _image(run_dir, r["output_path"]),
+                "sha": r["output_sha256"],
+            }
+            for _, r in group.sort_values("sample").iterrows()
+        ],
+    }
+
+
+def _examples(run_dir: Path, results, limit: int, std_maps: dict) -> list[dict[str, Any]]:
     """Up to ``limit`` records whose images were saved: HR | LR | outputs of their first variant."""
     saved = results[results["output_path"].notna() & (results["status"] == "ok")]
     saved = saved[saved.groupby("record_id")["variant"].transform("min") == saved["variant"]]
     out = []
-    for (rid, variant), group in saved.groupby(["record_id", "variant"], sort=False):
+    for _, group in saved.groupby(["record_id", "variant"], sort=False):
         if len(out) >= limit:
             break
-        first = group.iloc[0]
+        out.append(_lr_entry(run_dir, group, std_maps))
+    return out
+
+
+def _galleries(run_dir: Path, results, per, std_maps: dict, problems) -> list[dict[str, Any]]:
+    """The worst cases of :func:`srforensics.analysis.gallery_picks`, with their saved images."""
+    from srforensics.analysis import gallery_picks
+
+    why = {(p["record_id"], p["variant"]): p["problems"] for p in problems or []}
+    ok = results[results["status"] == "ok"]
+    out = []
+    for g in gallery_picks(results, per):
+        lrs = []
+        for lr in g["lrs"]:
+            key = (lr["record_id"], lr["variant"])
+            group = ok[(ok["record_id"] == key[0]) & (ok["variant"] == key[1])]
+            lrs.append(
+                dict(
+                    _lr_entry(run_dir, group, std_maps),
+                    value=lr["value"],
+                    problems=why.get(key, []),
+                )
+            )
+        out.append(dict(g, lrs=lrs))
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return f"{len(value)}×{len(value[0])} kernel"
+    if isinstance(value, float):
+        return _fmt(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_short(v)}" for k, v in sorted(value.items())) + "}"
+    return str(value)
+
+
+def _lr_variants(run_dir: Path, lrs: list[dict[str, Any]], steps, limit: int = 8) -> list[dict]:
+    """Every saved LR variant of the first record that has them, with its drawn parameters."""
+    saved = [r for r in lrs if r["lr_path"]]
+    if not saved:
+        return []
+    first = saved[0]["record_id"]
+    out = []
+    for r in [r for r in saved if r["record_id"] == first][:limit]:
+        params = r["params"] or []
         out.append(
             {
-                "record_id": rid,
-                "variant": int(variant),
-                "subject": first["subject"],
-                "hr": _image(run_dir, first["hr_path"]),
-                "lr": _image(run_dir, first["lr_path"]),
-                "std": _image(run_dir, (std_maps or {}).get((rid, int(variant)))),
-                "outputs": [
+                "record_id": first,
+                "variant": int(r["variant"]),
+                "src": _image(run_dir, r["lr_path"]),
+                "sha": r["lr_sha256"],
+                "params": [
                     {
-                        "sample": int(r["sample"]),
-                        "src": _image(run_dir, r["output_path"]),
-                        "sha": r["output_sha256"],
+                        "op": step.get("op", "?"),
+                        "text": ", ".join(f"{k}={_short(v)}" for k, v in sorted(p.items()))
+                        if isinstance(p, dict)
+                        else _short(p),
                     }
-                    for _, r in group.sort_values("sample").iterrows()
+                    for step, p in zip(steps, params, strict=False)
                 ],
             }
         )
@@ -137,6 +204,8 @@ def render_report(run_dir: str | Path) -> Path:
         per = per_input(results, metrics, ledger.lr_scores())
         notes = ledger.notes()
         records = ledger.records()
+        lrs = ledger.lrs()
+        gallery_problems = ledger.get_meta("gallery_problems", [])
     summary = summarize(results, metrics)
     ok = results[results["status"] == "ok"]
     figures = []
@@ -159,6 +228,7 @@ def render_report(run_dir: str | Path) -> Path:
     )
     problems = [r for r in records if r["status"] != "ok"]
     per_cols, per_rows = _per_input_rows(per, metrics)
+    std_maps = _std_maps(per)
     gates = (
         json.loads((run_dir / "gates.json").read_text())
         if (run_dir / "gates.json").is_file()
@@ -200,6 +270,7 @@ def render_report(run_dir: str | Path) -> Path:
     html = render_template(
         TEMPLATE,
         manifest=manifest,
+        manifest_sha256=sha256_file(run_dir / MANIFEST_NAME),
         manifest_json=json.dumps(manifest, indent=2, sort_keys=True, default=str),
         model=manifest["model"],
         protocol=manifest["protocol"],
@@ -207,11 +278,10 @@ def render_report(run_dir: str | Path) -> Path:
         summary=summary,
         figures=figures,
         examples=_examples(
-            run_dir,
-            results,
-            int(manifest["config"].get("report_examples", 4)),
-            std_maps=_std_maps(per),
+            run_dir, results, int(manifest["config"].get("report_examples", 4)), std_maps
         ),
+        galleries=_galleries(run_dir, results, per, std_maps, gallery_problems),
+        lr_variants=_lr_variants(run_dir, lrs, manifest["protocol"]["resolved"].get("steps", [])),
         per_input_cols=per_cols,
         per_input_rows=per_rows,
         n_per_input=int((per["n_ok"] > 0).sum()) if len(per) else 0,

@@ -146,3 +146,27 @@ class LoudNoise(NoisyModel):
 
     def __init__(self, *, device="cpu", dtype="float32"):
         super().__init__(device=device, amplitude=0.35)
+
+
+class BatchSensitive(NoisyModel):
+    """Seeded noise plus a shift that depends on the whole batch, as a batched network's rounding
+    can: an output is reproduced only by running its LR with the same batch-mates."""
+
+    name = "batch-sensitive"
+
+    def sample(self, lr, *, scale, n, seeds, context=None):
+        out = super().sample(lr, scale=scale, n=n, seeds=seeds, context=context)
+        return (out + 4.0 / 255.0 * float(lr.mean()) * len(seeds)).clamp(0, 1)
+
+
+class SlowNoisy(NoisyModel):
+    """NoisyModel that sleeps $SRF_SLEEP seconds per call (default 0.1): a run long enough to be
+    interrupted at chosen moments; a call sleeping past --model-timeout is cut short."""
+
+    name = "slow-noisy"
+
+    def sample(self, lr, *, scale, n, seeds, context=None):
+        import time
+
+        time.sleep(float(os.environ.get("SRF_SLEEP", "0.1")))
+        return super().sample(lr, scale=scale, n=n, seeds=seeds, context=context)

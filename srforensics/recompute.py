@@ -1,0 +1,254 @@
+"""Model calls, and their exact recomputation from what a run recorded.
+
+An audit sends several LRs through the model in one call (a batch) and records
+which. A batched model may round differently with other inputs beside an LR,
+so an output is recomputed bit-identically by recomputing its whole batch:
+:class:`Recomputer` reads each member's input file, prepares its HR and
+applies its recorded degradation parameters, calls the model with the
+recorded seeds, and compares every hash on the way with the ledger's.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from srforensics.errors import SRForensicsError
+from srforensics.images import DEFAULT_MAX_PIXELS, pixel_sha256, quantize, read_image, to_tensor
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failure: the message of a user error, else its type and first line."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, SRForensicsError):
+        return msg
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def model_context(
+    record_id: str, variant: int, params: Any, attributes: Mapping[str, Any]
+) -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "variant": variant,
+        "degradation": params,
+        "attributes": dict(attributes),
+    }
+
+
+class ModelTimeout(Exception):
+    """Raised inside a model call that ran past ``--model-timeout``."""
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`ModelTimeout` in the block after ``seconds`` (SIGALRM; main thread only).
+
+    A model stuck inside one native call is interrupted when that call returns.
+    """
+    if seconds is None:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
+        raise SRForensicsError(
+            "--model-timeout needs the audit in the main thread of a POSIX process; "
+            "run it from the command line, or leave --model-timeout out"
+        )
+
+    def expire(signum, frame):
+        raise ModelTimeout(f"model timed out after {seconds:g} s (--model-timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """What one model call gave: outputs on the CPU, or why not (and whether one LR at a
+    time may do better: not after a timeout, which would cost a timeout per LR)."""
+
+    outputs: Any = None
+    error: str | None = None
+    retry_alone: bool = True
+
+
+def call_model(
+    model, lrs: Sequence[Any], *, scale: int, seeds, contexts, timeout: float | None = None
+) -> ModelCall:
+    """One ``model.sample`` call on LRs of one shape, checked for its output shape."""
+    import torch
+
+    n = len(seeds[0])
+    h, w = lrs[0].shape[-2:]
+    expected = (len(lrs), n, 3, h * scale, w * scale)
+    try:
+        with deadline(timeout), torch.no_grad():
+            outs = model.sample(
+                torch.cat(list(lrs)), scale=scale, n=n, seeds=seeds, context=contexts
+            )
+    except ModelTimeout as exc:
+        return ModelCall(error=str(exc), retry_alone=False)
+    except Exception as exc:
+        return ModelCall(error=f"model failed: {describe_error(exc)}")
+    if not isinstance(outs, torch.Tensor):
+        return ModelCall(
+            error=f"model returned {type(outs).__name__}, expected a tensor of shape {expected}"
+        )
+    if tuple(outs.shape) != expected:
+        return ModelCall(error=f"model returned shape {tuple(outs.shape)}, expected {expected}")
+    return ModelCall(outputs=outs.detach().to("cpu", torch.float32))
+
+
+def output_image(out, *, tolerance: float) -> tuple[np.ndarray | None, str | None]:
+    """One model output ``[3, H, W]`` as a quantised image, or ``(None, reason)`` when it is
+    not finite or leaves [0, 1] by more than ``tolerance`` (within it, quantising clips)."""
+    import torch
+
+    if not torch.isfinite(out).all():
+        return None, "model output contains NaN or Inf"
+    lo, hi = float(out.min()), float(out.max())
+    if lo < -tolerance or hi > 1 + tolerance:
+        return None, (
+            f"model output outside [0, 1] beyond the tolerance {tolerance}: "
+            f"min {lo:.4g}, max {hi:.4g}"
+        )
+    return quantize(out.permute(1, 2, 0).numpy()), None
+
+
+@dataclass
+class Recomputed:
+    """One LR of a recomputed batch: its images and every way it differs from the ledger."""
+
+    record_id: str
+    variant: int
+    hr: np.ndarray | None = None
+    lr: np.ndarray | None = None
+    outputs: dict[int, np.ndarray] = field(default_factory=dict)
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Recomputer:
+    """Recompute recorded batches with a loaded protocol and model."""
+
+    protocol: Any
+    model: Any
+    device: str = "cpu"
+    tolerance: float = 0.1
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    timeout: float | None = None
+
+    def batch(self, ledger, batch: int) -> list[Recomputed]:
+        members = ledger.batch(batch)
+        if not members:
+            raise SRForensicsError(f"batch {batch} is not in the ledger {ledger.path}")
+        done = [self._lr(ledger, rid, v) for rid, v, _ in members]
+        if any(d.lr is None for d in done):
+            for d in done:  # the batch cannot be formed again without every member
+                if d.lr is not None:
+                    d.problems.append(
+                        f"not recomputed: another LR of its model batch {batch} could not be recreated"
+                    )
+            return done
+        rows = {(d.record_id, d.variant): ledger.outputs_of(d.record_id, d.variant) for d in done}
+        seeds, contexts = [], []
+        for d, (_, _, samples) in zip(done, members, strict=True):
+            by_sample = {r["sample"]: r for r in rows[(d.record_id, d.variant)]}
+            seeds.append([int(by_sample[s]["seed"]) for s in samples])
+            rec, lr_row = ledger.record(d.record_id), ledger.lr(d.record_id, d.variant)
+            contexts.append(
+                model_context(d.record_id, d.variant, lr_row["params"], rec["attributes"])
+            )
+        call = call_model(
+            self.model,
+            [to_tensor(d.lr).to(self.device) for d in done],
+            scale=self.protocol.scale,
+            seeds=seeds,
+            contexts=contexts,
+            timeout=self.timeout,
+        )
+        outs, error = call.outputs, call.error
+        for b, (d, (_, _, samples)) in enumerate(zip(done, members, strict=True)):
+            by_sample = {r["sample"]: r for r in rows[(d.record_id, d.variant)]}
+            for j, s in enumerate(samples):
+                row = by_sample[s]
+                d.checked += 1
+                if error is not None:
+                    image, reason = None, error
+                else:
+                    image, reason = output_image(outs[b, j], tolerance=self.tolerance)
+                if image is None:
+                    if row["status"] == "ok":
+                        d.problems.append(
+                            f"output {s}: recorded ok, recomputed as failed ({reason})"
+                        )
+                    continue
+                d.outputs[s] = image
+                if row["status"] != "ok":
+                    d.problems.append(f"output {s}: recorded {row['status']}, recomputed ok")
+                elif pixel_sha256(image) != row["output_sha256"]:
+                    d.problems.append(
+                        f"output {s}: recomputed pixels hash to {pixel_sha256(image)[:12]}..., "
+                        f"the ledger says {row['output_sha256'][:12]}..."
+                    )
+        return done
+
+    def _lr(self, ledger, record_id: str, variant: int) -> Recomputed:
+        """Input file -> HR -> LR from the recorded parameters, each checked against its hash."""
+        out = Recomputed(record_id, variant)
+        rec, lr_row = ledger.record(record_id), ledger.lr(record_id, variant)
+        if rec is None or lr_row is None:
+            out.problems.append(f"LR {record_id!r} variant {variant} is not in the ledger")
+            return out
+        try:
+            img, sha = read_image(rec["path"], max_pixels=self.max_pixels)
+        except Exception as exc:
+            out.problems.append(f"input {rec['path']}: {describe_error(exc)}")
+            return out
+        if sha != rec["sha256"]:
+            out.problems.append(
+                f"input {rec['path']} hashes to {sha[:12]}..., the ledger says {str(rec['sha256'])[:12]}..."
+            )
+            return out
+        try:
+            hr, _ = self.protocol.prepare(img)
+        except Exception as exc:
+            out.problems.append(f"HR preparation failed: {describe_error(exc)}")
+            return out
+        if pixel_sha256(hr) != rec["hr_sha256"]:
+            out.problems.append("the prepared HR differs from the one recorded")
+            return out
+        lr = self.protocol.apply(hr, lr_row["params"])
+        if pixel_sha256(lr) != lr_row["lr_sha256"]:
+            out.problems.append(
+                "the LR made from the recorded parameters differs from the one recorded"
+            )
+            return out
+        out.hr, out.lr = hr, lr
+        return out
+
+
+__all__ = [
+    "ModelCall",
+    "ModelTimeout",
+    "Recomputed",
+    "Recomputer",
+    "call_model",
+    "describe_error",
+    "model_context",
+    "output_image",
+]

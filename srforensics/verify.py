@@ -1,0 +1,237 @@
+"""Verify a finished run: every hash its manifest names, and outputs recomputed from their seeds.
+
+``verify_run`` re-hashes every file the manifest names (input files, the run
+folder's images and exports, weight files), compares the ledger's content with
+the digests the manifest recorded, checks that each saved output file holds the
+pixels the ledger hashed, and recomputes a seeded random subset of the run's
+model batches (all of them with ``full=True``) from the input files, the
+recorded degradation parameters and seeds, confirming that every output is
+bit-identical to the ledger. Bit-identity is promised on the same device and
+software; differences in either are listed with the result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from srforensics.errors import SRForensicsError
+from srforensics.images import pixel_sha256, read_image, sha256_file
+
+
+@dataclass
+class VerifyResult:
+    """What ``verify`` checked and every problem it found (``ok`` when there is none)."""
+
+    run_dir: Path
+    manifest_sha256: str
+    files_checked: int = 0
+    outputs_checked: int = 0
+    batches_total: int = 0
+    batches_recomputed: int = 0
+    outputs_recomputed: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "manifest_sha256": self.manifest_sha256,
+            "ok": self.ok,
+            "files_checked": self.files_checked,
+            "outputs_checked": self.outputs_checked,
+            "batches_total": self.batches_total,
+            "batches_recomputed": self.batches_recomputed,
+            "outputs_recomputed": self.outputs_recomputed,
+            "problems": self.problems,
+            "notes": self.notes,
+        }
+
+
+def _check_file(path: Path, expected: str, label: str, result: VerifyResult) -> None:
+    result.files_checked += 1
+    if not path.is_file():
+        result.problems.append(f"missing: {label} ({path})")
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        result.problems.append(
+            f"altered: {label} ({path}) hashes to {actual}, the manifest says {expected}"
+        )
+
+
+def _check_files(run_dir: Path, manifest: dict[str, Any], result: VerifyResult) -> None:
+    from srforensics.audit import UNHASHED
+
+    for item in manifest.get("inputs", []):
+        if item.get("sha256"):
+            _check_file(Path(item["path"]), item["sha256"], f"input {item['record_id']}", result)
+    named = manifest.get("files", {})
+    for rel, digest in sorted(named.items()):
+        _check_file(run_dir / rel, digest, rel, result)
+    for p in sorted(run_dir.rglob("*")):
+        rel = p.relative_to(run_dir).as_posix()
+        if p.is_file() and rel not in named and rel not in UNHASHED:
+            result.problems.append(
+                f"unexpected: {rel} is in the run folder but not in the manifest"
+            )
+    for w in manifest.get("weights", []):
+        _check_file(Path(w["path"]), w["sha256"], f"weight file {Path(w['path']).name}", result)
+
+
+def _check_ledger(ledger, manifest: dict[str, Any], run_dir: Path, result: VerifyResult) -> None:
+    recorded = manifest.get("ledger_content_sha256") or {}
+    current = ledger.content_digests()
+    for table in sorted(set(recorded) | set(current)):
+        if recorded.get(table) != current.get(table):
+            result.problems.append(
+                f"altered: ledger.sqlite table {table!r} differs from the content the manifest "
+                "recorded (a value was added, removed or edited)"
+            )
+    results = ledger.results()
+    saved = results[(results["status"] == "ok") & results["output_path"].notna()]
+    for _, row in saved.iterrows():
+        path = run_dir / row["output_path"]
+        if not path.is_file():
+            continue  # already reported as missing
+        result.outputs_checked += 1
+        try:
+            img, _ = read_image(path)
+        except SRForensicsError as exc:
+            result.problems.append(f"altered: {row['output_path']} is no longer an image ({exc})")
+            continue
+        if pixel_sha256(img) != row["output_sha256"]:
+            result.problems.append(
+                f"altered: {row['output_path']} does not hold the pixels the ledger hashed for "
+                f"{row['record_id']} variant {row['variant']} output {row['sample']}"
+            )
+
+
+def _software_notes(manifest: dict[str, Any], device: str) -> list[str]:
+    from srforensics.provenance import package_versions
+
+    notes = []
+    recorded, now = manifest.get("packages", {}), package_versions()
+    for name in sorted(set(recorded) | set(now)):
+        if recorded.get(name) != now.get(name):
+            notes.append(
+                f"software differs: {name} {recorded.get(name) or '(absent)'} in the run, "
+                f"{now.get(name) or '(absent)'} now; outputs may differ for that reason alone"
+            )
+    if manifest.get("device") and manifest["device"] != device:
+        notes.append(f"device differs: the run used {manifest['device']}, this check uses {device}")
+    return notes
+
+
+def verify_run(
+    run_dir: str | Path,
+    *,
+    full: bool = False,
+    fraction: float = 0.1,
+    seed: int | None = None,
+    expect_manifest: str | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> VerifyResult:
+    """Check a finished run folder; see the module docstring for what is checked.
+
+    Parameters
+    ----------
+    full : recompute every model batch, not a sample of them.
+    fraction : share of the batches recomputed without ``full`` (at least one).
+    seed : picks the sample (default: the run's seed), so a check can be repeated exactly.
+    expect_manifest : the manifest SHA-256 printed at the end of the run, if kept apart.
+    """
+    import numpy as np
+
+    from srforensics.audit import AuditConfig, resolve_device
+    from srforensics.ledger import LEDGER_NAME, Ledger
+    from srforensics.provenance import MANIFEST_NAME, read_manifest
+    from srforensics.replay import _canonical
+    from srforensics.seeding import degradation_rng
+
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
+        raise SRForensicsError(
+            f"{run_dir} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})"
+        )
+    if not 0 < fraction <= 1:
+        raise SRForensicsError(f"--fraction must be in (0, 1], got {fraction}")
+    try:
+        manifest = read_manifest(run_dir)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SRForensicsError(f"cannot read {run_dir / MANIFEST_NAME}: {exc}") from None
+    if manifest.get("status") != "finished":
+        raise SRForensicsError(
+            f"the run in {run_dir} did not finish (status {manifest.get('status')!r}); "
+            f"finish it with 'srforensics audit --resume {run_dir}', then verify it"
+        )
+    result = VerifyResult(run_dir, sha256_file(run_dir / MANIFEST_NAME))
+    if expect_manifest and expect_manifest.lower() != result.manifest_sha256:
+        result.problems.append(
+            f"altered: manifest.json hashes to {result.manifest_sha256}, expected {expect_manifest.lower()}"
+        )
+    _check_files(run_dir, manifest, result)
+    config = AuditConfig.from_dict(manifest["config"])
+    with Ledger(run_dir / LEDGER_NAME) as ledger:
+        _check_ledger(ledger, manifest, run_dir, result)
+        result.batches_total = ledger.next_batch()
+        if not result.batches_total:
+            return result
+        k = result.batches_total if full else max(1, math.ceil(fraction * result.batches_total))
+        rng = np.random.default_rng(int(manifest["seeds"]["run_seed"] if seed is None else seed))
+        picked = sorted(int(b) for b in rng.choice(result.batches_total, size=k, replace=False))
+        recomputer = _recomputer(run_dir, manifest, config, resolve_device(config.device))
+        result.notes += _software_notes(manifest, recomputer.device)
+        run_seed = int(manifest["seeds"]["run_seed"])
+        for batch in picked:
+            for got in recomputer.batch(ledger, batch):
+                where = f"{got.record_id} variant {got.variant} (batch {batch})"
+                result.problems += [f"recompute: {where}: {p}" for p in got.problems]
+                result.outputs_recomputed += got.checked
+                params = ledger.lr(got.record_id, got.variant)["params"]
+                fresh = recomputer.protocol.sample(
+                    degradation_rng(run_seed, got.record_id, got.variant)
+                )
+                if _canonical(fresh) != _canonical(params):
+                    result.problems.append(
+                        f"recompute: {where}: the recorded degradation parameters are not the ones "
+                        "its seed draws"
+                    )
+            result.batches_recomputed += 1
+            if progress is not None:
+                progress(1)
+    return result
+
+
+def _recomputer(run_dir: Path, manifest: dict[str, Any], config, device: str) -> Any:
+    """The run's protocol and model, loaded as the run loaded them."""
+    from srforensics.models import load_model
+    from srforensics.recompute import Recomputer
+    from srforensics.replay import manifest_protocol
+    from srforensics.weights import weights_policy
+
+    with weights_policy(trust_pickles=config.trust_weights):
+        model = load_model(
+            config.model,
+            args=config.model_args,
+            device=device,
+            dtype=config.dtype,
+            sampler=config.sampler,
+            sampler_args=config.sampler_args,
+        )
+    return Recomputer(
+        manifest_protocol(run_dir, manifest),
+        model,
+        device=device,
+        tolerance=config.range_tolerance,
+        max_pixels=config.max_pixels,
+        timeout=config.model_timeout,
+    )

@@ -1,0 +1,213 @@
+"""Issue 9: chain of custody (manifest hashes, verify), run-folder lock, crash safety."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import audit_in_process, cli_env, run_cli
+
+from srforensics.images import sha256_file
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tiny_dataset, tmp_path_factory):
+    """A finished stochastic run: 2 variants, 3 samples, 2 LRs per model call, images kept."""
+    out = tmp_path_factory.mktemp("integrity") / "run"
+    run, _ = audit_in_process(
+        tiny_dataset,
+        out,
+        model="srf_test_plugins:NoisyModel",
+        samples=3,
+        variants=2,
+        batch_size=2,
+        metrics=("psnr", "lr_psnr"),
+        save_images="all",
+    )
+    return run
+
+
+def _copy(run, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(run.run_dir, dst)
+    return dst
+
+
+def _verify(run_dir, *args):
+    return run_cli("verify", str(run_dir), *args)
+
+
+def test_manifest_names_every_file_weight_and_the_ledger_content(noisy_run):
+    manifest = json.loads((noisy_run.run_dir / "manifest.json").read_text())
+    saved = sorted(
+        p.relative_to(noisy_run.run_dir).as_posix()
+        for p in (noisy_run.run_dir / "images").rglob("*.png")
+    )
+    assert saved and set(saved) <= set(manifest["files"])
+    assert {"config.json", "results.parquet", "results.csv", "per_input.parquet"} <= set(
+        manifest["files"]
+    )
+    for rel, digest in manifest["files"].items():
+        assert sha256_file(noisy_run.run_dir / rel) == digest
+    assert all(i["sha256"] for i in manifest["inputs"] if i["record_id"] != "broken.png")
+    assert {"records", "outputs", "scores", "lrs", "batches"} <= set(
+        manifest["ledger_content_sha256"]
+    )
+    assert manifest["weights"] == [] and manifest["trust_weights"] is False  # bicubic-based model
+    # The manifest's own hash, printed at the end of the run, is shown in the report.
+    assert noisy_run.manifest_sha256 == sha256_file(noisy_run.run_dir / "manifest.json")
+    assert noisy_run.manifest_sha256 in (noisy_run.run_dir / "report.html").read_text()
+
+
+def test_verify_passes_on_a_fresh_run(noisy_run):
+    proc = _verify(noisy_run.run_dir, "--full", "--expect-manifest", noisy_run.manifest_sha256)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verified: everything matches" in proc.stdout
+    batches = int(proc.stdout.split("recomputed: ")[1].split(" of ")[0])
+    assert (
+        batches >= 3
+        and f"recomputed: {batches} of {batches} model batch(es), 18 output(s)" in proc.stdout
+    )
+    # Without --full, a seeded sample: the same one every time.
+    first, again = (
+        _verify(noisy_run.run_dir, "--fraction", "0.2"),
+        _verify(noisy_run.run_dir, "--fraction", "0.2"),
+    )
+    assert first.returncode == 0 and first.stdout == again.stdout
+    assert "recomputed: 1 of" in first.stdout
+
+
+def test_verify_fails_naming_an_output_altered_by_one_byte(noisy_run, tmp_path):
+    run_dir = _copy(noisy_run, tmp_path)
+    target = sorted((run_dir / "images").rglob("*_s1.png"))[0]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    proc = _verify(run_dir)
+    assert proc.returncode == 1
+    rel = target.relative_to(run_dir).as_posix()
+    assert f"FAIL altered: {rel}" in proc.stdout
+
+
+def test_verify_fails_when_a_ledger_value_is_edited(noisy_run, tmp_path):
+    run_dir = _copy(noisy_run, tmp_path)
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:
+        db.execute("UPDATE scores SET value = value + 0.01 WHERE metric = 'psnr' AND sample = 0")
+    proc = _verify(run_dir)
+    assert proc.returncode == 1
+    assert "ledger.sqlite table 'scores' differs" in proc.stdout
+
+
+def test_verify_recomputes_and_catches_an_output_that_does_not_come_back(noisy_run, tmp_path):
+    run_dir = _copy(noisy_run, tmp_path)
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:  # a seed that does not make this output
+        db.execute(
+            "UPDATE outputs SET seed = seed + 1 WHERE record_id = 'coffee.png' AND variant = 1 AND sample = 2"
+        )
+    proc = _verify(run_dir, "--full")
+    assert proc.returncode == 1
+    assert "table 'outputs' differs" in proc.stdout
+    assert (
+        "recompute: coffee.png variant 1" in proc.stdout
+        and "output 2: recomputed pixels hash to" in proc.stdout
+    )
+
+
+def test_verify_names_a_changed_input_an_unexpected_file_and_a_wrong_manifest_hash(
+    noisy_run, tmp_path, tiny_dataset
+):
+    run_dir = _copy(noisy_run, tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    moved = tmp_path / "inputs"
+    shutil.copytree(tiny_dataset, moved)
+    for item in manifest["inputs"]:
+        item["path"] = item["path"].replace(str(tiny_dataset), str(moved))
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    with open(moved / "coffee.png", "ab") as fh:
+        fh.write(b"\0")
+    (run_dir / "images" / "planted.png").write_bytes(b"x")
+    proc = _verify(run_dir, "--expect-manifest", noisy_run.manifest_sha256)
+    assert proc.returncode == 1
+    assert "FAIL altered: input coffee.png" in proc.stdout
+    assert "FAIL unexpected: images/planted.png" in proc.stdout
+    assert f"expected {noisy_run.manifest_sha256}" in proc.stdout
+
+
+def test_verify_refuses_what_is_not_a_finished_run(tmp_path):
+    proc = _verify(tmp_path)
+    assert proc.returncode == 2 and "is not a run folder" in proc.stderr
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(noisy_run, tmp_path):
+    from srforensics.audit import run_lock
+    from srforensics.ledger import Ledger
+
+    run_dir = _copy(noisy_run, tmp_path)
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        before = ledger.content_digests()
+    with run_lock(run_dir):  # this test process holds the run, as a running audit would
+        proc = run_cli("audit", "--resume", str(run_dir))
+    assert proc.returncode == 2
+    assert "is in use by srforensics pid" in proc.stderr and "wait for it to finish" in proc.stderr
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        assert ledger.content_digests() == before
+    # Released with its process: the folder can be resumed now.
+    assert run_cli("audit", "--resume", str(run_dir)).returncode == 0
+
+
+def _results(run_dir):
+    return pd.read_parquet(run_dir / "results.parquet")
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_results(
+    tiny_dataset, tmp_path
+):
+    """A real audit process is killed (SIGKILL) at seeded random moments, resumed each time,
+    and finally finished: its results equal an uninterrupted run's, row for row."""
+    args = [
+        "audit", "--model", "srf_test_plugins:SlowNoisy", "--protocol", "bicubic-x4",
+        "--dataset", str(tiny_dataset), "--samples", "3", "--variants", "4", "--batch-size", "2",
+        "--metrics", "psnr,lr_psnr", "--save-images", "all", "--breakdown-boot", "0",
+    ]  # fmt: skip
+    env = cli_env(SRF_SLEEP="0.15")
+    ref_dir = tmp_path / "reference"
+    start = time.monotonic()
+    proc = run_cli(*args, "--out", str(ref_dir), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    duration = time.monotonic() - start
+
+    run_dir = tmp_path / "killed"
+    rng = np.random.default_rng(20261122)
+    kills = 0
+    for attempt in range(4):
+        cmd = (
+            [*args, "--out", str(run_dir)] if attempt == 0 else ["audit", "--resume", str(run_dir)]
+        )
+        child = subprocess.Popen([sys.executable, "-m", "srforensics", *cmd], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not (run_dir / "config.json").exists() and child.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.5, max(1.0, duration * 0.8)))
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            kills += 1
+        child.wait()
+    assert kills >= 2  # the run was really interrupted, more than once
+    proc = run_cli("audit", "--resume", str(run_dir), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    ref, got = _results(ref_dir), _results(run_dir)
+    assert not got.duplicated(["record_id", "variant", "sample"]).any()
+    pd.testing.assert_frame_equal(got, ref)
+    assert _verify(run_dir, "--full").returncode == 0

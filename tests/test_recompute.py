@@ -1,0 +1,136 @@
+"""Recomputing recorded model batches, and the report's worst-case galleries built on it."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import audit_in_process
+
+from srforensics.images import pixel_sha256, read_image, to_tensor
+from srforensics.ledger import Ledger
+
+
+@pytest.fixture(scope="module")
+def sensitive_run(tiny_dataset, tmp_path_factory):
+    """A stochastic, batch-sensitive model; images kept for the first record only."""
+    out = tmp_path_factory.mktemp("recompute") / "run"
+    return audit_in_process(
+        tiny_dataset,
+        out,
+        model="srf_test_plugins:BatchSensitive",
+        samples=3,
+        variants=2,
+        batch_size=4,
+        metrics=("psnr", "lr_psnr"),
+        save_images="report",
+        report_examples=1,
+    )
+
+
+def test_batches_are_recorded_and_every_output_names_its_batch(sensitive_run):
+    run, results = sensitive_run
+    with Ledger(run.run_dir / "ledger.sqlite") as ledger:
+        ok = results[results["status"] == "ok"]
+        members = [
+            m
+            for b in ledger.batches_of(set(zip(ok.record_id, ok.variant, strict=True)))
+            for m in ledger.batch(b)
+        ]
+    # 3 readable images x 2 variants; the 66 px astronaut has a shape of its own.
+    assert sorted((r, v) for r, v, _ in members) == sorted(
+        {(r, int(v)) for r, v in zip(ok.record_id, ok["variant"], strict=True)}
+    )
+    assert all(s == [0, 1, 2] for _, _, s in members)
+
+
+def test_recomputing_a_batch_is_bit_identical_but_one_lr_alone_is_not(sensitive_run):
+    from srforensics.degradations.protocol import load_protocol
+    from srforensics.models import load_model
+    from srforensics.recompute import Recomputer, output_image
+
+    run, results = sensitive_run
+    model = load_model("srf_test_plugins:BatchSensitive")
+    rec = Recomputer(load_protocol("bicubic-x4"), model)
+    with Ledger(run.run_dir / "ledger.sqlite") as ledger:
+        multi = next(b for b in range(ledger.next_batch()) if len(ledger.batch(b)) > 1)
+        got = rec.batch(ledger, multi)
+        assert all(not g.problems and g.checked == 3 for g in got), [g.problems for g in got]
+        # The same LR recomputed without its batch-mates does not reproduce the ledger: this is
+        # why batches are recorded (the model's output depends on them, as rounding can).
+        first = got[0]
+    recorded = results[(results.record_id == first.record_id) & (results.variant == first.variant)]
+    alone = model.sample(to_tensor(first.lr), scale=4, n=3, seeds=[[int(s) for s in recorded.seed]])
+    assert (
+        pixel_sha256(output_image(alone[0, 0], tolerance=0.1)[0]) != recorded.output_sha256.iloc[0]
+    )
+
+
+def test_recompute_names_an_input_file_changed_after_the_run(sensitive_run, tiny_dataset, tmp_path):
+    import shutil
+
+    from srforensics.degradations.protocol import load_protocol
+    from srforensics.models import load_model
+    from srforensics.recompute import Recomputer
+
+    run, _ = sensitive_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.run_dir, copy)
+    altered = tmp_path / "coffee.png"
+    data = bytearray((tiny_dataset / "coffee.png").read_bytes())
+    altered.write_bytes(bytes(data) + b"\0")  # one trailing byte: same pixels, other file
+    with Ledger(copy / "ledger.sqlite") as ledger:
+        ledger.conn.execute(
+            "UPDATE records SET path = ? WHERE record_id = 'coffee.png'", (str(altered),)
+        )
+        ledger.conn.commit()
+        batch = ledger.batches_of([("coffee.png", 0)])[0]
+        got = Recomputer(
+            load_protocol("bicubic-x4"), load_model("srf_test_plugins:BatchSensitive")
+        ).batch(ledger, batch)
+    coffee = next(g for g in got if g.record_id == "coffee.png")
+    assert any("hashes to" in p and "coffee.png" in p for p in coffee.problems)
+    others = [g for g in got if g.record_id != "coffee.png"]
+    assert all(any("could not be recreated" in p for p in g.problems) for g in others)
+
+
+def test_galleries_show_recomputed_worst_cases_bit_identical_to_the_ledger(sensitive_run):
+    run, _ = sensitive_run
+    results = pd.read_parquet(run.run_dir / "results.parquet")
+    html = (run.run_dir / "report.html").read_text()
+    for title in ("Least consistent with the evidence", "Highest spread across outputs"):
+        assert title in html
+    assert "could not reproduce" not in html and "did not reproduce" not in html
+    # Galleries reach beyond the one example record the run kept images for ...
+    kept = results[results.output_path.notna()]
+    assert set(kept.record_id) - {"astronaut.png"}
+    # ... and every saved output file holds exactly the pixels the ledger hashed.
+    for _, row in kept.iterrows():
+        img, _ = read_image(run.run_dir / row.output_path)
+        assert pixel_sha256(img) == row.output_sha256
+    gallery = html[html.index('id="galleries"') : html.index('id="examples"')]
+    assert len(re.findall(r"<img ", gallery)) >= 3 * (3 + 3)  # HR, LR, 3 outputs, std map per LR
+    assert 'alt="per-pixel standard deviation of' in gallery
+
+
+def test_report_shows_every_lr_variant_of_an_example_record(sensitive_run):
+    run, _ = sensitive_run
+    html = (run.run_dir / "report.html").read_text()
+    protocol = html[html.index('id="protocol"') : html.index('id="model"')]
+    assert "Example LR variants" in protocol
+    assert 'alt="LR variant 0 of astronaut.png"' in protocol
+    assert 'alt="LR variant 1 of astronaut.png"' in protocol
+
+
+def test_no_gallery_images_when_images_are_not_kept(tiny_dataset, tmp_path):
+    run, results = audit_in_process(
+        tiny_dataset, tmp_path / "run", model="srf_test_plugins:LoudNoise", samples=2
+    )
+    assert results.output_path.isna().all()
+    assert not (run.run_dir / "images").exists()
+    html = (run.run_dir / "report.html").read_text()
+    assert "Highest spread across outputs" in html
+    assert "Images were not kept for this run" in html
+    assert np.isfinite(results.psnr.dropna()).all()
