@@ -100,6 +100,10 @@ class AuditConfig:
     allow_downloads: bool = False
     model_timeout: float | None = None
     trust_weights: bool = False
+    workers: int = 0
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    shard_size: int = 64
     command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -143,6 +147,16 @@ class AuditConfig:
             raise SRForensicsError(
                 f"--model-timeout is in seconds and must be positive, got {self.model_timeout}"
             )
+        if self.workers < 0:
+            raise SRForensicsError(
+                f"--workers must be 0 (this process) or more, got {self.workers}"
+            )
+        if self.executor not in ("local", "ray"):
+            raise SRForensicsError(f"--executor must be local or ray, got {self.executor!r}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise SRForensicsError("--ray-address needs --executor ray")
+        if self.shard_size < 1:
+            raise SRForensicsError(f"--shard-size must be at least 1, got {self.shard_size}")
         if self.max_pixels < 1:
             raise SRForensicsError(f"--max-pixels must be at least 1, got {self.max_pixels}")
         if self.crop_border is not None and self.crop_border < 0:
@@ -347,13 +361,20 @@ class _Pipeline:
         self.ledger = Ledger(run_dir / LEDGER_NAME)
         self.ledger.set_metrics(self.metric_infos, self.unavailable)
         self.ledger.set_meta("attribute_names", list(self.dataset.attribute_names))
+        from srforensics.execution import LedgerSink
+
+        self.sink = LedgerSink(self.ledger, run_dir)
+
+    def pending(self, rec) -> dict[int, list[int]]:
+        """The samples of each variant of ``rec`` that the ledger does not hold yet."""
+        every = set(range(self.config.samples))
+        return {
+            v: sorted(every - self.ledger.done_samples(rec.id, v)) for v in range(self.variants)
+        }
 
     # -- image files ----------------------------------------------------------
     def _save(self, img: np.ndarray, rel: str) -> str:
-        path = self.run_dir / "images" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode_png(img))
-        return Path("images", rel).as_posix()
+        return self.sink.save_png(encode_png(img), rel)
 
     def _keep_images(self, idx: int, variant: int) -> bool:
         """Keep this LR's outputs: all, or the report's examples (first variant of the first records)."""
@@ -368,15 +389,13 @@ class _Pipeline:
         return mode == "all" or (mode == "report" and idx < self.config.report_examples)
 
     # -- one record: HR, then its LRs, queued for the model --------------------------
-    def run_record(self, idx: int, rec) -> None:
+    def run_record(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> None:
+        """Prepare ``rec``'s HR and queue the LRs of ``pending`` (variant -> samples to compute)."""
         from srforensics.faces import NoFaceFound
 
-        pending = {
-            v: sorted(set(range(self.config.samples)) - self.ledger.done_samples(rec.id, v))
-            for v in range(self.variants)
-        }
-        if not any(pending.values()):
-            self._tick(self.variants)
+        pending = {v: list(s) for v, s in pending.items() if s}
+        self._tick(self.variants - len(pending))  # variants the ledger already holds
+        if not pending:
             return
         base = {
             "record_id": rec.id,
@@ -402,7 +421,7 @@ class _Pipeline:
             return self._record_failed(base, sha, pending, FAILED, _describe_error(exc))
         stem = _image_stem(rec.id)
         hr_path = self._save(hr, f"{stem}/hr.png") if self._keep_images(idx, 0) else None
-        self.ledger.put_record(
+        self.sink.put_record(
             **base,
             sha256=sha,
             status=OK,
@@ -413,9 +432,6 @@ class _Pipeline:
         hr_t = to_tensor(hr).to(self.device)
         hr_embedding = self.identity.embed([hr])[0] if self.identity else None  # once per input
         for variant, todo in pending.items():
-            if not todo:
-                self._tick(1)
-                continue
             unit = self._make_lr(idx, rec, stem, variant, todo, hr, hr_t, hr_embedding)
             if unit is not None:
                 self._queue(unit)
@@ -423,17 +439,22 @@ class _Pipeline:
     def _record_failed(self, base, sha, pending, status: str, error: str) -> None:
         from srforensics.ledger import OutputRow
 
-        self.ledger.put_record(**base, sha256=sha, status=status, error=error)
-        for variant, todo in pending.items():
-            rows = [OutputRow(sample=s, seed=None, status=status, error=error) for s in todo]
-            self.ledger.put_lr(
-                record_id=base["record_id"],
-                variant=variant,
-                params=None,
-                lr_sha256=None,
-                lr_path=None,
-                outputs=rows,
-            )
+        self.sink.put_record(**base, sha256=sha, status=status, error=error)
+        self.sink.put_lrs(
+            [
+                {
+                    "record_id": base["record_id"],
+                    "variant": variant,
+                    "params": None,
+                    "lr_sha256": None,
+                    "lr_path": None,
+                    "outputs": [
+                        OutputRow(sample=s, seed=None, status=status, error=error) for s in todo
+                    ],
+                }
+                for variant, todo in pending.items()
+            ]
+        )
         self._tick(len(pending))
 
     def _make_lr(self, idx, rec, stem, variant, todo, hr, hr_t, hr_embedding=None) -> _Unit | None:
@@ -445,7 +466,8 @@ class _Pipeline:
             unit.params = self.protocol.sample(degradation_rng(self.run_seed, rec.id, variant))
             lr = self.protocol.apply(hr, unit.params)
         except Exception as exc:
-            self._commit_failed(unit, f"degradation failed: {_describe_error(exc)}")
+            self.sink.put_lrs([self._failed(unit, f"degradation failed: {_describe_error(exc)}")])
+            self._tick(1)
             return None
         unit.lr_sha = pixel_sha256(lr)
         keep = self._keep_images(idx, variant)
@@ -486,16 +508,18 @@ class _Pipeline:
                 for u in units:  # retry one by one, so one bad input does not fail the others
                     self._run_batch([u])
                 return
-            with self.ledger.transaction():
-                for u in units:
-                    self._commit_failed(u, call.error)
+            self.sink.put_lrs([self._failed(u, call.error) for u in units])
+            self._tick(len(units))
             return
         finished = [self._finish(unit, call.outputs[b]) for b, unit in enumerate(units)]
-        with self.ledger.transaction():
-            batch = self.ledger.next_batch()
-            self.ledger.put_batch(batch, [(u.record_id, u.variant, u.todo) for u in units])
-            for unit, (rows, per_lr) in zip(units, finished, strict=True):
-                self._commit(unit, rows, batch=batch, **per_lr)
+        self.sink.put_lrs(
+            [
+                self._lr_row(u, rows, **per_lr)
+                for u, (rows, per_lr) in zip(units, finished, strict=True)
+            ],
+            [(u.record_id, u.variant, u.todo) for u in units],
+        )
+        self._tick(len(units))
 
     def _finish(self, unit: _Unit, outs) -> tuple[list, dict[str, Any]]:
         """Check, quantise and score the outputs of one LR: its ledger rows and per-LR values."""
@@ -695,18 +719,18 @@ class _Pipeline:
         self.ledger.set_meta("gallery_problems", problems)
         return problems
 
-    def _commit_failed(self, unit: _Unit, error: str) -> None:
+    def _failed(self, unit: _Unit, error: str) -> dict[str, Any]:
         from srforensics.ledger import OutputRow
 
         rows = [
             OutputRow(sample=s, seed=sd, status=FAILED, error=error)
             for s, sd in zip(unit.todo, unit.seeds, strict=True)
         ]
-        self._commit(unit, rows)
+        return self._lr_row(unit, rows)
 
-    def _commit(self, unit: _Unit, rows, batch: int | None = None, **per_lr: Any) -> None:
-        self.ledger.put_lr(
-            batch=batch,
+    def _lr_row(self, unit: _Unit, rows, **per_lr: Any) -> dict[str, Any]:
+        """The ledger row of one LR (see ``Ledger.put_lr``)."""
+        return dict(
             record_id=unit.record_id,
             variant=unit.variant,
             params=unit.params,
@@ -715,7 +739,6 @@ class _Pipeline:
             outputs=rows,
             **per_lr,
         )
-        self._tick(1)
 
     def _score(self, images, hashes, hr_t, lr_t):
         """Score each distinct output once (a deterministic model's N outputs are one)."""
@@ -867,11 +890,17 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    pipe.progress = bar.update
     try:
-        for idx, rec in enumerate(pipe.records):
-            pipe.run_record(idx, rec)
-        pipe.flush()
+        from srforensics.execution import run_shards, shards
+
+        run_shards(
+            pipe,
+            shards(pipe.records, config.shard_size, pipe.pending),
+            executor=config.executor,
+            workers=config.workers,
+            ray_address=config.ray_address,
+            progress=bar.update,
+        )
         identity_info = pipe.finish_identity()
         pipe.save_gallery_images()
     finally:

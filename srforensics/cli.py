@@ -261,6 +261,34 @@ def build_parser() -> argparse.ArgumentParser:
         "records it",
     )
     a.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes, each running whole shards of records (decoding, degradation, "
+        "model, metrics); 0 = this process (default)",
+    )
+    a.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default=None,
+        help="local (default) or ray: shards on a Ray cluster (pip install 'srforensics[ray]')",
+    )
+    a.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="an existing Ray cluster (default: start a local one)",
+    )
+    a.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        metavar="R",
+        help="records per shard (default 64); batches never cross shards, so results do not "
+        "depend on --workers or --executor",
+    )
+    a.add_argument(
         "--resume",
         default=None,
         metavar="RUN_DIR",
@@ -484,6 +512,10 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "max_pixels": args.max_pixels,
             "model_timeout": args.model_timeout,
             "trust_weights": args.trust_weights,
+            "workers": args.workers,
+            "executor": args.executor,
+            "ray_address": args.ray_address,
+            "shard_size": args.shard_size,
         }
         config = AuditConfig(
             **{k: v for k, v in given.items() if v is not None},

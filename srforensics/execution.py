@@ -1,0 +1,261 @@
+"""Where an audit's records are processed: in this process, in worker processes, or on Ray.
+
+Records are cut into *shards* of consecutive records (``shard_size``). A shard is
+processed whole by one worker: decoding, HR preparation, degradation, the model
+and the metrics. Batches of LRs never cross a shard boundary, so the same audit
+gives the same batches, hence bit-identical outputs, whatever executes it.
+
+A worker writes nothing: it records what it would write in a :class:`BufferSink`
+(records, LR rows, image files as PNG bytes), and the driver replays that into
+the run's ledger and folder (:class:`LedgerSink`), one transaction per model
+call, in shard order. The ledger keeps a single writer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from srforensics.errors import SRForensicsError
+
+Executor = Literal["local", "ray"]
+
+#: Pending samples of one record: variant -> samples still to compute.
+Pending = Mapping[int, Sequence[int]]
+
+
+class LedgerSink:
+    """Writes straight into the run: the ledger and the run folder's ``images/``."""
+
+    def __init__(self, ledger, run_dir: Path) -> None:
+        self.ledger, self.run_dir = ledger, run_dir
+
+    def put_record(self, **kw: Any) -> None:
+        self.ledger.put_record(**kw)
+
+    def save_png(self, png: bytes, rel: str) -> str:
+        path = self.run_dir / "images" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+        return Path("images", rel).as_posix()
+
+    def put_lrs(self, lrs: Sequence[Mapping[str, Any]], members: Sequence | None = None) -> None:
+        """LRs of one model call (``members`` names them) or failed LRs, in one transaction."""
+        with self.ledger.transaction():
+            batch = None
+            if members is not None:
+                batch = self.ledger.next_batch()
+                self.ledger.put_batch(batch, members)
+            for lr in lrs:
+                self.ledger.put_lr(**lr, batch=batch)
+
+
+@dataclass
+class BufferSink:
+    """Records the writes of a worker, to be replayed by the driver with :meth:`replay`."""
+
+    ops: list[tuple] = field(default_factory=list)
+
+    def put_record(self, **kw: Any) -> None:
+        self.ops.append(("record", kw))
+
+    def save_png(self, png: bytes, rel: str) -> str:
+        self.ops.append(("png", png, rel))
+        return Path("images", rel).as_posix()
+
+    def put_lrs(self, lrs: Sequence[Mapping[str, Any]], members: Sequence | None = None) -> None:
+        self.ops.append(("lrs", list(lrs), None if members is None else list(members)))
+
+    @staticmethod
+    def replay(ops: Iterable[tuple], sink: LedgerSink) -> int:
+        """Write a worker's ops through ``sink``; return the number of LRs written."""
+        n = 0
+        for op in ops:
+            if op[0] == "record":
+                sink.put_record(**op[1])
+            elif op[0] == "png":
+                sink.save_png(op[1], op[2])
+            else:
+                sink.put_lrs(op[1], op[2])
+                n += len(op[1])
+        return n
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Consecutive records ``(index, record)`` with what each still needs."""
+
+    number: int
+    records: tuple[tuple[int, Any], ...]
+    pending: Mapping[str, Pending]
+
+    @property
+    def n_lrs(self) -> int:
+        return sum(len(p) for p in self.pending.values())
+
+
+def shards(
+    records: Sequence[Any], size: int, pending_of: Callable[[Any], Pending]
+) -> Iterator[Shard]:
+    """Cut the records into shards of ``size``; a shard with nothing to do is still yielded
+    (empty ``pending``) so the caller can count it as done."""
+    for start in range(0, len(records), size):
+        chunk = tuple((start + i, r) for i, r in enumerate(records[start : start + size]))
+        pending = {}
+        for _, r in chunk:
+            todo = {v: list(s) for v, s in pending_of(r).items() if s}
+            if todo:
+                pending[r.id] = todo
+        yield Shard(start // size, chunk, pending)
+
+
+def process_shard(pipe, shard: Shard, sink) -> None:
+    """Run one shard through a loaded pipeline, writing through ``sink``; batches end with it."""
+    pipe.sink = sink
+    for idx, rec in shard.records:
+        pipe.run_record(idx, rec, shard.pending.get(rec.id, {}))
+    pipe.flush()
+
+
+# -- worker processes -----------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(config: dict[str, Any], threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["config"] = config
+
+
+def _worker_run(shard: Shard) -> list[tuple]:
+    from srforensics.audit import AuditConfig, _Pipeline
+
+    if "pipe" not in _WORKER:  # loaded once per worker process
+        _WORKER["pipe"] = _Pipeline(AuditConfig.from_dict(_WORKER["config"]))
+    sink = BufferSink()
+    process_shard(_WORKER["pipe"], shard, sink)
+    return sink.ops
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def run_shards(
+    pipe,
+    work: Iterable[Shard],
+    *,
+    executor: Executor = "local",
+    workers: int = 0,
+    ray_address: str | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> None:
+    """Process every shard and write its results through ``pipe.sink`` (the run's ledger)."""
+    sink = pipe.sink
+    tick = progress or (lambda n: None)
+    if executor == "local" and workers <= 0:  # in this process, progress LR by LR
+        pipe.progress = tick
+        for shard in work:
+            process_shard(pipe, shard, sink)
+        pipe.progress = None
+        return
+
+    def done(shard: Shard, ops: list[tuple]) -> None:
+        BufferSink.replay(ops, sink)
+        tick(len(shard.records) * pipe.variants)
+
+    def busy(work: Iterable[Shard]) -> Iterator[Shard]:
+        for shard in work:
+            if shard.pending:
+                yield shard
+            else:  # finished before (a resumed run): nothing to send
+                tick(len(shard.records) * pipe.variants)
+
+    if executor == "ray":
+        _run_ray(pipe, busy(work), workers=workers or 2, address=ray_address, done=done)
+    else:
+        _run_pool(pipe, busy(work), workers=workers, done=done)
+
+
+def _windowed(
+    submit: Callable[[Shard], Any], result: Callable[[Any], list[tuple]], work, window, done
+):
+    """Keep ``window`` shards in flight; hand results over in shard order (bounded memory)."""
+    inflight: deque = deque()
+    for shard in work:
+        inflight.append((shard, submit(shard)))
+        if len(inflight) >= window:
+            s, fut = inflight.popleft()
+            done(s, result(fut))
+    while inflight:
+        s, fut = inflight.popleft()
+        done(s, result(fut))
+
+
+def _run_pool(pipe, work: Iterable[Shard], *, workers: int, done) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(pipe.config.to_dict(), threads_per_worker(workers)),
+    ) as pool:
+        _windowed(
+            lambda s: pool.submit(_worker_run, s),
+            lambda fut: fut.result(),
+            work,
+            2 * workers,
+            done,
+        )
+
+
+def _run_ray(pipe, work: Iterable[Shard], *, workers: int, address: str | None, done) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise SRForensicsError(
+            "--executor ray needs Ray: pip install 'srforensics[ray]' (or pip install ray)"
+        ) from None
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            **({} if address else {"num_cpus": max(workers, 1)}),
+        )
+        started = True
+    try:
+        gpus = 1 if pipe.device == "cuda" else 0
+
+        @ray.remote(num_cpus=1, num_gpus=gpus)
+        class ShardWorker:
+            def __init__(self, config: dict[str, Any], threads: int) -> None:
+                _worker_init(config, threads)
+
+            def run(self, shard: Shard) -> list[tuple]:
+                return _worker_run(shard)
+
+        actors = [
+            ShardWorker.remote(pipe.config.to_dict(), threads_per_worker(workers))
+            for _ in range(workers)
+        ]
+        turn = iter(range(1 << 62))
+        _windowed(
+            lambda s: actors[next(turn) % workers].run.remote(s),
+            ray.get,
+            work,
+            2 * workers,
+            done,
+        )
+    finally:
+        if started:
+            ray.shutdown()
