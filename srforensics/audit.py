@@ -28,6 +28,7 @@ import numpy as np
 
 from srforensics import __version__
 from srforensics.errors import SRForensicsError
+from srforensics.execution import torch_threads
 from srforensics.images import (
     DEFAULT_MAX_PIXELS,
     encode_png,
@@ -101,6 +102,7 @@ class AuditConfig:
     model_timeout: float | None = None
     trust_weights: bool = False
     workers: int = 0
+    threads: int = 1
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     shard_size: int = 64
@@ -151,6 +153,8 @@ class AuditConfig:
             raise SRForensicsError(
                 f"--workers must be 0 (this process) or more, got {self.workers}"
             )
+        if self.threads < 1:
+            raise SRForensicsError(f"--threads must be at least 1, got {self.threads}")
         if self.executor not in ("local", "ray"):
             raise SRForensicsError(f"--executor must be local or ray, got {self.executor!r}")
         if self.ray_address is not None and self.executor != "ray":
@@ -685,37 +689,32 @@ class _Pipeline:
             if key in wanted and part["output_path"].isna().any()
         )
         problems: list[dict[str, Any]] = []
-        for batch in self.ledger.batches_of(missing):
-            for got in self.recomputer.batch(self.ledger, batch):
-                key = (got.record_id, got.variant)
-                if key not in missing:
-                    continue
-                if got.problems:
-                    problems.append(
-                        {"record_id": key[0], "variant": key[1], "problems": got.problems}
-                    )
-                    continue
-                stem = f"{_image_stem(key[0])}/v{key[1]}"
-                rec = self.ledger.record(key[0])
-                hr_path = (
-                    None if rec["hr_path"] else self._save(got.hr, f"{_image_stem(key[0])}/hr.png")
-                )
-                images = [got.outputs[s] for s in sorted(got.outputs)]
-                std_path = (
-                    self._save(std_map_image(pixel_std(np.stack(images))), f"{stem}_std.png")
-                    if len(images) > 1
-                    else None
-                )
-                self.ledger.set_image_paths(
-                    record_id=key[0],
-                    variant=key[1],
-                    hr_path=hr_path,
-                    lr_path=self._save(got.lr, f"{stem}_lr.png"),
-                    std_map_path=std_path,
-                    output_paths={
-                        s: self._save(im, f"{stem}_s{s}.png") for s, im in got.outputs.items()
-                    },
-                )
+        for key in missing:
+            got = self.recomputer.lr(self.ledger, *key)
+            if got.problems:
+                problems.append({"record_id": key[0], "variant": key[1], "problems": got.problems})
+                continue
+            stem = f"{_image_stem(key[0])}/v{key[1]}"
+            rec = self.ledger.record(key[0])
+            hr_path = (
+                None if rec["hr_path"] else self._save(got.hr, f"{_image_stem(key[0])}/hr.png")
+            )
+            images = [got.outputs[s] for s in sorted(got.outputs)]
+            std_path = (
+                self._save(std_map_image(pixel_std(np.stack(images))), f"{stem}_std.png")
+                if len(images) > 1
+                else None
+            )
+            self.ledger.set_image_paths(
+                record_id=key[0],
+                variant=key[1],
+                hr_path=hr_path,
+                lr_path=self._save(got.lr, f"{stem}_lr.png"),
+                std_map_path=std_path,
+                output_paths={
+                    s: self._save(im, f"{stem}_s{s}.png") for s, im in got.outputs.items()
+                },
+            )
         self.ledger.set_meta("gallery_problems", problems)
         return problems
 
@@ -1033,7 +1032,8 @@ def run_audit(config: AuditConfig) -> AuditRun:
         _write_atomic(
             run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
         )
-        return _execute(pipe, run_dir, resumed=False)
+        with torch_threads(config.threads):
+            return _execute(pipe, run_dir, resumed=False)
 
 
 def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -> AuditRun:
@@ -1048,5 +1048,6 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
         raise SRForensicsError(f"cannot read {cfg_path}: {exc}") from None
     if command is not None:
         data["command"] = list(command)
-    with run_lock(run_dir):
-        return _execute(_Pipeline(AuditConfig.from_dict(data)), run_dir, resumed=True)
+    config = AuditConfig.from_dict(data)
+    with run_lock(run_dir), torch_threads(config.threads):
+        return _execute(_Pipeline(config), run_dir, resumed=True)

@@ -269,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
         "model, metrics); 0 = this process (default)",
     )
     a.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="T",
+        help="torch threads of each process that computes (this one, or each worker; default 1: "
+        "parallelism comes from --workers). Results are bit-identical at the same T",
+    )
+    a.add_argument(
         "--executor",
         choices=("local", "ray"),
         default=None,
@@ -513,6 +521,7 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "model_timeout": args.model_timeout,
             "trust_weights": args.trust_weights,
             "workers": args.workers,
+            "threads": args.threads,
             "executor": args.executor,
             "ray_address": args.ray_address,
             "shard_size": args.shard_size,

@@ -13,9 +13,9 @@ call, in shard order. The ledger keeps a single writer.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -125,25 +125,40 @@ def process_shard(pipe, shard: Shard, sink) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(config: dict[str, Any], threads: int) -> None:
-    import torch
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` threads in torch and in the BLAS/OpenMP pools numpy and
+    scipy use (restored after).
 
-    torch.set_num_threads(threads)
+    Reductions split across threads sum in another order, so values can differ in
+    their last bits between thread counts: a run fixes its count (``--threads``)
+    for every process that computes, and records it.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _worker_init(config: dict[str, Any]) -> None:
     _WORKER["config"] = config
 
 
 def _worker_run(shard: Shard) -> list[tuple]:
     from srforensics.audit import AuditConfig, _Pipeline
 
-    if "pipe" not in _WORKER:  # loaded once per worker process
-        _WORKER["pipe"] = _Pipeline(AuditConfig.from_dict(_WORKER["config"]))
-    sink = BufferSink()
-    process_shard(_WORKER["pipe"], shard, sink)
+    with torch_threads(int(_WORKER["config"].get("threads") or 1)):
+        if "pipe" not in _WORKER:  # loaded once per worker process
+            _WORKER["pipe"] = _Pipeline(AuditConfig.from_dict(_WORKER["config"]))
+        sink = BufferSink()
+        process_shard(_WORKER["pipe"], shard, sink)
     return sink.ops
-
-
-def threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def run_shards(
@@ -206,7 +221,7 @@ def _run_pool(pipe, work: Iterable[Shard], *, workers: int, done) -> None:
         max_workers=workers,
         mp_context=mp.get_context("spawn"),
         initializer=_worker_init,
-        initargs=(pipe.config.to_dict(), threads_per_worker(workers)),
+        initargs=(pipe.config.to_dict(),),
     ) as pool:
         _windowed(
             lambda s: pool.submit(_worker_run, s),
@@ -238,16 +253,13 @@ def _run_ray(pipe, work: Iterable[Shard], *, workers: int, address: str | None, 
 
         @ray.remote(num_cpus=1, num_gpus=gpus)
         class ShardWorker:
-            def __init__(self, config: dict[str, Any], threads: int) -> None:
-                _worker_init(config, threads)
+            def __init__(self, config: dict[str, Any]) -> None:
+                _worker_init(config)
 
             def run(self, shard: Shard) -> list[tuple]:
                 return _worker_run(shard)
 
-        actors = [
-            ShardWorker.remote(pipe.config.to_dict(), threads_per_worker(workers))
-            for _ in range(workers)
-        ]
+        actors = [ShardWorker.remote(pipe.config.to_dict()) for _ in range(workers)]
         turn = iter(range(1 << 62))
         _windowed(
             lambda s: actors[next(turn) % workers].run.remote(s),

@@ -151,17 +151,41 @@ class Recomputer:
     tolerance: float = 0.1
     max_pixels: int = DEFAULT_MAX_PIXELS
     timeout: float | None = None
+    _hrs: dict = field(default_factory=dict, repr=False)
 
     def batch(self, ledger, batch: int) -> list[Recomputed]:
+        """Recompute one recorded model call, every LR of it."""
         members = ledger.batch(batch)
         if not members:
             raise SRForensicsError(f"batch {batch} is not in the ledger {ledger.path}")
+        return self._run(ledger, members, f"its model batch {batch}")
+
+    def lr(self, ledger, record_id: str, variant: int) -> Recomputed:
+        """Recompute one LR's outputs: alone first (cheap), and with its whole batch when alone
+        does not reproduce the ledger (a batched model rounding with its batch-mates)."""
+        batches = ledger.batches_of([(record_id, variant)])
+        if len(batches) != 1:
+            out = Recomputed(record_id, variant)
+            out.problems.append(f"the ledger names {len(batches)} model calls for this LR")
+            return out
+        members = ledger.batch(batches[0])
+        mine = [m for m in members if (m[0], m[1]) == (record_id, variant)]
+        alone = self._run(ledger, mine, "")[0]
+        if not alone.problems or len(members) == 1 or alone.lr is None:
+            return alone
+        return next(
+            d
+            for d in self._run(ledger, members, f"its model batch {batches[0]}")
+            if (d.record_id, d.variant) == (record_id, variant)
+        )
+
+    def _run(self, ledger, members, label: str) -> list[Recomputed]:
         done = [self._lr(ledger, rid, v) for rid, v, _ in members]
         if any(d.lr is None for d in done):
             for d in done:  # the batch cannot be formed again without every member
                 if d.lr is not None:
                     d.problems.append(
-                        f"not recomputed: another LR of its model batch {batch} could not be recreated"
+                        f"not recomputed: another LR of {label} could not be recreated"
                     )
             return done
         rows = {(d.record_id, d.variant): ledger.outputs_of(d.record_id, d.variant) for d in done}
@@ -225,7 +249,12 @@ class Recomputer:
             )
             return out
         try:
-            hr, _ = self.protocol.prepare(img)
+            key = (record_id, sha)
+            if key not in self._hrs:  # HR work once per input, as in the audit
+                if len(self._hrs) >= 16:
+                    self._hrs.pop(next(iter(self._hrs)))
+                self._hrs[key] = self.protocol.prepare(img)[0]
+            hr = self._hrs[key]
         except Exception as exc:
             out.problems.append(f"HR preparation failed: {describe_error(exc)}")
             return out

@@ -152,6 +152,7 @@ def verify_run(
     import numpy as np
 
     from srforensics.audit import AuditConfig, resolve_device
+    from srforensics.execution import torch_threads
     from srforensics.ledger import LEDGER_NAME, Ledger
     from srforensics.provenance import MANIFEST_NAME, read_manifest
     from srforensics.replay import _canonical
@@ -180,7 +181,7 @@ def verify_run(
         )
     _check_files(run_dir, manifest, result)
     config = AuditConfig.from_dict(manifest["config"])
-    with Ledger(run_dir / LEDGER_NAME) as ledger:
+    with Ledger(run_dir / LEDGER_NAME) as ledger, torch_threads(config.threads):
         _check_ledger(ledger, manifest, run_dir, result)
         result.batches_total = ledger.next_batch()
         if not result.batches_total:

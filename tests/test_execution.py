@@ -73,3 +73,59 @@ def test_bad_executor_settings_are_refused():
         AuditConfig(ray_address="ray://x:10001")
     with pytest.raises(SRForensicsError, match="--shard-size"):
         AuditConfig(shard_size=0)
+
+
+def test_hr_side_work_is_done_once_per_input_never_per_sample(tiny_dataset, tmp_path, monkeypatch):
+    """HR preparation (e.g. face detection and alignment) and the HR face embedding run once per
+    record, however many variants and samples it has."""
+    from srforensics.degradations.protocol import Protocol
+    from srforensics.faces.identity import IdentityScorer
+
+    calls = {"prepare": 0, "embed_hr": 0}
+    prepare, embed = Protocol.prepare, IdentityScorer.embed
+    hrs: list = []  # the prepared HRs themselves, to recognise them when they are embedded
+
+    def counting_prepare(self, img):
+        calls["prepare"] += 1
+        hr, params = prepare(self, img)
+        hrs.append(hr)
+        return hr, params
+
+    def counting_embed(self, faces):
+        calls["embed_hr"] += sum(any(f is h for h in hrs) for f in faces)
+        return embed(self, faces)
+
+    monkeypatch.setattr(Protocol, "prepare", counting_prepare)
+    monkeypatch.setattr(IdentityScorer, "embed", counting_embed)
+    _, results = audit_in_process(
+        tiny_dataset,
+        tmp_path / "run",
+        model="srf_test_plugins:NoisyModel",
+        samples=4,
+        variants=3,
+        identity="on",
+        face_embedder="srf_test_plugins:ColourEmbedder",
+    )
+    readable = results[results.status == "ok"].record_id.nunique()
+    assert readable == 3 and len(results[results.status == "ok"]) == 3 * 3 * 4
+    assert calls["prepare"] == readable  # the broken file fails before its HR is prepared
+    assert calls["embed_hr"] == readable
+
+
+def test_the_benchmark_writes_its_json(tmp_path):
+    """Smoke test only: the targets are checked by the full benchmark (README)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "srforensics.bench", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["overhead_ratio"] > 0
+    assert {"throughput", "memory", "workers", "cli_help_s", "machine"} <= set(data)

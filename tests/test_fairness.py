@@ -138,12 +138,12 @@ def test_max_over_geomean_formula():
 
 @pytest.mark.slow
 def test_bootstrap_cis_cover_the_true_group_mean():
-    # 200 seeded replicates of a group of 40 outputs with true mean 0.8 (beside a second group at
+    # 100 seeded replicates of a group of 40 outputs with true mean 0.8 (beside a second group at
     # 0.5): the 95% CI of the group mean must cover 0.8 in at least 90% of them. The replicates are
     # the groups of one breakdown ("cell" = replicate x race), so fairlearn bootstraps them together.
     rng = np.random.default_rng(2026)
     frames = []
-    for rep in range(200):
+    for rep in range(100):
         frames.append(
             pd.DataFrame(
                 {
@@ -163,7 +163,7 @@ def test_bootstrap_cis_cover_the_true_group_mean():
         intersections=False,
     )
     a = bd[(bd.feature == "cell") & bd.group.str.endswith(":a")]
-    assert len(a) == 200
+    assert len(a) == 100
     coverage = ((a.ci_low <= 0.8) & (0.8 <= a.ci_high)).mean()
     assert coverage >= 0.90, coverage
 

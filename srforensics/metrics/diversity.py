@@ -83,9 +83,10 @@ class LPIPSMaps:
 def distance_backend(choice: Distance, *, device: str = "cpu"):
     """``(name, function)`` for distance maps; ``auto`` picks LPIPS when its weights are available."""
     if choice in ("auto", "lpips"):
-        from srforensics.metrics.quality import PyIQAFactory
+        from srforensics.metrics.quality import missing_weights
 
-        reason = PyIQAFactory("lpips").unavailable_reason()
+        # LPIPS's weight files are registered: checking them needs no pyiqa import (~3 s).
+        reason = missing_weights("lpips")
         if reason is None:
             return "lpips", LPIPSMaps(device)
         if choice == "lpips":

@@ -15,7 +15,8 @@ def png_data_uri(data: bytes) -> str:
 
 def _figure_png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    # Figures are laid out by "constrained" layout: one draw, no bbox_inches="tight" second pass.
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return png_data_uri(buf.getvalue())
 
 
@@ -31,7 +32,7 @@ def distribution(
 
     vals = np.asarray(values, dtype=np.float64)
     vals = vals[np.isfinite(vals)]
-    fig = Figure(figsize=(4.2, 2.4))
+    fig = Figure(figsize=(4.2, 2.4), layout="constrained")
     ax = fig.add_subplot()
     if vals.size:
         ax.hist(vals, bins=min(20, max(5, vals.size)), color="#4a6fa5", alpha=0.85)
@@ -50,7 +51,7 @@ def group_means(rows: Sequence[dict], *, metric: str, feature: str) -> str:
     """Per-group means with their CI as error bars; small groups drawn hollow."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.6, 2.6))
+    fig = Figure(figsize=(4.6, 2.6), layout="constrained")
     ax = fig.add_subplot()
     labels = [str(r["group"]) for r in rows]
     means = np.array([r["mean"] for r in rows], dtype=float)
@@ -81,7 +82,7 @@ def scatter(
     """One point per output; a dashed line at ``xline`` (e.g. the 45 dB consistency threshold)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.2, 3.0))
+    fig = Figure(figsize=(4.2, 3.0), layout="constrained")
     ax = fig.add_subplot()
     ax.scatter(x, y, s=10, alpha=0.7, color="#4a6fa5")
     if xline is not None:
@@ -96,7 +97,7 @@ def compare_groups(rows: Sequence[dict], *, metric: str, feature: str) -> str:
     """Per-group means with CIs, one series per run, side by side."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.0, 2.8))
+    fig = Figure(figsize=(5.0, 2.8), layout="constrained")
     ax = fig.add_subplot()
     groups = list(dict.fromkeys(str(r["group"]) for r in rows))
     runs = list(dict.fromkeys(r["run"] for r in rows))

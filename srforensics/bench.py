@@ -1,0 +1,387 @@
+"""Benchmark: throughput, toolkit overhead, memory with dataset size, worker speed-up.
+
+    python -m srforensics.bench [--quick] --out FILE.json
+
+Workloads are generated (nothing is downloaded): face images made from the two
+faces scikit-image ships (astronaut, camera) by random shifts, zooms, flips and
+colour changes, and photographic crops of its other sample images.
+
+- ``throughput``: the ``faces`` protocol with its default metrics, N outputs
+  per LR, for ``bicubic`` and a small RRDBNet with seeded random weights;
+  outputs per second of the whole audit.
+- ``overhead_ratio``: audit wall time / (model sampling time + metric time),
+  both measured alone on the same tensors in the same process, after the audit
+  (same LRs, same model batches, same outputs). The process is warm: one small
+  audit per model runs first (imports, first calls). The protocol's own work
+  (face detection, degradation), also measured alone, is reported beside it.
+  The top-level value is the largest over the models.
+- ``memory``: peak RSS of an audit of R and 10 R records, each in a fresh
+  process, and its growth during the audit above the RSS after imports.
+- ``workers``: wall time with 1, 2 and 4 worker processes (one torch thread
+  each, the default) on a CPU-bound protocol (``realistic-x4``: second-order
+  blur, resize, noise and JPEG), and whether their results are identical.
+- ``cli_help_s``: ``srforensics --help`` in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srforensics.models.base import ModelCard, SRModel
+
+#: Face boxes (row, col, size) in scikit-image's astronaut and camera images.
+_FACES = {"astronaut": (10, 140, 190), "camera": (40, 180, 150)}
+
+
+class RandomRRDBNet(SRModel):
+    """A small RRDBNet (ESRGAN's generator: 16 features, 2 blocks) with seeded random weights."""
+
+    name = "random-rrdbnet"
+    scale = 4
+    version = "random-init"
+    source = "srforensics.bench"
+
+    def __init__(self, *, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> None:
+        import torch
+
+        from srforensics.models.archs import RRDBNet
+
+        super().__init__(device=device, dtype=dtype)
+        torch.manual_seed(seed)
+        self.net = RRDBNet(
+            num_in_ch=3, num_out_ch=3, scale=4, num_feat=16, num_block=2, num_grow_ch=8
+        )
+        self.net.eval().to(device, self.torch_dtype)
+
+    def upscale(self, lr, *, scale):
+        import torch
+
+        with torch.no_grad():
+            return self.net(lr.to(self.device, self.torch_dtype)).float().clamp(0, 1)
+
+    def card(self) -> ModelCard:
+        return ModelCard(name=self.name, version=self.version, source=self.source, licence="n/a")
+
+
+def make_faces(folder: Path, n: int, *, size: int = 128, seed: int = 0) -> Path:
+    """``n`` face images of ``size`` px from the faces scikit-image ships, each jittered."""
+    from PIL import Image, ImageEnhance
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    sources = {"astronaut": data.astronaut(), "camera": data.camera()}
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name = ("astronaut", "camera")[i % 2]
+        img = sources[name]
+        r, c, s = _FACES[name]
+        zoom = rng.uniform(1.1, 1.5)
+        side = int(s * zoom)
+        r0 = int(np.clip(r + s / 2 - side / 2 + rng.integers(-12, 13), 0, img.shape[0] - side))
+        c0 = int(np.clip(c + s / 2 - side / 2 + rng.integers(-12, 13), 0, img.shape[1] - side))
+        crop = Image.fromarray(img[r0 : r0 + side, c0 : c0 + side]).convert("RGB")
+        crop = crop.resize((size, size), Image.Resampling.LANCZOS)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        crop = ImageEnhance.Brightness(crop).enhance(rng.uniform(0.8, 1.2))
+        crop = ImageEnhance.Color(crop).enhance(rng.uniform(0.7, 1.3))
+        crop.save(folder / f"face{i:04d}.png")
+    return folder
+
+
+def make_photos(folder: Path, n: int, *, size: int, seed: int = 0) -> Path:
+    """``n`` random ``size`` px crops of scikit-image's colour sample photographs."""
+    from PIL import Image
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = sources[i % len(sources)]
+        r = int(rng.integers(0, img.shape[0] - size))
+        c = int(rng.integers(0, img.shape[1] - size))
+        Image.fromarray(img[r : r + size, c : c + size]).save(folder / f"img{i:05d}.png")
+    return folder
+
+
+def _warm_up() -> None:
+    """Import what any audit imports once per process, so that it is not counted as audit time."""
+    import facenet_pytorch  # noqa: F401
+    import pyiqa  # noqa: F401
+    import torch  # noqa: F401
+
+
+def component_times(run_dir: Path, config) -> dict[str, float]:
+    """Model, metric and protocol time, measured alone on the run's own LRs, batches and outputs."""
+    import torch
+
+    from srforensics.audit import _Pipeline
+    from srforensics.execution import torch_threads
+    from srforensics.images import pixel_sha256, read_image, to_tensor
+    from srforensics.ledger import LEDGER_NAME, Ledger
+    from srforensics.metrics.diversity import ntire_diversity, pixel_std
+    from srforensics.recompute import call_model, model_context, output_image
+
+    pipe = _Pipeline(config)
+    times = {"model_s": 0.0, "metrics_s": 0.0, "protocol_s": 0.0}
+    prepared: dict[str, np.ndarray] = {}  # the audit prepares each HR once, so does this
+    with Ledger(run_dir / LEDGER_NAME) as ledger, torch_threads(config.threads):
+        for batch in range(ledger.next_batch()):
+            members = ledger.batch(batch)
+            lrs, hrs, seeds, contexts = [], [], [], []
+            for rid, v, samples in members:
+                rec, lr_row = ledger.record(rid), ledger.lr(rid, v)
+                t = time.perf_counter()
+                if rid not in prepared:
+                    img, _ = read_image(rec["path"])
+                    t = time.perf_counter()
+                    prepared[rid] = pipe.protocol.prepare(img)[0]
+                hr = prepared[rid]
+                lr = pipe.protocol.apply(hr, lr_row["params"])
+                times["protocol_s"] += time.perf_counter() - t
+                rows = {r["sample"]: r for r in ledger.outputs_of(rid, v)}
+                seeds.append([int(rows[s]["seed"]) for s in samples])
+                contexts.append(model_context(rid, v, lr_row["params"], rec["attributes"]))
+                lrs.append(to_tensor(lr))
+                hrs.append(hr)
+            t = time.perf_counter()
+            call = call_model(pipe.model, lrs, scale=pipe.scale, seeds=seeds, contexts=contexts)
+            times["model_s"] += time.perf_counter() - t
+            for b, hr in enumerate(hrs):
+                images = [output_image(o, tolerance=1.0)[0] for o in call.outputs[b]]
+                unique = list({pixel_sha256(im): im for im in images}.values())
+                batch_t = to_tensor(unique)
+                ref = to_tensor(hr).expand(len(unique), -1, -1, -1)
+                lr_t = lrs[b].expand(len(unique), -1, -1, -1)
+                t = time.perf_counter()
+                with torch.no_grad():
+                    for metric in pipe.metrics:
+                        metric(batch_t, ref if metric.requires_reference else None, lr=lr_t)
+                    stack = np.stack(images)
+                    pixel_std(stack)
+                    ntire_diversity(pipe.distance(stack, hr))
+                times["metrics_s"] += time.perf_counter() - t
+    return times
+
+
+def throughput(faces: Path, out: Path, *, model: str, samples: int) -> dict[str, Any]:
+    from srforensics.audit import AuditConfig, run_audit
+
+    config = AuditConfig(
+        model=model,
+        protocol="faces",
+        dataset=str(faces),
+        samples=samples,
+        out=str(out),
+        identity="off",
+        breakdown_boot=0,
+    )
+    t = time.perf_counter()
+    run = run_audit(config)
+    wall = time.perf_counter() - t
+    parts = component_times(run.run_dir, config)
+    n_out = sum(run.counts.values())
+    return {
+        "model": model,
+        "records": len(list(faces.glob("*.png"))),
+        "samples": samples,
+        "outputs": n_out,
+        "outputs_ok": run.counts.get("ok", 0),
+        "metrics": [
+            m["name"] for m in json.loads((run.run_dir / "manifest.json").read_text())["metrics"]
+        ],
+        "unavailable": dict(run.unavailable),
+        "wall_s": round(wall, 3),
+        "outputs_per_s": round(n_out / wall, 2),
+        **{k: round(v, 3) for k, v in parts.items()},
+        "overhead_ratio": round(wall / (parts["model_s"] + parts["metrics_s"]), 3),
+        "overhead_ratio_with_protocol": round(
+            wall / (parts["model_s"] + parts["metrics_s"] + parts["protocol_s"]), 3
+        ),
+    }
+
+
+_RSS_PROBE = """
+import os, resource, sys, threading, time
+import pyiqa, torch  # what every audit imports, before the baseline
+import srforensics.audit
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * page / 2**20
+base, peak, stop = rss(), [0.0], threading.Event()
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.02)
+threading.Thread(target=sample, daemon=True).start()
+from srforensics.cli import main
+rc = main(sys.argv[1:])
+stop.set()
+print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base, max(peak[0], rss()))
+sys.exit(rc)
+"""
+
+
+def _audit_process(args: list[str]) -> tuple[float, dict[str, float]]:
+    """An audit in a fresh process: wall seconds, and its peak RSS (MiB): over the process's
+    life, and during the audit above the RSS after imports."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"audit failed: {proc.stderr[-2000:]}")
+    peak, base, during = (float(x) for x in proc.stdout.split("RSS ")[-1].split()[:3])
+    return wall, {
+        "peak_rss_mib": round(peak, 1),
+        "rss_after_imports_mib": round(base, 1),
+        "audit_growth_mib": round(during - base, 1),
+    }
+
+
+def memory(tmp: Path, *, small: int) -> dict[str, Any]:
+    photos = make_photos(tmp / "photos-mem", small * 10, size=64, seed=1)
+    out: dict[str, Any] = {"protocol": "bicubic-x4", "samples": 2, "metrics": "psnr,lr_psnr"}
+    for n in (small, small * 10):
+        wall, rss = _audit_process(
+            ["audit", "--model", "bicubic", "--protocol", "bicubic-x4", "--dataset", str(photos),
+             "--samples", "2", "--metrics", "psnr,lr_psnr", "--save-images", "none",
+             "--breakdown-boot", "0", "--limit", str(n), "--out", str(tmp / f"mem-{n}")]
+        )  # fmt: skip
+        out[f"records_{n}"] = {"wall_s": round(wall, 2), **rss}
+    big, little = out[f"records_{small * 10}"], out[f"records_{small}"]
+    out["rss_ratio"] = round(big["peak_rss_mib"] / little["peak_rss_mib"], 3)
+    out["audit_growth_ratio"] = round(
+        big["audit_growth_mib"] / max(little["audit_growth_mib"], 1.0), 3
+    )
+    return out
+
+
+def workers(tmp: Path, *, n_images: int, size: int, counts: tuple[int, ...]) -> dict[str, Any]:
+    photos = make_photos(tmp / "photos-workers", n_images, size=size, seed=2)
+    out: dict[str, Any] = {"protocol": "realistic-x4", "records": n_images, "image_px": size}
+    runs = {}
+    for w in counts:
+        wall, rss = _audit_process(
+            ["audit", "--model", "bicubic", "--protocol", "realistic-x4", "--dataset", str(photos),
+             "--samples", "1", "--variants", "4", "--metrics", "psnr", "--save-images", "none",
+             "--breakdown-boot", "0", "--workers", str(w), "--shard-size", "4",
+             "--out", str(tmp / f"workers-{w}")]
+        )  # fmt: skip
+        runs[w] = wall
+        out[f"workers_{w}"] = {"wall_s": round(wall, 2), "driver_peak_rss_mib": rss["peak_rss_mib"]}
+    for w in counts[1:]:
+        out[f"speedup_{w}_vs_1"] = round(runs[1] / runs[w], 3)
+    import pandas as pd
+
+    base = pd.read_parquet(tmp / "workers-1" / "results.parquet")
+    out["identical_results"] = all(
+        base.equals(pd.read_parquet(tmp / f"workers-{w}" / "results.parquet")) for w in counts[1:]
+    )
+    return out
+
+
+def cli_help_seconds() -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "srforensics", "--help"], capture_output=True, check=True)
+    return round(time.perf_counter() - t, 3)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m srforensics.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="a small workload (a smoke test)")
+    parser.add_argument("--out", required=True, metavar="FILE.json")
+    args = parser.parse_args(argv)
+    q = args.quick
+    sizes = {
+        "faces": 4 if q else 64,
+        "samples": 2 if q else 8,
+        "memory_small": 5 if q else 100,
+        "worker_images": 4 if q else 128,
+        "worker_px": 64 if q else 288,
+        "worker_counts": (1, 2) if q else (1, 2, 4),
+    }
+    _warm_up()
+    result: dict[str, Any] = {"quick": q, "machine": machine(), "sizes": sizes}
+    with tempfile.TemporaryDirectory(prefix="srforensics-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        faces = make_faces(tmp / "faces", sizes["faces"])
+        for i, m in enumerate(() if q else ("bicubic", "srforensics.bench:RandomRRDBNet")):
+            # warm-up: first calls and lazy loads are not the audit's cost
+            throughput(make_faces(tmp / "warm", 2, seed=99), tmp / f"warm-{i}", model=m, samples=2)
+        result["throughput"] = [
+            throughput(faces, tmp / f"run-{i}", model=m, samples=sizes["samples"])
+            for i, m in enumerate(("bicubic", "srforensics.bench:RandomRRDBNet"))
+        ]
+        result["memory"] = memory(tmp, small=sizes["memory_small"])
+        result["workers"] = workers(
+            tmp,
+            n_images=sizes["worker_images"],
+            size=sizes["worker_px"],
+            counts=sizes["worker_counts"],
+        )
+    result["cli_help_s"] = cli_help_seconds()
+    result["overhead_ratio"] = max(t["overhead_ratio"] for t in result["throughput"])
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"{'workload':<34} {'out/s':>8} {'wall s':>8} {'model s':>8} {'metric s':>9} {'overhead':>9}"
+    )
+    for t in result["throughput"]:
+        print(
+            f"{t['model'] + ' (faces, N=' + str(t['samples']) + ')':<34} {t['outputs_per_s']:>8} "
+            f"{t['wall_s']:>8} {t['model_s']:>8} {t['metrics_s']:>9} {t['overhead_ratio']:>9}"
+        )
+    mem = result["memory"]
+    print(
+        f"peak RSS, {sizes['memory_small']} vs {sizes['memory_small'] * 10} records: ratio {mem['rss_ratio']}"
+    )
+    w = result["workers"]
+    speedups = ", ".join(
+        f"{k[8:].replace('_vs_', ' vs ')} x{v}" for k, v in w.items() if k.startswith("speedup_")
+    )
+    print(f"workers (realistic-x4): {speedups}; identical results: {w['identical_results']}")
+    print(
+        f"srforensics --help: {result['cli_help_s']} s; overhead_ratio {result['overhead_ratio']}"
+    )
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
