@@ -154,7 +154,7 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
                 rows = {r["sample"]: r for r in ledger.outputs_of(rid, v)}
                 seeds.append([int(rows[s]["seed"]) for s in samples])
                 contexts.append(model_context(rid, v, lr_row["params"], rec["attributes"]))
-                lrs.append(to_tensor(lr))
+                lrs.append(to_tensor(lr).to(pipe.device))
                 hrs.append(hr)
             t = time.perf_counter()
             call = call_model(pipe.model, lrs, scale=pipe.scale, seeds=seeds, contexts=contexts)
@@ -162,8 +162,8 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
             for b, hr in enumerate(hrs):
                 images = [output_image(o, tolerance=1.0)[0] for o in call.outputs[b]]
                 unique = list({pixel_sha256(im): im for im in images}.values())
-                batch_t = to_tensor(unique)
-                ref = to_tensor(hr).expand(len(unique), -1, -1, -1)
+                batch_t = to_tensor(unique).to(pipe.device)
+                ref = to_tensor(hr).to(pipe.device).expand(len(unique), -1, -1, -1)
                 lr_t = lrs[b].expand(len(unique), -1, -1, -1)
                 t = time.perf_counter()
                 with torch.no_grad():
@@ -176,7 +176,9 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     return times
 
 
-def throughput(faces: Path, out: Path, *, model: str, samples: int) -> dict[str, Any]:
+def throughput(
+    faces: Path, out: Path, *, model: str, samples: int, device: str = "cpu"
+) -> dict[str, Any]:
     from srforensics.audit import AuditConfig, run_audit
 
     config = AuditConfig(
@@ -187,6 +189,7 @@ def throughput(faces: Path, out: Path, *, model: str, samples: int) -> dict[str,
         out=str(out),
         identity="off",
         breakdown_boot=0,
+        device=device,
     )
     t = time.perf_counter()
     run = run_audit(config)
@@ -327,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a small workload (a smoke test)")
     parser.add_argument("--out", required=True, metavar="FILE.json")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the throughput audits run their model and metrics (default cpu)",
+    )
     args = parser.parse_args(argv)
     q = args.quick
     sizes = {
@@ -338,15 +347,28 @@ def main(argv: list[str] | None = None) -> int:
         "worker_counts": (1, 2) if q else (1, 2, 4),
     }
     _warm_up()
-    result: dict[str, Any] = {"quick": q, "machine": machine(), "sizes": sizes}
+    result: dict[str, Any] = {
+        "quick": q,
+        "device": args.device,
+        "machine": machine(),
+        "sizes": sizes,
+    }
     with tempfile.TemporaryDirectory(prefix="srforensics-bench-") as tmp_name:
         tmp = Path(tmp_name)
         faces = make_faces(tmp / "faces", sizes["faces"])
         for i, m in enumerate(() if q else ("bicubic", "srforensics.bench:RandomRRDBNet")):
             # warm-up: first calls and lazy loads are not the audit's cost
-            throughput(make_faces(tmp / "warm", 2, seed=99), tmp / f"warm-{i}", model=m, samples=2)
+            throughput(
+                make_faces(tmp / "warm", 2, seed=99),
+                tmp / f"warm-{i}",
+                model=m,
+                samples=2,
+                device=args.device,
+            )
         result["throughput"] = [
-            throughput(faces, tmp / f"run-{i}", model=m, samples=sizes["samples"])
+            throughput(
+                faces, tmp / f"run-{i}", model=m, samples=sizes["samples"], device=args.device
+            )
             for i, m in enumerate(("bicubic", "srforensics.bench:RandomRRDBNet"))
         ]
         result["memory"] = memory(tmp, small=sizes["memory_small"])
