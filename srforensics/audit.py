@@ -166,6 +166,19 @@ class AuditConfig:
         if self.crop_border is not None and self.crop_border < 0:
             raise SRForensicsError(f"--crop-border must be >= 0, got {self.crop_border}")
 
+    def load_model(self, device: str):
+        """The model (with its sampler) this configuration names, on ``device``."""
+        from srforensics.models import load_model
+
+        return load_model(
+            self.model,
+            args=self.model_args,
+            device=device,
+            dtype=self.dtype,
+            sampler=self.sampler,
+            sampler_args=self.sampler_args,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["model_args"] = dict(self.model_args)
@@ -278,16 +291,8 @@ class _Pipeline:
             MetricUnavailable,
             build_metric,
         )
-        from srforensics.models import load_model
 
-        self.model = load_model(
-            config.model,
-            args=config.model_args,
-            device=self.device,
-            dtype=config.dtype,
-            sampler=config.sampler,
-            sampler_args=config.sampler_args,
-        )
+        self.model = config.load_model(self.device)
         self.card = self.model.card()
         self.scale = self.protocol.scale
         if self.model.scale is not None and self.model.scale != self.scale:

@@ -214,20 +214,12 @@ def verify_run(
 
 def _recomputer(run_dir: Path, manifest: dict[str, Any], config, device: str) -> Any:
     """The run's protocol and model, loaded as the run loaded them."""
-    from srforensics.models import load_model
     from srforensics.recompute import Recomputer
     from srforensics.replay import manifest_protocol
     from srforensics.weights import weights_policy
 
     with weights_policy(trust_pickles=config.trust_weights):
-        model = load_model(
-            config.model,
-            args=config.model_args,
-            device=device,
-            dtype=config.dtype,
-            sampler=config.sampler,
-            sampler_args=config.sampler_args,
-        )
+        model = config.load_model(device)
     return Recomputer(
         manifest_protocol(run_dir, manifest),
         model,
