@@ -180,30 +180,51 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_results(
     ]  # fmt: skip
     env = cli_env(SRF_SLEEP="0.15")
     ref_dir = tmp_path / "reference"
-    start = time.monotonic()
     proc = run_cli(*args, "--out", str(ref_dir), env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    duration = time.monotonic() - start
+    total = len(_results(ref_dir))
+
+    def committed(run_dir) -> int:
+        """Outputs in the ledger, read while the audit writes (WAL allows a reader)."""
+        if not (run_dir / "ledger.sqlite").is_file():
+            return 0
+        try:
+            with sqlite3.connect(f"file:{run_dir / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+                return db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    def working(run_dir, since_ns: int) -> bool:
+        """Past start-up: the process has written its "running" manifest."""
+        m = run_dir / "manifest.json"
+        return m.is_file() and m.stat().st_mtime_ns > since_ns
 
     run_dir = tmp_path / "killed"
     rng = np.random.default_rng(20261122)
+    # Kill points: after a random number of committed outputs (mid-run, between or during
+    # model calls), then once more after the last output (exports, galleries, manifest, report);
+    # each with a random extra delay.
+    targets = [*sorted(int(t) for t in rng.choice(range(1, total), 3, replace=False)), total]
     kills = 0
-    for attempt in range(4):
+    for attempt, target in enumerate(targets):
         cmd = (
             [*args, "--out", str(run_dir)] if attempt == 0 else ["audit", "--resume", str(run_dir)]
         )
+        since_ns = time.time_ns()
         child = subprocess.Popen([sys.executable, "-m", "srforensics", *cmd], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 120
-        while not (run_dir / "config.json").exists() and child.poll() is None:
+        while (
+            not working(run_dir, since_ns) or committed(run_dir) < target
+        ) and child.poll() is None:
             assert time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.5, max(1.0, duration * 0.8)))
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             kills += 1
         child.wait()
-    assert kills >= 2  # the run was really interrupted, more than once
+    assert kills >= 3  # the run was really interrupted, mid-run and while finishing
     proc = run_cli("audit", "--resume", str(run_dir), env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
