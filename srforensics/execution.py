@@ -197,24 +197,41 @@ def run_shards(
         _run_pool(pipe, busy(work), workers=workers, done=done)
 
 
-def _windowed(
-    submit: Callable[[Shard], Any], result: Callable[[Any], list[tuple]], work, window, done
-):
-    """Keep ``window`` shards in flight; hand results over in shard order (bounded memory)."""
-    inflight: deque = deque()
-    for shard in work:
-        inflight.append((shard, submit(shard)))
-        if len(inflight) >= window:
-            s, fut = inflight.popleft()
-            done(s, result(fut))
-    while inflight:
-        s, fut = inflight.popleft()
-        done(s, result(fut))
+def _schedule(
+    work: Iterable[Shard],
+    *,
+    slots: int,
+    submit: Callable[[Shard], Any],
+    is_done: Callable[[Any], bool],
+    wait_any: Callable[[list], Any],
+    result: Callable[[Any], list[tuple]],
+    done: Callable[[Shard, list[tuple]], Any],
+) -> None:
+    """Keep ``slots`` shards running (a worker never waits for a slow one), and hand the
+    results over in shard order; at most ``4 * slots`` results wait, so memory stays bounded."""
+    shards_iter, queue, exhausted = iter(work), deque(), False
+    while True:
+        running = [h for _, h in queue if not is_done(h)]
+        while not exhausted and len(running) < slots and len(queue) < 4 * slots:
+            shard = next(shards_iter, None)
+            if shard is None:
+                exhausted = True
+                break
+            handle = submit(shard)
+            queue.append((shard, handle))
+            running.append(handle)
+        while queue and is_done(queue[0][1]):
+            shard, handle = queue.popleft()
+            done(shard, result(handle))
+        if not queue and exhausted:
+            return
+        if queue and not is_done(queue[0][1]):
+            wait_any([h for _, h in queue if not is_done(h)])
 
 
 def _run_pool(pipe, work: Iterable[Shard], *, workers: int, done) -> None:
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
     with ProcessPoolExecutor(
@@ -223,12 +240,14 @@ def _run_pool(pipe, work: Iterable[Shard], *, workers: int, done) -> None:
         initializer=_worker_init,
         initargs=(pipe.config.to_dict(),),
     ) as pool:
-        _windowed(
-            lambda s: pool.submit(_worker_run, s),
-            lambda fut: fut.result(),
+        _schedule(
             work,
-            2 * workers,
-            done,
+            slots=workers + 1,  # one queued ahead, so a worker finds its next shard waiting
+            submit=lambda s: pool.submit(_worker_run, s),
+            is_done=lambda fut: fut.done(),
+            wait_any=lambda futs: wait(futs, return_when=FIRST_COMPLETED),
+            result=lambda fut: fut.result(),
+            done=done,
         )
 
 
@@ -260,13 +279,28 @@ def _run_ray(pipe, work: Iterable[Shard], *, workers: int, address: str | None, 
                 return _worker_run(shard)
 
         actors = [ShardWorker.remote(pipe.config.to_dict()) for _ in range(workers)]
-        turn = iter(range(1 << 62))
-        _windowed(
-            lambda s: actors[next(turn) % workers].run.remote(s),
-            ray.get,
+        busy: dict[Any, int] = {}  # object ref -> index of the actor computing it
+
+        def submit(shard: Shard):
+            idle = next(i for i in range(workers) if i not in busy.values())
+            ref = actors[idle].run.remote(shard)
+            busy[ref] = idle
+            return ref
+
+        def is_done(ref) -> bool:
+            ready = bool(ray.wait([ref], timeout=0)[0])
+            if ready:
+                busy.pop(ref, None)
+            return ready
+
+        _schedule(
             work,
-            2 * workers,
-            done,
+            slots=workers,  # one shard per actor: an actor runs its calls one after another
+            submit=submit,
+            is_done=is_done,
+            wait_any=lambda refs: ray.wait(refs, num_returns=1),
+            result=ray.get,
+            done=done,
         )
     finally:
         if started:
