@@ -71,9 +71,8 @@ class BufferSink:
         self.ops.append(("lrs", list(lrs), None if members is None else list(members)))
 
     @staticmethod
-    def replay(ops: Iterable[tuple], sink: LedgerSink) -> int:
-        """Write a worker's ops through ``sink``; return the number of LRs written."""
-        n = 0
+    def replay(ops: Iterable[tuple], sink: LedgerSink) -> None:
+        """Write a worker's ops through ``sink``, in the order the worker made them."""
         for op in ops:
             if op[0] == "record":
                 sink.put_record(**op[1])
@@ -81,8 +80,6 @@ class BufferSink:
                 sink.save_png(op[1], op[2])
             else:
                 sink.put_lrs(op[1], op[2])
-                n += len(op[1])
-        return n
 
 
 @dataclass(frozen=True)
@@ -92,10 +89,6 @@ class Shard:
     number: int
     records: tuple[tuple[int, Any], ...]
     pending: Mapping[str, Pending]
-
-    @property
-    def n_lrs(self) -> int:
-        return sum(len(p) for p in self.pending.values())
 
 
 def shards(
