@@ -106,6 +106,7 @@ class AuditConfig:
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     shard_size: int = 64
+    loaders: int = 0
     command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -161,6 +162,13 @@ class AuditConfig:
             raise SRForensicsError("--ray-address needs --executor ray")
         if self.shard_size < 1:
             raise SRForensicsError(f"--shard-size must be at least 1, got {self.shard_size}")
+        if self.loaders < 0:
+            raise SRForensicsError(f"--loaders must be 0 (none) or more, got {self.loaders}")
+        if self.loaders and (self.workers or self.executor != "local"):
+            raise SRForensicsError(
+                "--loaders is for runs in this process; with --workers or --executor ray "
+                "every worker loads its own records: drop --loaders"
+            )
         if self.max_pixels < 1:
             raise SRForensicsError(f"--max-pixels must be at least 1, got {self.max_pixels}")
         if self.crop_border is not None and self.crop_border < 0:
@@ -257,6 +265,80 @@ class _Unit:
     def context(self) -> dict[str, Any]:
         """What the model is told about this LR (see ``SRModel.sample``)."""
         return model_context(self.record_id, self.variant, self.params, self.attributes)
+
+
+@dataclass
+class LoadedLR:
+    """One LR of a loaded record: its drawn parameters and pixels, or why it failed."""
+
+    variant: int
+    todo: list[int]
+    params: Any = None
+    lr: np.ndarray | None = None
+    lr_sha: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class LoadedRecord:
+    """A record decoded, prepared and degraded, ready to be queued (see :func:`load_record`)."""
+
+    idx: int
+    rec: Any
+    pending: dict[int, list[int]]
+    protocol_sha256: str | None = None
+    status: str = OK
+    error: str | None = None
+    sha: str | None = None
+    hr: np.ndarray | None = None
+    hr_params: Any = None
+    hr_sha: str | None = None
+    lrs: list[LoadedLR] = field(default_factory=list)
+
+
+def load_record(
+    protocol, idx: int, rec, pending: Mapping[int, Sequence[int]], *, run_seed: int, max_pixels: int
+) -> LoadedRecord:
+    """Decode ``rec``, prepare its HR and draw and apply the degradation of every pending variant.
+
+    Pure: it writes nothing and uses no model, so it may run ahead in another process
+    (``--loaders``) and gives the same arrays wherever it runs. A failure is recorded in
+    what it returns (status and reason), never raised: a long run goes on.
+    """
+    from srforensics.faces import NoFaceFound
+
+    pending = {v: list(s) for v, s in pending.items() if s}
+    out = LoadedRecord(idx, rec, pending, protocol_sha256=protocol.sha256)
+    if not pending:
+        return out
+    if rec.error:  # refused by the dataset loader (outside the root, duplicate id)
+        out.status, out.error = FAILED, rec.error
+        return out
+    try:
+        img, out.sha = read_image(rec.path, max_pixels=max_pixels)
+        if rec.sha256 and out.sha != rec.sha256:
+            raise SRForensicsError(
+                f"file hash {out.sha[:12]}... differs from the dataset card's {rec.sha256[:12]}...: "
+                "the file is not the one the card describes"
+            )
+        hr, out.hr_params = protocol.prepare(img)
+    except NoFaceFound as exc:
+        out.status, out.error = NO_FACE, str(exc)
+        return out
+    except Exception as exc:  # a long run records the failure and goes on
+        out.status, out.error = FAILED, _describe_error(exc)
+        return out
+    out.hr, out.hr_sha = hr, pixel_sha256(hr)
+    for variant, todo in pending.items():
+        lr = LoadedLR(variant, todo)
+        try:
+            lr.params = protocol.sample(degradation_rng(run_seed, rec.id, variant))
+            lr.lr = protocol.apply(hr, lr.params)
+            lr.lr_sha = pixel_sha256(lr.lr)
+        except Exception as exc:
+            lr.error = f"degradation failed: {_describe_error(exc)}"
+        out.lrs.append(lr)
+    return out
 
 
 class _Pipeline:
@@ -400,9 +482,22 @@ class _Pipeline:
     # -- one record: HR, then its LRs, queued for the model --------------------------
     def run_record(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> None:
         """Prepare ``rec``'s HR and queue the LRs of ``pending`` (variant -> samples to compute)."""
-        from srforensics.faces import NoFaceFound
+        self.queue_loaded(self.load(idx, rec, pending))
 
-        pending = {v: list(s) for v, s in pending.items() if s}
+    def load(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> LoadedRecord:
+        """Decode, prepare and degrade ``rec`` here (what ``--loaders`` processes do ahead)."""
+        return load_record(
+            self.protocol,
+            idx,
+            rec,
+            pending,
+            run_seed=self.run_seed,
+            max_pixels=self.config.max_pixels,
+        )
+
+    def queue_loaded(self, loaded: LoadedRecord) -> None:
+        """Record a loaded record in the ledger and queue its LRs for the model."""
+        rec, idx, pending = loaded.rec, loaded.idx, loaded.pending
         self._tick(self.variants - len(pending))  # variants the ledger already holds
         if not pending:
             return
@@ -413,35 +508,23 @@ class _Pipeline:
             "subject": rec.subject,
             "attributes": rec.attributes,
         }
-        if rec.error:  # refused by the dataset loader (outside the root, duplicate id)
-            return self._record_failed(base, None, pending, FAILED, rec.error)
-        sha = None
-        try:
-            img, sha = read_image(rec.path, max_pixels=self.config.max_pixels)
-            if rec.sha256 and sha != rec.sha256:
-                raise SRForensicsError(
-                    f"file hash {sha[:12]}... differs from the dataset card's {rec.sha256[:12]}...: "
-                    "the file is not the one the card describes"
-                )
-            hr, hr_params = self.protocol.prepare(img)
-        except NoFaceFound as exc:
-            return self._record_failed(base, sha, pending, NO_FACE, str(exc))
-        except Exception as exc:  # a long run records the failure and goes on
-            return self._record_failed(base, sha, pending, FAILED, _describe_error(exc))
+        if loaded.status != OK:
+            return self._record_failed(base, loaded.sha, pending, loaded.status, loaded.error)
+        hr = loaded.hr
         stem = _image_stem(rec.id)
         hr_path = self._save(hr, f"{stem}/hr.png") if self._keep_images(idx, 0) else None
         self.sink.put_record(
             **base,
-            sha256=sha,
+            sha256=loaded.sha,
             status=OK,
-            hr_params=hr_params,
-            hr_sha256=pixel_sha256(hr),
+            hr_params=loaded.hr_params,
+            hr_sha256=loaded.hr_sha,
             hr_path=hr_path,
         )
         hr_t = to_tensor(hr).to(self.device)
         hr_embedding = self.identity.embed([hr])[0] if self.identity else None  # once per input
-        for variant, todo in pending.items():
-            unit = self._make_lr(idx, rec, stem, variant, todo, hr, hr_t, hr_embedding)
+        for lr in loaded.lrs:
+            unit = self._unit(idx, rec, stem, lr, hr, hr_t, hr_embedding)
             if unit is not None:
                 self._queue(unit)
 
@@ -466,24 +549,22 @@ class _Pipeline:
         )
         self._tick(len(pending))
 
-    def _make_lr(self, idx, rec, stem, variant, todo, hr, hr_t, hr_embedding=None) -> _Unit | None:
-        seeds = [model_seed(self.run_seed, rec.id, variant, s) for s in todo]
+    def _unit(self, idx, rec, stem, lr: LoadedLR, hr, hr_t, hr_embedding=None) -> _Unit | None:
+        seeds = [model_seed(self.run_seed, rec.id, lr.variant, s) for s in lr.todo]
         unit = _Unit(
-            rec.id, variant, list(todo), seeds, hr, hr_t, hr_embedding, dict(rec.attributes)
+            rec.id, lr.variant, list(lr.todo), seeds, hr, hr_t, hr_embedding, dict(rec.attributes)
         )
-        try:
-            unit.params = self.protocol.sample(degradation_rng(self.run_seed, rec.id, variant))
-            lr = self.protocol.apply(hr, unit.params)
-        except Exception as exc:
-            self.sink.put_lrs([self._failed(unit, f"degradation failed: {_describe_error(exc)}")])
+        unit.params = lr.params
+        if lr.error is not None:
+            self.sink.put_lrs([self._failed(unit, lr.error)])
             self._tick(1)
             return None
-        unit.lr_sha = pixel_sha256(lr)
-        keep = self._keep_images(idx, variant)
-        if keep or self._keep_lr(idx, variant):
-            unit.lr_path = self._save(lr, f"{stem}/v{variant}_lr.png")
-        unit.out_stem = f"{stem}/v{variant}" if keep else None
-        unit.lr_t = to_tensor(lr).to(self.device)
+        unit.lr_sha = lr.lr_sha
+        keep = self._keep_images(idx, lr.variant)
+        if keep or self._keep_lr(idx, lr.variant):
+            unit.lr_path = self._save(lr.lr, f"{stem}/v{lr.variant}_lr.png")
+        unit.out_stem = f"{stem}/v{lr.variant}" if keep else None
+        unit.lr_t = to_tensor(lr.lr).to(self.device)
         return unit
 
     # -- batches of LRs through the model ----------------------------------------------
@@ -829,7 +910,20 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
+@contextmanager
+def _loaders(config: AuditConfig) -> Iterator[Any]:
+    """Loader processes for ``config.loaders`` (started first, so that they start while the
+    model and the metrics load here), or ``None``."""
+    if not config.loaders:
+        yield None
+        return
+    from srforensics.execution import Loaders
+
+    with Loaders(config.to_dict(), processes=config.loaders) as loaders:
+        yield loaders
+
+
+def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool, loaders=None) -> AuditRun:
     from tqdm import tqdm
 
     from srforensics.provenance import (
@@ -904,6 +998,7 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool) -> AuditRun:
             workers=config.workers,
             ray_address=config.ray_address,
             progress=bar.update,
+            loaders=loaders,
         )
         identity_info = pipe.finish_identity()
         pipe.save_gallery_images()
@@ -1029,16 +1124,18 @@ def run_audit(config: AuditConfig) -> AuditRun:
         raise SRForensicsError(
             f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
         )
-    pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
-            raise SRForensicsError(f"{run_dir} already holds a run; choose another --out")
-        _write_atomic(
-            run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
-        )
-        with torch_threads(config.threads):
-            return _execute(pipe, run_dir, resumed=False)
+    with _loaders(config) as loaders:
+        pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(run_dir):
+            if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
+                raise SRForensicsError(f"{run_dir} already holds a run; choose another --out")
+            _write_atomic(
+                run_dir / CONFIG_NAME,
+                json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
+            )
+            with torch_threads(config.threads):
+                return _execute(pipe, run_dir, resumed=False, loaders=loaders)
 
 
 def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -> AuditRun:
@@ -1054,5 +1151,5 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
     if command is not None:
         data["command"] = list(command)
     config = AuditConfig.from_dict(data)
-    with run_lock(run_dir), torch_threads(config.threads):
-        return _execute(_Pipeline(config), run_dir, resumed=True)
+    with run_lock(run_dir), _loaders(config) as loaders, torch_threads(config.threads):
+        return _execute(_Pipeline(config), run_dir, resumed=True, loaders=loaders)

@@ -269,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
         "model, metrics); 0 = this process (default)",
     )
     a.add_argument(
+        "--loaders",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that decode, prepare and degrade the next records while this one runs "
+        "the model and metrics (with --workers 0); 0 = none (default). Results are identical",
+    )
+    a.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -525,6 +533,7 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "executor": args.executor,
             "ray_address": args.ray_address,
             "shard_size": args.shard_size,
+            "loaders": args.loaders,
         }
         config = AuditConfig(
             **{k: v for k, v in given.items() if v is not None},

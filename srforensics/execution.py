@@ -114,6 +114,207 @@ def process_shard(pipe, shard: Shard, sink) -> None:
     pipe.flush()
 
 
+def _process_local(pipe, work: Iterable[Shard], loaders: Loaders | None) -> None:
+    """The in-process executor: shard after shard, records loaded ahead by ``loaders`` if any."""
+
+    def items() -> Iterator[tuple[int, int, Any, Pending]]:
+        for shard in work:
+            for idx, rec in shard.records:
+                yield shard.number, idx, rec, shard.pending.get(rec.id, {})
+
+    current = None
+    loaded = loaders.iterate(items(), pipe) if loaders else _here(items(), pipe)
+    for number, record in loaded:
+        if number != current:
+            pipe.flush()  # batches end with their shard, as in a worker process
+            current = number
+        pipe.queue_loaded(record)
+    pipe.flush()
+
+
+def _here(items: Iterable[tuple[int, int, Any, Pending]], pipe) -> Iterator[tuple[int, Any]]:
+    for number, idx, rec, pending in items:
+        yield number, pipe.load(idx, rec, pending)
+
+
+# -- loader processes (--loaders): decoding and degradation ahead of the model ----------------
+_LOADER: dict[str, Any] = {}
+
+
+def _loader_init(config: dict[str, Any]) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from srforensics.degradations.protocol import load_protocol
+
+    threads = int(config.get("threads") or 1)
+    torch.set_num_threads(threads)  # the driver's count: the same arrays, bit for bit
+    _LOADER["limits"] = threadpool_limits(limits=threads)
+    protocol = load_protocol(config["protocol"])
+    _LOADER["protocol"] = protocol
+    _LOADER["run_seed"] = protocol.seed if config.get("seed") is None else config["seed"]
+    _LOADER["max_pixels"] = config["max_pixels"]
+
+
+def _loader_probe() -> str | None:
+    """The SHA-256 of the loader's protocol file (answered once the process has started)."""
+    return _LOADER["protocol"].sha256
+
+
+def _loader_run(idx: int, rec, pending: Pending):
+    from srforensics.audit import load_record
+
+    return load_record(
+        _LOADER["protocol"],
+        idx,
+        rec,
+        pending,
+        run_seed=_LOADER["run_seed"],
+        max_pixels=_LOADER["max_pixels"],
+    )
+
+
+class Loaders:
+    """Processes that decode, prepare and degrade the next records while this one runs the
+    model and the metrics (``--loaders N``), like a ``DataLoader``'s workers.
+
+    Loading is pure (:func:`srforensics.audit.load_record`), so a record gives the same
+    arrays wherever it is loaded, and records are handed over in order: results are
+    identical to loading here. While the processes start (importing torch takes seconds)
+    the records are loaded here; later, a record the processes have not reached yet is
+    loaded here too. If the processes fail, or their protocol file is not the driver's,
+    everything is loaded here from then on, and the run goes on.
+
+    Parameters
+    ----------
+    config : dict
+        The audit's configuration (:meth:`AuditConfig.to_dict`).
+    processes : int
+        Number of loader processes.
+    ahead : int, optional
+        Records loaded ahead at most (the memory bound: their HRs and LRs wait in memory).
+        Default: two model batches' worth (``2 * batch_size``, at least ``4 * processes``).
+        Less than a batch's worth leaves the processes idle while this one runs a batch.
+    share : bool, default True
+        Load here a record that no process has taken yet, rather than wait for it.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        processes: int,
+        ahead: int | None = None,
+        share: bool = True,
+    ):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.ahead = ahead or max(2 * int(config.get("batch_size") or 8), 4 * processes)
+        self.share = share
+        self.ready = False  # the processes have started, with the run's protocol file
+        self.failure: str | None = None
+        self.loaded_here = 0
+        self.pool = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=mp.get_context("spawn"),
+            initializer=_loader_init,
+            initargs=(config,),
+        )
+        self._probe = self.pool.submit(_loader_probe)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Loaders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_ready(self, protocol_sha256: str | None, timeout: float | None = None) -> bool:
+        """Wait until the processes have started; ``False`` if they failed (see ``failure``)."""
+        from concurrent.futures import wait
+
+        wait([self._probe], timeout=timeout)
+        self._check(protocol_sha256)
+        return self.ready
+
+    def _check(self, protocol_sha256: str | None) -> None:
+        if self.ready or self.failure is not None or not self._probe.done():
+            return
+        try:
+            theirs = self._probe.result()
+        except Exception as exc:
+            return self._fail(exc)
+        if theirs != protocol_sha256:
+            return self._fail(
+                RuntimeError(
+                    "their protocol file differs from the one this run loaded "
+                    "(was it changed during the run?)"
+                )
+            )
+        self.ready = True
+
+    def iterate(
+        self, items: Iterable[tuple[int, int, Any, Pending]], pipe
+    ) -> Iterator[tuple[int, Any]]:
+        """``(number, loaded record)`` for each ``(number, idx, record, pending)``, in order."""
+        window: deque = deque()
+        source = iter(items)
+        while True:
+            while self.failure is None and len(window) < self.ahead:
+                item = next(source, None)
+                if item is None:
+                    break
+                window.append((item, self._submit(item)))
+            if window:
+                item, fut = window.popleft()
+            else:
+                item, fut = next(source, None), None
+                if item is None:
+                    return
+            yield item[0], self._take(item, fut, pipe)
+
+    def _submit(self, item):
+        number, idx, rec, pending = item
+        if not any(pending.values()):
+            return None  # nothing to load (a resumed run): no need to send it
+        try:
+            return self.pool.submit(_loader_run, idx, rec, pending)
+        except Exception as exc:  # the pool broke
+            self._fail(exc)
+            return None
+
+    def _take(self, item, fut, pipe):
+        number, idx, rec, pending = item
+        self._check(pipe.protocol.sha256)
+        # While the processes start, and later for a record no process has taken yet,
+        # load it here; a record a process is loading is waited for.
+        if fut is not None and self.ready and (fut.done() or not self.share or not fut.cancel()):
+            try:
+                return fut.result()
+            except Exception as exc:
+                self._fail(exc)
+        elif fut is not None:
+            fut.cancel()
+        self.loaded_here += 1
+        return pipe.load(idx, rec, pending)
+
+    def _fail(self, exc: BaseException) -> None:
+        import logging
+
+        from srforensics.recompute import describe_error
+
+        if self.failure is None:
+            self.failure = describe_error(exc)
+            logging.getLogger("srforensics").warning(
+                "loader processes stopped (%s); loading the remaining records in this process",
+                self.failure,
+            )
+            self.close()
+
+
 # -- worker processes -----------------------------------------------------------------------
 _WORKER: dict[str, Any] = {}
 
@@ -162,15 +363,20 @@ def run_shards(
     workers: int = 0,
     ray_address: str | None = None,
     progress: Callable[[int], Any] | None = None,
+    loaders: Loaders | None = None,
 ) -> None:
-    """Process every shard and write its results through ``pipe.sink`` (the run's ledger)."""
+    """Process every shard and write its results through ``pipe.sink`` (the run's ledger).
+
+    ``loaders`` (in-process execution only) load records ahead in other processes.
+    """
     sink = pipe.sink
     tick = progress or (lambda n: None)
     if executor == "local" and workers <= 0:  # in this process, progress LR by LR
         pipe.progress = tick
-        for shard in work:
-            process_shard(pipe, shard, sink)
-        pipe.progress = None
+        try:
+            _process_local(pipe, work, loaders)
+        finally:
+            pipe.progress = None
         return
 
     def done(shard: Shard, ops: list[tuple]) -> None:

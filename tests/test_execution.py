@@ -37,6 +37,84 @@ def test_worker_processes_give_the_results_of_one_process(local_run, tiny_datase
         assert (run.run_dir / rel).read_bytes() == (local_run[0].run_dir / rel).read_bytes()
 
 
+def test_loader_processes_give_the_results_of_one_process(local_run, tiny_dataset, tmp_path):
+    run, results = audit_in_process(tiny_dataset, tmp_path / "loaders", loaders=1, **SETUP)
+    _same(local_run[1], results)
+    for rel in results.output_path.dropna():
+        assert (run.run_dir / rel).read_bytes() == (local_run[0].run_dir / rel).read_bytes()
+
+
+def _items(pipe):
+    every = {v: list(range(pipe.config.samples)) for v in range(pipe.variants)}
+    return [(0, i, rec, every) for i, rec in enumerate(pipe.records)]
+
+
+def _assert_same_load(a, b) -> None:
+    import numpy as np
+
+    assert (a.idx, a.rec, a.status, a.error, a.sha, a.hr_sha) == (
+        b.idx, b.rec, b.status, b.error, b.sha, b.hr_sha
+    )  # fmt: skip
+    assert a.hr_params == b.hr_params
+    assert (a.hr is None) == (b.hr is None)
+    if a.hr is not None:
+        assert np.array_equal(a.hr, b.hr)
+    assert len(a.lrs) == len(b.lrs)
+    for x, y in zip(a.lrs, b.lrs, strict=True):
+        assert (x.variant, x.todo, x.error, x.lr_sha) == (y.variant, y.todo, y.error, y.lr_sha)
+        assert x.params == y.params and np.array_equal(x.lr, y.lr)
+
+
+def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tmp_path):
+    """The faces protocol (MTCNN detection, alignment, blur, noise, JPEG) on two faces, a
+    photograph without one and a corrupt file: every array and every reason is the same, and
+    every record came from the loader process."""
+    import shutil
+
+    from srforensics.audit import AuditConfig, _Pipeline
+    from srforensics.bench import make_faces
+    from srforensics.execution import Loaders
+
+    root = make_faces(tmp_path / "ds", 2)
+    for name in ("coffee.png", "broken.png"):
+        shutil.copy(tiny_dataset / name, root / name)
+    config = AuditConfig(protocol="faces", dataset=str(root), samples=2, variants=2, identity="off")
+    pipe = _Pipeline(config)
+    with Loaders(config.to_dict(), processes=1, share=False) as loaders:
+        assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
+        got = list(loaders.iterate(_items(pipe), pipe))
+        assert loaders.failure is None and loaders.ready and loaders.loaded_here == 0
+    assert len(got) == 4
+    statuses = set()
+    for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
+        _assert_same_load(loaded, pipe.load(idx, rec, pending))
+        statuses.add(loaded.status)
+    assert statuses == {"ok", "no_face", "failed"}
+
+
+@pytest.mark.parametrize(
+    "protocol, reason",
+    [("bicubic-x2", "protocol file differs"), ("no-such-protocol", "BrokenProcessPool")],
+)
+def test_failed_loader_processes_leave_the_loading_here(tiny_dataset, protocol, reason, caplog):
+    """Loaders whose protocol is not the run's, or that cannot start: the records are loaded
+    here, with the same results, and the failure is logged once."""
+    from srforensics.audit import AuditConfig, _Pipeline
+    from srforensics.execution import Loaders
+
+    config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), samples=1)
+    pipe = _Pipeline(config)
+    with Loaders(dict(config.to_dict(), protocol=protocol), processes=1) as loaders:
+        with caplog.at_level("WARNING", logger="srforensics"):
+            assert not loaders.wait_ready(pipe.protocol.sha256, timeout=300)
+            got = list(loaders.iterate(_items(pipe), pipe))
+        assert loaders.failure is not None and reason in loaders.failure
+    assert loaders.loaded_here == 4
+    assert sum("loader processes stopped" in r.message for r in caplog.records) == 1
+    for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
+        _assert_same_load(loaded, pipe.load(idx, rec, pending))
+
+
 def test_shards_cut_the_batches_the_same_way_in_one_process(tiny_dataset, tmp_path, local_run):
     from srforensics.ledger import Ledger
 
@@ -73,6 +151,10 @@ def test_bad_executor_settings_are_refused():
         AuditConfig(ray_address="ray://x:10001")
     with pytest.raises(SRForensicsError, match="--shard-size"):
         AuditConfig(shard_size=0)
+    with pytest.raises(SRForensicsError, match="--loaders is for runs in this process"):
+        AuditConfig(loaders=1, workers=2)
+    with pytest.raises(SRForensicsError, match="--loaders must be"):
+        AuditConfig(loaders=-1)
 
 
 def test_hr_side_work_is_done_once_per_input_never_per_sample(tiny_dataset, tmp_path, monkeypatch):
