@@ -110,6 +110,9 @@ class AuditConfig:
     command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.metrics, str):  # "psnr,ssim", as on the command line
+            names = tuple(m.strip() for m in self.metrics.split(",") if m.strip())
+            object.__setattr__(self, "metrics", names)
         if self.samples < 1:
             raise SRForensicsError(f"--samples must be at least 1, got {self.samples}")
         if self.variants is not None and self.variants < 1:

@@ -211,3 +211,14 @@ def test_the_benchmark_writes_its_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["overhead_ratio"] > 0
     assert {"throughput", "memory", "workers", "cli_help_s", "machine"} <= set(data)
+
+
+def test_metrics_may_be_given_as_on_the_command_line():
+    """``AuditConfig(metrics="psnr")`` means the metric psnr, not the metrics p, s, n, r."""
+    from srforensics.audit import AuditConfig
+    from srforensics.errors import SRForensicsError
+
+    assert AuditConfig(metrics="psnr").metrics == ("psnr",)
+    assert AuditConfig(metrics="psnr, lr_psnr").metrics == ("psnr", "lr_psnr")
+    with pytest.raises(SRForensicsError, match="--metrics is empty"):
+        AuditConfig(metrics=" , ")
