@@ -154,6 +154,25 @@ def _loader_init(config: dict[str, Any]) -> None:
     _LOADER["protocol"] = protocol
     _LOADER["run_seed"] = protocol.seed if config.get("seed") is None else config["seed"]
     _LOADER["max_pixels"] = config["max_pixels"]
+    _warm_up(protocol)
+
+
+def _warm_up(protocol) -> None:
+    """Run the protocol once on a blank picture: first calls pay for lazy loading (MTCNN's
+    weights, kernels; about 2 s), which is better paid before the process says it is ready
+    than by a record the driver waits for. Nothing of it is kept, and no seed is drawn."""
+    import numpy as np
+
+    side = 32 * protocol.scale
+    blank = np.zeros((side, side, 3), np.float32)
+    try:
+        hr, _ = protocol.prepare(blank)
+    except Exception:  # no face in a blank picture: the detector has run all the same
+        hr = blank
+    try:
+        protocol.apply(hr, protocol.sample(np.random.default_rng(0)))
+    except Exception:
+        pass
 
 
 def _loader_probe() -> str | None:
