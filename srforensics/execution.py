@@ -160,7 +160,7 @@ def _loader_init(config: dict[str, Any]) -> None:
 def _warm_up(protocol) -> None:
     """Run the protocol once on a blank picture: first calls pay for lazy loading (MTCNN's
     weights, kernels; about 2 s), which is better paid before the process says it is ready
-    than by a record the driver waits for. Nothing of it is kept, and no seed is drawn."""
+    than by a record the driver waits for. Nothing of it is kept; the run's seeds are not used."""
     import numpy as np
 
     side = 32 * protocol.scale
@@ -191,6 +191,11 @@ def _loader_run(idx: int, rec, pending: Pending):
         run_seed=_LOADER["run_seed"],
         max_pixels=_LOADER["max_pixels"],
     )
+
+
+_OTHER_PROTOCOL = (
+    "their protocol file differs from the one this run loaded (was it changed during the run?)"
+)
 
 
 class Loaders:
@@ -267,12 +272,7 @@ class Loaders:
         except Exception as exc:
             return self._fail(exc)
         if theirs != protocol_sha256:
-            return self._fail(
-                RuntimeError(
-                    "their protocol file differs from the one this run loaded "
-                    "(was it changed during the run?)"
-                )
-            )
+            return self._fail(RuntimeError(_OTHER_PROTOCOL))
         self.ready = True
 
     def iterate(
@@ -310,11 +310,16 @@ class Loaders:
         self._check(pipe.protocol.sha256)
         # While the processes start, and later for a record no process has taken yet,
         # load it here; a record a process is loading is waited for.
-        if fut is not None and self.ready and (fut.done() or not self.share or not fut.cancel()):
+        usable = fut is not None and self.ready and self.failure is None
+        if usable and (fut.done() or not self.share or not fut.cancel()):
             try:
-                return fut.result()
+                loaded = fut.result()
             except Exception as exc:
                 self._fail(exc)
+            else:
+                if loaded.protocol_sha256 == pipe.protocol.sha256:
+                    return loaded
+                self._fail(RuntimeError(_OTHER_PROTOCOL))  # another process, started later
         elif fut is not None:
             fut.cancel()
         self.loaded_here += 1
