@@ -13,6 +13,7 @@ call, in shard order. The ledger keeps a single writer.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -142,6 +143,7 @@ _LOADER: dict[str, Any] = {}
 
 
 def _loader_init(config: dict[str, Any]) -> None:
+    _exit_with_parent()
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -364,7 +366,30 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _exit_with_parent() -> None:
+    """End this spawned process when the one that started it ends, however it ends.
+
+    A process pool's workers wait on their queue, whose both ends they hold, so after a
+    ``kill -9`` of the audit they would wait forever (holding its output pipes, so a
+    caller reading them hangs too). A thread watches the parent's sentinel instead.
+    """
+    import multiprocessing as mp
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = mp.parent_process()
+    if parent is None:  # not started by multiprocessing (a Ray actor): nothing to watch
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="srforensics-exit-with-parent", daemon=True).start()
+
+
 def _worker_init(config: dict[str, Any]) -> None:
+    _exit_with_parent()
     _WORKER["config"] = config
 
 

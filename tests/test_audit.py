@@ -128,7 +128,11 @@ def test_resume_after_a_hard_stop_computes_only_what_is_missing(tiny_run, tiny_d
     out = tmp_path / "stopped"
     model = "srf_test_plugins:CountingBicubic"
     env = cli_env(SRF_CALL_LOG=str(log), SRF_DIE_AFTER="2")
-    proc = audit_tiny(tiny_dataset, out, "--batch-size", "1", model=model, env=env)
+    # With a loader process: it dies with the audit, and the resumed run (the recorded
+    # configuration) starts another.
+    proc = audit_tiny(
+        tiny_dataset, out, "--batch-size", "1", "--loaders", "1", model=model, env=env
+    )
     assert proc.returncode == 9  # died inside the third model call
     with sqlite3.connect(out / "ledger.sqlite") as db:
         done = db.execute("SELECT COUNT(*) FROM outputs WHERE status = 'ok'").fetchone()[0]

@@ -222,3 +222,15 @@ def test_metrics_may_be_given_as_on_the_command_line():
     assert AuditConfig(metrics="psnr, lr_psnr").metrics == ("psnr", "lr_psnr")
     with pytest.raises(SRForensicsError, match="--metrics is empty"):
         AuditConfig(metrics=" , ")
+
+
+def test_the_cli_passes_loaders_on(tiny_dataset, tmp_path):
+    """``--loaders`` reaches the configuration: with ``--workers`` it is refused, in one line."""
+    proc = run_cli(
+        "audit", "--model", "bicubic", "--protocol", "bicubic-x4", "--dataset", str(tiny_dataset),
+        "--loaders", "1", "--workers", "2", "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "--loaders is for runs in this process" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()

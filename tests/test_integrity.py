@@ -232,3 +232,32 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_results(
     assert not got.duplicated(["record_id", "variant", "sample"]).any()
     pd.testing.assert_frame_equal(got, ref)
     assert _verify(run_dir, "--full").returncode == 0
+
+
+@pytest.mark.parametrize("helpers", [("--workers", "2"), ("--loaders", "1")])
+def test_helper_processes_end_when_the_audit_is_killed(tiny_dataset, tmp_path, helpers):
+    """Worker and loader processes end with a ``kill -9`` of the audit that started them: none
+    is left waiting on its queue, holding the audit's output pipes (a caller reading them
+    would hang)."""
+    run_dir = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "srforensics", "audit", "--model", "srf_test_plugins:SlowNoisy",
+         "--protocol", "bicubic-x4", "--dataset", str(tiny_dataset), "--samples", "2",
+         "--variants", "4", "--batch-size", "1", "--shard-size", "1", "--metrics", "psnr",
+         "--save-images", "none", "--breakdown-boot", "0", *helpers, "--out", str(run_dir)],
+        env=cli_env(SRF_SLEEP="0.3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    ledger = run_dir / "ledger.sqlite"
+    while child.poll() is None:  # until outputs are committed: the helpers are working
+        assert time.monotonic() < deadline
+        if ledger.is_file():
+            with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
+                if db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]:
+                    break
+        time.sleep(0.05)
+    assert child.poll() is None, "the audit finished before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    # The pipes reach end-of-file only when every process holding them has ended.
+    child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL
