@@ -483,10 +483,6 @@ class _Pipeline:
         return mode == "all" or (mode == "report" and idx < self.config.report_examples)
 
     # -- one record: HR, then its LRs, queued for the model --------------------------
-    def run_record(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> None:
-        """Prepare ``rec``'s HR and queue the LRs of ``pending`` (variant -> samples to compute)."""
-        self.queue_loaded(self.load(idx, rec, pending))
-
     def load(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> LoadedRecord:
         """Decode, prepare and degrade ``rec`` here (what ``--loaders`` processes do ahead)."""
         return load_record(

@@ -110,13 +110,11 @@ def shards(
 def process_shard(pipe, shard: Shard, sink) -> None:
     """Run one shard through a loaded pipeline, writing through ``sink``; batches end with it."""
     pipe.sink = sink
-    for idx, rec in shard.records:
-        pipe.run_record(idx, rec, shard.pending.get(rec.id, {}))
-    pipe.flush()
+    _process_local(pipe, [shard], None)
 
 
 def _process_local(pipe, work: Iterable[Shard], loaders: Loaders | None) -> None:
-    """The in-process executor: shard after shard, records loaded ahead by ``loaders`` if any."""
+    """Shard after shard in this process, records loaded ahead by ``loaders`` if any."""
 
     def items() -> Iterator[tuple[int, int, Any, Pending]]:
         for shard in work:
@@ -154,7 +152,6 @@ def _loader_init(config: dict[str, Any]) -> None:
     _LOADER["limits"] = threadpool_limits(limits=threads)
     protocol = load_protocol(config["protocol"])
     _LOADER["protocol"] = protocol
-    _LOADER["run_seed"] = protocol.seed if config.get("seed") is None else config["seed"]
     _LOADER["max_pixels"] = config["max_pixels"]
     _warm_up(protocol)
 
@@ -182,7 +179,8 @@ def _loader_probe() -> str | None:
     return _LOADER["protocol"].sha256
 
 
-def _loader_run(idx: int, rec, pending: Pending):
+def _loader_run(idx: int, rec, pending: Pending, run_seed: int):
+    """Load one record; the run seed is the driver's (resolved once, in the driver)."""
     from srforensics.audit import load_record
 
     return load_record(
@@ -190,7 +188,7 @@ def _loader_run(idx: int, rec, pending: Pending):
         idx,
         rec,
         pending,
-        run_seed=_LOADER["run_seed"],
+        run_seed=run_seed,
         max_pixels=_LOADER["max_pixels"],
     )
 
@@ -288,7 +286,7 @@ class Loaders:
                 item = next(source, None)
                 if item is None:
                     break
-                window.append((item, self._submit(item)))
+                window.append((item, self._submit(item, pipe.run_seed)))
             if window:
                 item, fut = window.popleft()
             else:
@@ -297,12 +295,12 @@ class Loaders:
                     return
             yield item[0], self._take(item, fut, pipe)
 
-    def _submit(self, item):
+    def _submit(self, item, run_seed: int):
         number, idx, rec, pending = item
         if not any(pending.values()):
             return None  # nothing to load (a resumed run): no need to send it
         try:
-            return self.pool.submit(_loader_run, idx, rec, pending)
+            return self.pool.submit(_loader_run, idx, rec, pending, run_seed)
         except Exception as exc:  # the pool broke
             self._fail(exc)
             return None
