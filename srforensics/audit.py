@@ -909,20 +909,33 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+@dataclass
+class _Helpers:
+    """The processes started for a run before its pipeline loads (see :func:`_helpers`)."""
+
+    loaders: Any = None
+    workers: Any = None
+
+
 @contextmanager
-def _loaders(config: AuditConfig) -> Iterator[Any]:
-    """Loader processes for ``config.loaders`` (started first, so that they start while the
-    model and the metrics load here), or ``None``."""
-    if not config.loaders:
-        yield None
-        return
-    from srforensics.execution import Loaders
+def _helpers(config: AuditConfig) -> Iterator[_Helpers]:
+    """Loader processes (``--loaders``) or local worker processes (``--workers``), started
+    first, so that they start while the model and the metrics load here."""
+    from srforensics.execution import Loaders, Workers
 
-    with Loaders(config.to_dict(), processes=config.loaders) as loaders:
-        yield loaders
+    if config.loaders:
+        with Loaders(config.to_dict(), processes=config.loaders) as loaders:
+            yield _Helpers(loaders=loaders)
+    elif config.workers > 0 and config.executor == "local":
+        with Workers(config.to_dict(), processes=config.workers) as workers:
+            yield _Helpers(workers=workers)
+    else:
+        yield _Helpers()
 
 
-def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool, loaders=None) -> AuditRun:
+def _execute(
+    pipe: _Pipeline, run_dir: Path, *, resumed: bool, helpers: _Helpers | None = None
+) -> AuditRun:
     from tqdm import tqdm
 
     from srforensics.provenance import (
@@ -997,7 +1010,8 @@ def _execute(pipe: _Pipeline, run_dir: Path, *, resumed: bool, loaders=None) -> 
             workers=config.workers,
             ray_address=config.ray_address,
             progress=bar.update,
-            loaders=loaders,
+            loaders=helpers.loaders if helpers else None,
+            pool=helpers.workers if helpers else None,
         )
         identity_info = pipe.finish_identity()
         pipe.save_gallery_images()
@@ -1123,7 +1137,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
         raise SRForensicsError(
             f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
         )
-    with _loaders(config) as loaders:
+    with _helpers(config) as helpers:
         pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir):
@@ -1134,7 +1148,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
                 json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
             )
             with torch_threads(config.threads):
-                return _execute(pipe, run_dir, resumed=False, loaders=loaders)
+                return _execute(pipe, run_dir, resumed=False, helpers=helpers)
 
 
 def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -> AuditRun:
@@ -1150,5 +1164,5 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
     if command is not None:
         data["command"] = list(command)
     config = AuditConfig.from_dict(data)
-    with run_lock(run_dir), _loaders(config) as loaders, torch_threads(config.threads):
-        return _execute(_Pipeline(config), run_dir, resumed=True, loaders=loaders)
+    with run_lock(run_dir), _helpers(config) as helpers, torch_threads(config.threads):
+        return _execute(_Pipeline(config), run_dir, resumed=True, helpers=helpers)

@@ -136,12 +136,79 @@ def _here(items: Iterable[tuple[int, int, Any, Pending]], pipe) -> Iterator[tupl
         yield number, pipe.load(idx, rec, pending)
 
 
+# -- helper processes: how they start -------------------------------------------------------
+#: Imported once, in the fork server every helper process is forked from: a new process then
+#: starts in a fraction of a second instead of importing torch (seconds) again.
+_PRELOAD = ("numpy", "torch", "scipy.ndimage", "srforensics.audit", "srforensics.execution")
+
+
+def process_context():
+    """The ``multiprocessing`` context of worker and loader processes.
+
+    A fork server where the platform has one (Linux, macOS): started once per process
+    with :data:`_PRELOAD` imported and no thread pool running, it forks each new helper,
+    so ``--workers 8`` imports torch once, not eight times at once, and a second audit in
+    the same process starts its helpers at once. Elsewhere, ``spawn``. Never a plain fork
+    of this process: forking after torch's thread pools have started can deadlock.
+    """
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(_PRELOAD))  # used when the server starts (once)
+    return ctx
+
+
+def _submit_in_background(pool, fn: Callable[..., Any], *args: Any):
+    """``pool.submit(fn, *args)``, made from a thread: a future that follows its result,
+    and an event set once the task is submitted (and its process started).
+
+    Submitting a task starts a pool process, and a process from a fork server starts
+    only once the server has imported what it preloads (seconds, once per process):
+    the caller loads its own pipeline meanwhile instead of waiting. (Until the event is
+    set, another ``pool.submit`` would wait for the same lock.)
+    """
+    import threading
+    from concurrent.futures import Future
+
+    out: Future = Future()
+    submitted = threading.Event()
+
+    def follow(inner) -> None:
+        if inner.cancelled():
+            out.cancel()
+        elif inner.exception() is not None:
+            out.set_exception(inner.exception())
+        else:
+            out.set_result(inner.result())
+
+    def submit() -> None:
+        try:
+            pool.submit(fn, *args).add_done_callback(follow)
+        except BaseException as exc:  # the pool was shut down, or broke
+            out.set_exception(exc)
+        finally:
+            submitted.set()
+
+    threading.Thread(target=submit, name="srforensics-start-helpers", daemon=True).start()
+    return out, submitted
+
+
+def _adopt(environment: dict[str, str]) -> None:
+    """Take the environment of the process that started this one (a forked helper has the
+    fork server's, from when that started): ``SRFORENSICS_CACHE`` and the like are read late."""
+    os.environ.clear()
+    os.environ.update(environment)
+
+
 # -- loader processes (--loaders): decoding and degradation ahead of the model ----------------
 _LOADER: dict[str, Any] = {}
 
 
-def _loader_init(config: dict[str, Any]) -> None:
+def _loader_init(config: dict[str, Any], environment: dict[str, str]) -> None:
     _exit_with_parent()
+    _adopt(environment)
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -231,7 +298,6 @@ class Loaders:
         ahead: int | None = None,
         share: bool = True,
     ):
-        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         self.ahead = ahead or max(2 * int(config.get("batch_size") or 8), 4 * processes)
@@ -241,11 +307,11 @@ class Loaders:
         self.loaded_here = 0
         self.pool = ProcessPoolExecutor(
             max_workers=processes,
-            mp_context=mp.get_context("spawn"),
+            mp_context=process_context(),
             initializer=_loader_init,
-            initargs=(config,),
+            initargs=(config, dict(os.environ)),
         )
-        self._probe = self.pool.submit(_loader_probe)
+        self._probe, self._started = _submit_in_background(self.pool, _loader_probe)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -282,7 +348,8 @@ class Loaders:
         window: deque = deque()
         source = iter(items)
         while True:
-            while self.failure is None and len(window) < self.ahead:
+            # Nothing is sent before the process has started (sending would wait for it).
+            while self.failure is None and self._started.is_set() and len(window) < self.ahead:
                 item = next(source, None)
                 if item is None:
                     break
@@ -386,20 +453,68 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="srforensics-exit-with-parent", daemon=True).start()
 
 
-def _worker_init(config: dict[str, Any]) -> None:
+def _worker_init(config: dict[str, Any], environment: dict[str, str] | None = None) -> None:
+    """Load the audit's pipeline once per worker, as the process starts (while the driver
+    loads its own); an error is kept and raised by the first shard, as the driver's would be."""
     _exit_with_parent()
+    if environment is not None:
+        _adopt(environment)
     _WORKER["config"] = config
+    from srforensics.audit import AuditConfig, _Pipeline
+
+    try:
+        with torch_threads(int(config.get("threads") or 1)):
+            _WORKER["pipe"] = _Pipeline(AuditConfig.from_dict(config))
+    except Exception as exc:
+        _WORKER["error"] = exc
+
+
+def _worker_started() -> None:
+    """Nothing: submitted once per worker to start them all at once."""
 
 
 def _worker_run(shard: Shard) -> list[tuple]:
-    from srforensics.audit import AuditConfig, _Pipeline
-
+    if "error" in _WORKER:
+        raise _WORKER["error"]
     with torch_threads(int(_WORKER["config"].get("threads") or 1)):
-        if "pipe" not in _WORKER:  # loaded once per worker process
-            _WORKER["pipe"] = _Pipeline(AuditConfig.from_dict(_WORKER["config"]))
         sink = BufferSink()
         process_shard(_WORKER["pipe"], shard, sink)
     return sink.ops
+
+
+class Workers:
+    """Worker processes for ``--workers N`` (in-process pool, not Ray), started before the
+    driver loads its pipeline: each loads its own meanwhile, so neither waits for the other.
+
+    Parameters
+    ----------
+    config : dict
+        The audit's configuration (:meth:`AuditConfig.to_dict`).
+    processes : int
+        Number of worker processes.
+    """
+
+    def __init__(self, config: dict[str, Any], *, processes: int) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.processes = processes
+        self.pool = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=process_context(),
+            initializer=_worker_init,
+            initargs=(config, dict(os.environ)),
+        )
+        for _ in range(processes):  # a pool starts a process per task waiting for one
+            _submit_in_background(self.pool, _worker_started)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_shards(
@@ -411,10 +526,12 @@ def run_shards(
     ray_address: str | None = None,
     progress: Callable[[int], Any] | None = None,
     loaders: Loaders | None = None,
+    pool: Workers | None = None,
 ) -> None:
     """Process every shard and write its results through ``pipe.sink`` (the run's ledger).
 
     ``loaders`` (in-process execution only) load records ahead in other processes.
+    ``pool``: local worker processes already started for this run (else they start here).
     """
     sink = pipe.sink
     tick = progress or (lambda n: None)
@@ -440,7 +557,11 @@ def run_shards(
     if executor == "ray":
         _run_ray(pipe, busy(work), workers=workers or 2, address=ray_address, done=done)
     else:
-        _run_pool(pipe, busy(work), workers=workers, done=done)
+        if pool is None:
+            with Workers(pipe.config.to_dict(), processes=workers) as started:
+                _run_pool(busy(work), started, done=done)
+        else:
+            _run_pool(busy(work), pool, done=done)
 
 
 def _schedule(
@@ -475,26 +596,18 @@ def _schedule(
             wait_any([h for _, h in queue if not is_done(h)])
 
 
-def _run_pool(pipe, work: Iterable[Shard], *, workers: int, done) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+def _run_pool(work: Iterable[Shard], workers: Workers, *, done) -> None:
+    from concurrent.futures import FIRST_COMPLETED, wait
 
-    # spawn, not fork: forking a process that has started torch's thread pools can deadlock.
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=mp.get_context("spawn"),
-        initializer=_worker_init,
-        initargs=(pipe.config.to_dict(),),
-    ) as pool:
-        _schedule(
-            work,
-            slots=workers + 1,  # one queued ahead, so a worker finds its next shard waiting
-            submit=lambda s: pool.submit(_worker_run, s),
-            is_done=lambda fut: fut.done(),
-            wait_any=lambda futs: wait(futs, return_when=FIRST_COMPLETED),
-            result=lambda fut: fut.result(),
-            done=done,
-        )
+    _schedule(
+        work,
+        slots=workers.processes + 1,  # one queued ahead, so a worker finds its next shard waiting
+        submit=lambda s: workers.pool.submit(_worker_run, s),
+        is_done=lambda fut: fut.done(),
+        wait_any=lambda futs: wait(futs, return_when=FIRST_COMPLETED),
+        result=lambda fut: fut.result(),
+        done=done,
+    )
 
 
 def _run_ray(pipe, work: Iterable[Shard], *, workers: int, address: str | None, done) -> None:

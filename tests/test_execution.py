@@ -115,6 +115,67 @@ def test_failed_loader_processes_leave_the_loading_here(tiny_dataset, protocol, 
         _assert_same_load(loaded, pipe.load(idx, rec, pending))
 
 
+def test_helper_processes_take_the_environment_of_the_audit_that_starts_them(
+    tiny_dataset, monkeypatch, tmp_path
+):
+    """Helpers are forked from a fork server that lives as long as this process; the weights
+    cache and the like are read from the environment, so each helper takes the environment
+    of the audit that starts it, not the server's."""
+    import os
+
+    from srforensics.audit import AuditConfig
+    from srforensics.execution import Workers
+
+    config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
+    monkeypatch.setenv("SRFORENSICS_CACHE", str(tmp_path / "first"))
+    with Workers(config, processes=1) as first:  # starts the server if none runs yet
+        assert first.pool.submit(os.getenv, "SRFORENSICS_CACHE").result() == str(tmp_path / "first")
+    monkeypatch.setenv("SRFORENSICS_CACHE", str(tmp_path / "second"))
+    with Workers(config, processes=1) as second:
+        assert second.pool.submit(os.getenv, "SRFORENSICS_CACHE").result() == str(
+            tmp_path / "second"
+        )
+
+
+def test_a_worker_that_cannot_load_the_pipeline_fails_its_shards_with_the_reason(tiny_dataset):
+    """Workers load their pipeline as they start; a failure there is raised by their first
+    shard (the driver's own pipeline normally fails first, with the same message)."""
+    from srforensics.audit import AuditConfig
+    from srforensics.errors import SRForensicsError
+    from srforensics.execution import Shard, Workers, _worker_run
+
+    config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
+    with Workers(dict(config, model="no-such-model"), processes=1) as workers:
+        fut = workers.pool.submit(_worker_run, Shard(0, (), {}))
+        with pytest.raises(SRForensicsError, match="no-such-model"):
+            fut.result(timeout=300)
+
+
+@pytest.mark.parametrize("helpers", [{"workers": 1}, {"loaders": 1}])
+def test_helper_processes_start_before_this_process_loads_its_pipeline(
+    tiny_dataset, tmp_path, monkeypatch, helpers
+):
+    """So that they import and load while this process does (both take seconds)."""
+    from srforensics import audit, execution
+
+    order = []
+    for cls, name in ((execution.Workers, "workers"), (execution.Loaders, "loaders")):
+        monkeypatch.setattr(cls, "__init__", _noting(cls.__init__, order, name))
+    monkeypatch.setattr(
+        audit._Pipeline, "__init__", _noting(audit._Pipeline.__init__, order, "pipe")
+    )
+    audit_in_process(tiny_dataset, tmp_path / "run", **helpers)
+    assert order[:2] == [next(iter(helpers)), "pipe"]
+
+
+def _noting(init, order: list, name: str):
+    def noted(self, *args, **kwargs):
+        order.append(name)
+        return init(self, *args, **kwargs)
+
+    return noted
+
+
 def test_shards_cut_the_batches_the_same_way_in_one_process(tiny_dataset, tmp_path, local_run):
     from srforensics.ledger import Ledger
 

@@ -38,7 +38,9 @@ def distribution(
     fig.subplots_adjust(left=0.15, right=0.97, bottom=0.12, top=0.88)
     ax = fig.add_subplot()
     if vals.size:
-        ax.hist(vals, bins=min(20, max(5, vals.size)), color="#4a6fa5", alpha=0.85)
+        # One filled outline, not a rectangle per bin: the same picture, drawn faster.
+        bins = min(20, max(5, vals.size))
+        ax.hist(vals, bins=bins, histtype="stepfilled", color="#4a6fa5", alpha=0.85)
         ax.plot(vals, np.zeros_like(vals), "|", color="#222", markersize=10)
         ax.axvline(float(np.mean(vals)), color="#c0392b", linestyle="--", linewidth=1, label="mean")
         ax.legend(fontsize=7, loc="upper right")
