@@ -265,7 +265,35 @@ _OTHER_PROTOCOL = (
 )
 
 
-class Loaders:
+class _HelperPool:
+    """Helper processes from :func:`process_context`, each started with
+    ``initializer(config, environment)``; a context manager that shuts them down."""
+
+    #: Whether closing waits for the processes to finish what they are doing.
+    wait_on_close = True
+
+    def __init__(self, config: dict[str, Any], *, processes: int, initializer) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.processes = processes
+        self.pool = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=process_context(),
+            initializer=initializer,
+            initargs=(config, dict(os.environ)),
+        )
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=self.wait_on_close, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Loaders(_HelperPool):
     """Processes that decode, prepare and degrade the next records while this one runs the
     model and the metrics (``--loaders N``), like a ``DataLoader``'s workers.
 
@@ -298,29 +326,15 @@ class Loaders:
         ahead: int | None = None,
         share: bool = True,
     ):
-        from concurrent.futures import ProcessPoolExecutor
-
+        super().__init__(config, processes=processes, initializer=_loader_init)
         self.ahead = ahead or max(2 * int(config.get("batch_size") or 8), 4 * processes)
         self.share = share
         self.ready = False  # the processes have started, with the run's protocol file
         self.failure: str | None = None
         self.loaded_here = 0
-        self.pool = ProcessPoolExecutor(
-            max_workers=processes,
-            mp_context=process_context(),
-            initializer=_loader_init,
-            initargs=(config, dict(os.environ)),
-        )
         self._probe, self._started = _submit_in_background(self.pool, _loader_probe)
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    def __enter__(self) -> Loaders:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    wait_on_close = False  # closed after a failure too, and the run goes on meanwhile
 
     def wait_ready(self, protocol_sha256: str | None, timeout: float | None = None) -> bool:
         """Wait until the processes have started; ``False`` if they failed (see ``failure``)."""
@@ -482,7 +496,7 @@ def _worker_run(shard: Shard) -> list[tuple]:
     return sink.ops
 
 
-class Workers:
+class Workers(_HelperPool):
     """Worker processes for ``--workers N`` (in-process pool, not Ray), started before the
     driver loads its pipeline: each loads its own meanwhile, so neither waits for the other.
 
@@ -495,26 +509,9 @@ class Workers:
     """
 
     def __init__(self, config: dict[str, Any], *, processes: int) -> None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.processes = processes
-        self.pool = ProcessPoolExecutor(
-            max_workers=processes,
-            mp_context=process_context(),
-            initializer=_worker_init,
-            initargs=(config, dict(os.environ)),
-        )
+        super().__init__(config, processes=processes, initializer=_worker_init)
         for _ in range(processes):  # a pool starts a process per task waiting for one
             _submit_in_background(self.pool, _worker_started)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def run_shards(
