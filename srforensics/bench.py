@@ -19,7 +19,8 @@ colour changes, and photographic crops of its other sample images.
   repeats: this measures a shared machine whose speed drifts by a quarter
   within minutes. The process is warm: one small
   audit per model runs first (imports, first calls); the loader processes start
-  with each audit, as they do in the CLI. The protocol's own work (face
+  with each audit, as they do in the CLI, but forked from a fork server that is
+  already running (in the CLI it starts with the audit). The protocol's own work (face
   detection, degradation), also measured alone, is reported beside it. The
   top-level value is the largest over the models, with ``--loaders``.
 - ``memory``: peak RSS of an audit of R and 10 R records, each in a fresh
