@@ -99,12 +99,12 @@ class Ledger:
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
-            with self.conn:
-                self.conn.executescript(_SCHEMA)
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+            # One transaction: a reader of a ledger being created sees all its tables or none.
+            self.conn.executescript(
+                f"BEGIN IMMEDIATE;\n{_SCHEMA}\n"
+                f"INSERT OR IGNORE INTO meta(key, value) VALUES "
+                f"('schema_version', '{int(SCHEMA_VERSION)}');\nCOMMIT;"
+            )
             found = self.get_meta("schema_version")
         except sqlite3.DatabaseError as exc:
             self.conn.close()
