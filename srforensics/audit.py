@@ -36,7 +36,7 @@ from srforensics.images import (
     read_image,
     to_tensor,
 )
-from srforensics.recompute import call_model, model_context, output_image
+from srforensics.recompute import call_model, model_context, output_images
 from srforensics.recompute import describe_error as _describe_error
 from srforensics.seeding import degradation_rng, model_seed
 
@@ -617,14 +617,15 @@ class _Pipeline:
         rows: list[OutputRow | None] = [None] * len(unit.todo)
         good: list[int] = []
         images: list[np.ndarray] = []
-        for j, (s, sd) in enumerate(zip(unit.todo, unit.seeds, strict=True)):
-            image, reason = output_image(outs[j], tolerance=self.config.range_tolerance)
-            if image is not None:
+        hashes: list[str] = []
+        checked = output_images(outs, tolerance=self.config.range_tolerance)
+        for j, (s, sd, out) in enumerate(zip(unit.todo, unit.seeds, checked, strict=True)):
+            if out.image is not None:
                 good.append(j)
-                images.append(image)
+                images.append(out.image)
+                hashes.append(out.sha256)
                 continue
-            rows[j] = OutputRow(sample=s, seed=sd, status=FAILED, error=reason)
-        hashes = [pixel_sha256(im) for im in images]
+            rows[j] = OutputRow(sample=s, seed=sd, status=FAILED, error=out.reason)
         scores, notes = self._score(images, hashes, unit.hr_t, unit.lr_t)
         per_lr = self._spread(unit, images)
         if self.identity is not None and images:

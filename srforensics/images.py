@@ -103,15 +103,25 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
     return decode_image(data, max_pixels=max_pixels), sha256_bytes(data)
 
 
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """8-bit levels of an image (or a stack) in [0, 1]: ``x * 255`` rounded half to even and
+    clipped, as BasicSR ``tensor2img``. The product is formed in float64, where it is exact
+    (a float32 times 255 needs 32 significant bits), so the rounding is never off by one."""
+    levels = np.multiply(img, 255.0, dtype=np.float64)
+    np.rint(levels, out=levels)
+    np.clip(levels, 0, 255, out=levels)
+    return levels.astype(np.uint8)
+
+
+def from_uint8(levels: np.ndarray) -> np.ndarray:
+    """8-bit levels as float32 in [0, 1]: ``k / 255`` correctly rounded (for each of the 256
+    levels the same float32 as ``float32(float64(k) / 255)``)."""
+    return levels.astype(np.float32) / np.float32(255)
+
+
 def quantize(img: np.ndarray) -> np.ndarray:
     """Round to 8-bit levels (half to even, as numpy/torch) and clip, as BasicSR ``tensor2img``; float32 in [0, 1]."""
-    return (np.clip(np.round(np.asarray(img, dtype=np.float64) * 255.0), 0, 255) / 255.0).astype(
-        np.float32
-    )
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return from_uint8(to_uint8(img))
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -125,9 +135,13 @@ def encode_png(img: np.ndarray) -> bytes:
 
 def pixel_sha256(img: np.ndarray) -> str:
     """SHA-256 of an image's 8-bit pixels (shape included), independent of file encoding."""
-    u8 = to_uint8(img)
-    h = hashlib.sha256(f"{u8.shape}".encode())
-    h.update(np.ascontiguousarray(u8).tobytes())
+    return levels_sha256(to_uint8(img))
+
+
+def levels_sha256(levels: np.ndarray) -> str:
+    """:func:`pixel_sha256` of an image already as 8-bit levels (:func:`to_uint8`)."""
+    h = hashlib.sha256(f"{levels.shape}".encode())
+    h.update(np.ascontiguousarray(levels).tobytes())
     return h.hexdigest()
 
 

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 
 from srforensics.errors import SRForensicsError
-from srforensics.images import DEFAULT_MAX_PIXELS, pixel_sha256, quantize, read_image, to_tensor
+from srforensics.images import (
+    DEFAULT_MAX_PIXELS,
+    from_uint8,
+    levels_sha256,
+    pixel_sha256,
+    read_image,
+    to_tensor,
+    to_uint8,
+)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -112,20 +120,49 @@ def call_model(
     return ModelCall(outputs=outs.detach().to("cpu", torch.float32))
 
 
-def output_image(out, *, tolerance: float) -> tuple[np.ndarray | None, str | None]:
-    """One model output ``[3, H, W]`` as a quantised image, or ``(None, reason)`` when it is
+@dataclass(frozen=True)
+class OutputImage:
+    """One model output, checked and quantised: the image and the SHA-256 of its 8-bit pixels,
+    or why it failed."""
+
+    image: np.ndarray | None  # (H, W, 3) float32 on 8-bit levels
+    sha256: str | None = None
+    reason: str | None = None
+
+
+def output_images(outs, *, tolerance: float) -> list[OutputImage]:
+    """Model outputs ``[N, 3, H, W]`` checked and quantised together. An output fails when it is
     not finite or leaves [0, 1] by more than ``tolerance`` (within it, quantising clips)."""
     import torch
 
-    if not torch.isfinite(out).all():
-        return None, "model output contains NaN or Inf"
-    lo, hi = float(out.min()), float(out.max())
-    if lo < -tolerance or hi > 1 + tolerance:
-        return None, (
-            f"model output outside [0, 1] beyond the tolerance {tolerance}: "
-            f"min {lo:.4g}, max {hi:.4g}"
-        )
-    return quantize(out.permute(1, 2, 0).numpy()), None
+    lo, hi = torch.aminmax(outs.reshape(len(outs), -1), dim=1)  # NaN and Inf show here
+    checked: list[OutputImage | None] = []
+    for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+        if not (np.isfinite(a) and np.isfinite(b)):
+            checked.append(OutputImage(None, reason="model output contains NaN or Inf"))
+        elif a < -tolerance or b > 1 + tolerance:
+            reason = (
+                f"model output outside [0, 1] beyond the tolerance {tolerance}: "
+                f"min {a:.4g}, max {b:.4g}"
+            )
+            checked.append(OutputImage(None, reason=reason))
+        else:
+            checked.append(None)
+    good = [j for j, c in enumerate(checked) if c is None]
+    if good:
+        chw = outs if len(good) == len(outs) else outs[good]
+        levels = np.ascontiguousarray(to_uint8(chw.numpy()).transpose(0, 2, 3, 1))
+        images = from_uint8(levels)
+        for k, j in enumerate(good):
+            checked[j] = OutputImage(images[k], sha256=levels_sha256(levels[k]))
+    return checked  # type: ignore[return-value]
+
+
+def output_image(out, *, tolerance: float) -> tuple[np.ndarray | None, str | None]:
+    """One model output ``[3, H, W]``: ``(image, None)``, or ``(None, reason)`` (see
+    :func:`output_images`)."""
+    checked = output_images(out[None], tolerance=tolerance)[0]
+    return checked.image, checked.reason
 
 
 @dataclass
@@ -208,25 +245,26 @@ class Recomputer:
         outs, error = call.outputs, call.error
         for b, (d, (_, _, samples)) in enumerate(zip(done, members, strict=True)):
             by_sample = {r["sample"]: r for r in rows[(d.record_id, d.variant)]}
-            for j, s in enumerate(samples):
+            checked = (
+                [OutputImage(None, reason=error)] * len(samples)
+                if error is not None
+                else output_images(outs[b], tolerance=self.tolerance)
+            )
+            for s, out in zip(samples, checked, strict=True):
                 row = by_sample[s]
                 d.checked += 1
-                if error is not None:
-                    image, reason = None, error
-                else:
-                    image, reason = output_image(outs[b, j], tolerance=self.tolerance)
-                if image is None:
+                if out.image is None:
                     if row["status"] == "ok":
                         d.problems.append(
-                            f"output {s}: recorded ok, recomputed as failed ({reason})"
+                            f"output {s}: recorded ok, recomputed as failed ({out.reason})"
                         )
                     continue
-                d.outputs[s] = image
+                d.outputs[s] = out.image
                 if row["status"] != "ok":
                     d.problems.append(f"output {s}: recorded {row['status']}, recomputed ok")
-                elif pixel_sha256(image) != row["output_sha256"]:
+                elif out.sha256 != row["output_sha256"]:
                     d.problems.append(
-                        f"output {s}: recomputed pixels hash to {pixel_sha256(image)[:12]}..., "
+                        f"output {s}: recomputed pixels hash to {out.sha256[:12]}..., "
                         f"the ledger says {row['output_sha256'][:12]}..."
                     )
         return done
@@ -279,5 +317,7 @@ __all__ = [
     "call_model",
     "describe_error",
     "model_context",
+    "OutputImage",
     "output_image",
+    "output_images",
 ]

@@ -9,11 +9,14 @@ from PIL import Image
 from srforensics.images import (
     ImageError,
     decode_image,
+    from_uint8,
+    levels_sha256,
     pixel_sha256,
     quantize,
     read_image,
     rgb_to_y,
     sha256_file,
+    to_uint8,
 )
 
 
@@ -74,3 +77,29 @@ def test_quantize_rounds_and_clips_like_basicsr_tensor2img():
     x = np.array([[[-0.1, 0.6 / 255, 2.5 / 255, 1.2]]], dtype=np.float64)
     np.testing.assert_array_equal(np.round(quantize(x) * 255), [[[0, 1, 2, 255]]])
     assert pixel_sha256(quantize(x)) == pixel_sha256(quantize(quantize(x)))
+
+
+def _basicsr_levels(x: np.ndarray) -> np.ndarray:
+    """BasicSR ``tensor2img``'s rounding, written out: ``(x * 255.0).round()`` of the float64
+    image, clipped to [0, 255], as uint8."""
+    return np.clip(np.round(x.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def test_8bit_levels_are_exact_for_every_level_and_at_every_rounding_boundary():
+    """``to_uint8`` forms ``x * 255`` in float64 (exact for float32 ``x``); ``from_uint8`` gives
+    each level's correctly rounded float32, the same as float64 ``k / 255`` rounded to float32."""
+    k = np.arange(256)
+    np.testing.assert_array_equal(
+        from_uint8(k.astype(np.uint8)).view(np.uint32),
+        (k / 255.0).astype(np.float32).view(np.uint32),
+    )
+    # float32 values next to each half-level k + 0.5: float32 arithmetic would misround some.
+    halves = ((k[:-1] + 0.5) / 255.0).astype(np.float32)
+    near = [np.nextafter(halves, np.float32(-1)), halves, np.nextafter(halves, np.float32(2))]
+    rng = np.random.default_rng(0)
+    x = np.concatenate([*near, rng.uniform(-0.2, 1.2, 100_000).astype(np.float32)])
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(to_uint8(x), _basicsr_levels(x))
+    np.testing.assert_array_equal(quantize(x), from_uint8(_basicsr_levels(x)))
+    img = x[: 96 * 32 * 3].reshape(96, 32, 3)
+    assert levels_sha256(to_uint8(img)) == pixel_sha256(img)

@@ -134,3 +134,27 @@ def test_no_gallery_images_when_images_are_not_kept(tiny_dataset, tmp_path):
     assert "Highest spread across outputs" in html
     assert "Images were not kept for this run" in html
     assert np.isfinite(results.psnr.dropna()).all()
+
+
+def test_outputs_are_checked_and_quantised_one_by_one_in_a_stack():
+    """A stack of outputs gives what each output gives alone (BasicSR ``tensor2img``
+    rounding; the hash of its 8-bit pixels), and a bad output fails alone with its reason."""
+    import torch
+
+    from srforensics.images import pixel_sha256
+    from srforensics.recompute import output_images
+
+    g = torch.Generator().manual_seed(0)
+    outs = torch.rand(5, 3, 16, 24, generator=g) * 1.1 - 0.05  # within the 0.1 tolerance
+    outs[1, 0, 3, 4] = float("nan")
+    outs[2, 2, 0, 0] = float("inf")
+    outs[3, 1, 5, 5] = 1.5
+    checked = output_images(outs, tolerance=0.1)
+    assert [c.reason is None for c in checked] == [True, False, False, False, True]
+    assert "NaN or Inf" in checked[1].reason and "NaN or Inf" in checked[2].reason
+    assert "max 1.5" in checked[3].reason and checked[3].image is None
+    for j in (0, 4):
+        ref = np.clip(np.round(outs[j].permute(1, 2, 0).double().numpy() * 255), 0, 255) / 255
+        np.testing.assert_array_equal(checked[j].image, ref.astype(np.float32))
+        assert checked[j].image.shape == (16, 24, 3)
+        assert checked[j].sha256 == pixel_sha256(checked[j].image)
