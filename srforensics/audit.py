@@ -917,6 +917,14 @@ class _Helpers:
     loaders: Any = None
     workers: Any = None
 
+    def submit(self, fn, /, *args: Any, **kwargs: Any):
+        """``fn(*args, **kwargs)`` in a helper process (once one is free), or ``None`` when
+        there is none to take it."""
+        pool = self.loaders if self.loaders is not None else self.workers
+        if pool is None or getattr(pool, "failure", None) is not None:
+            return None
+        return pool.submit(fn, *args, **kwargs)
+
 
 @contextmanager
 def _helpers(config: AuditConfig) -> Iterator[_Helpers]:
@@ -932,6 +940,39 @@ def _helpers(config: AuditConfig) -> Iterator[_Helpers]:
             yield _Helpers(workers=workers)
     else:
         yield _Helpers()
+
+
+def _draw_histograms(ledger, helpers: _Helpers | None) -> dict[str, Any]:
+    """Start drawing the report's histograms in the helper processes, if the run has any:
+    matplotlib's seconds there, while this process saves galleries and exports tables.
+    ``{key: future}`` (see :func:`srforensics.report.histograms`)."""
+    if helpers is None or (helpers.loaders is None and helpers.workers is None):
+        return {}
+    from srforensics.analysis import with_flags
+    from srforensics.report import histograms
+    from srforensics.report.figures import distribution
+
+    futures = {}
+    for key, kwargs in histograms(with_flags(ledger.results()), ledger.metrics()).items():
+        fut = helpers.submit(distribution, **kwargs)
+        if fut is None:
+            break
+        futures[key] = fut
+    return futures
+
+
+def _drawn(futures: Mapping[str, Any], timeout: float = 60.0) -> dict[str, str]:
+    """The histograms the helpers drew; one that failed (or is late) is drawn again here."""
+    import concurrent.futures as cf
+
+    done, _ = cf.wait(list(futures.values()), timeout=timeout)
+    drawn = {}
+    for key, fut in futures.items():
+        if fut in done and fut.exception() is None:
+            drawn[key] = fut.result()
+        else:
+            fut.cancel()
+    return drawn
 
 
 def _execute(
@@ -1015,6 +1056,7 @@ def _execute(
             pool=helpers.workers if helpers else None,
         )
         identity_info = pipe.finish_identity()
+        drawing = _draw_histograms(ledger, helpers)
         pipe.save_gallery_images()
     finally:
         bar.close()
@@ -1075,7 +1117,7 @@ def _execute(
         verdicts = gate_run(run_dir, pipe.gate_file)
         write_json(verdicts, run_dir / "gates.json")
         write_junit(verdicts, run_dir / "junit.xml")
-    report = render_report(run_dir)
+    report = render_report(run_dir, drawn=_drawn(drawing))
     return AuditRun(
         run_dir=run_dir,
         report=report,

@@ -139,25 +139,46 @@ def _here(items: Iterable[tuple[int, int, Any, Pending]], pipe) -> Iterator[tupl
 # -- helper processes: how they start -------------------------------------------------------
 #: Imported once, in the fork server every helper process is forked from: a new process then
 #: starts in a fraction of a second instead of importing torch (seconds) again.
-_PRELOAD = ("numpy", "torch", "scipy.ndimage", "srforensics.audit", "srforensics.execution")
+_PRELOAD = (
+    "numpy",
+    "torch",
+    "scipy.ndimage",
+    "srforensics.audit",
+    "srforensics.execution",
+    # helpers draw the report's histograms at the end of a run
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+    "srforensics.report.figures",
+)
 
 
-def process_context():
+def process_context(imports: Sequence[str] = ()):
     """The ``multiprocessing`` context of worker and loader processes.
 
     A fork server where the platform has one (Linux, macOS): started once per process
-    with :data:`_PRELOAD` imported and no thread pool running, it forks each new helper,
-    so ``--workers 8`` imports torch once, not eight times at once, and a second audit in
-    the same process starts its helpers at once. Elsewhere, ``spawn``. Never a plain fork
-    of this process: forking after torch's thread pools have started can deadlock.
+    with :data:`_PRELOAD` and ``imports`` imported and no thread pool running, it forks each
+    new helper, so ``--workers 8`` imports torch once, not eight times at once, and a second
+    audit in the same process starts its helpers at once. Elsewhere, ``spawn``. Never a plain
+    fork of this process: forking after torch's thread pools have started can deadlock.
     """
     import multiprocessing as mp
 
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(list(_PRELOAD))  # used when the server starts (once)
+    # Used when the server starts (once per process; a module that fails to import is skipped).
+    ctx.set_forkserver_preload(list(dict.fromkeys((*_PRELOAD, *imports))))
     return ctx
+
+
+def _protocol_imports(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The slow imports of the run's protocol (the face detector's, say), for the fork server."""
+    from srforensics.degradations.protocol import load_protocol
+
+    try:
+        return load_protocol(config["protocol"]).imports()
+    except Exception:  # the driver reports a bad protocol, with the reason
+        return ()
 
 
 def _submit_in_background(pool, fn: Callable[..., Any], *args: Any):
@@ -224,17 +245,18 @@ def _loader_init(config: dict[str, Any], environment: dict[str, str]) -> None:
 
 
 def _warm_up(protocol) -> None:
-    """Run the protocol once on a blank picture: first calls pay for lazy loading (MTCNN's
-    weights, kernels; about 2 s), which is better paid before the process says it is ready
-    than by a record the driver waits for. Nothing of it is kept; the run's seeds are not used."""
+    """Run the protocol once on a photograph (scikit-image's astronaut, a face): first calls
+    pay for lazy loading (MTCNN's weights and each of its stages, kernels; about 2 s), which
+    is better paid before the process says it is ready than by a record the driver waits
+    for. Nothing of it is kept; the run's seeds are not used."""
     import numpy as np
+    from skimage import data
 
-    side = 32 * protocol.scale
-    blank = np.zeros((side, side, 3), np.float32)
+    photo = data.astronaut()[:256, 96:352].astype(np.float32) / 255.0  # the face, 256 px
     try:
-        hr, _ = protocol.prepare(blank)
-    except Exception:  # no face in a blank picture: the detector has run all the same
-        hr = blank
+        hr, _ = protocol.prepare(photo)
+    except Exception:  # a protocol for other pictures: its steps have run all the same
+        hr = photo
     try:
         protocol.apply(hr, protocol.sample(np.random.default_rng(0)))
     except Exception:
@@ -278,10 +300,18 @@ class _HelperPool:
         self.processes = processes
         self.pool = ProcessPoolExecutor(
             max_workers=processes,
-            mp_context=process_context(),
+            mp_context=process_context(_protocol_imports(config)),
             initializer=initializer,
             initargs=(config, dict(os.environ)),
         )
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any):
+        """``fn(*args, **kwargs)`` in one of the processes, once it is free: a future, or
+        ``None`` when the pool can take no more work (it broke, or was closed)."""
+        try:
+            return self.pool.submit(fn, *args, **kwargs)
+        except RuntimeError:  # BrokenProcessPool is one; so is a shut-down pool
+            return None
 
     def close(self) -> None:
         self.pool.shutdown(wait=self.wait_on_close, cancel_futures=True)

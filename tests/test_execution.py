@@ -295,3 +295,37 @@ def test_the_cli_passes_loaders_on(tiny_dataset, tmp_path):
     assert "--loaders is for runs in this process" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("helpers", [{"workers": 1}, {"loaders": 1}])
+def test_helpers_draw_the_report_histograms_as_this_process_would(
+    tiny_dataset, tmp_path, monkeypatch, helpers
+):
+    """The histograms are drawn in the helper processes while this one saves galleries and
+    tables; the report shows exactly the figures this process draws from the ledger."""
+    from srforensics import audit
+    from srforensics.analysis import with_flags
+    from srforensics.ledger import LEDGER_NAME, Ledger
+    from srforensics.report import histograms, render_report
+    from srforensics.report.figures import distribution
+
+    taken: list[dict[str, str]] = []
+    real = audit._drawn
+    monkeypatch.setattr(audit, "_drawn", lambda futures: taken.append(real(futures)) or taken[0])
+    run, _ = audit_in_process(
+        tiny_dataset, tmp_path / "run", samples=2, metrics=("psnr", "lr_psnr"), **helpers
+    )
+    with Ledger(run.run_dir / LEDGER_NAME) as ledger:
+        results, metrics = with_flags(ledger.results()), ledger.metrics()
+    wanted = histograms(results, metrics)
+    assert len(wanted) == 2 and taken == [{k: distribution(**kw) for k, kw in wanted.items()}]
+    html = run.report.read_text()
+    assert all(src in html for src in taken[0].values())
+    # A figure handed over is used for its own values only (they make its key).
+    stale = set(histograms(results.assign(psnr=results["psnr"] + 1), metrics)) - set(wanted)
+    (lr_key,) = (k for k, kw in wanted.items() if kw["title"] == "lr_psnr")
+    assert len(stale) == 1
+    render_report(run.run_dir, drawn={lr_key: "data:,HANDED", stale.pop(): "data:,STALE"})
+    html = run.report.read_text()
+    assert "data:,HANDED" in html and "data:,STALE" not in html
+    assert taken[0][next(k for k in wanted if k != lr_key)] in html  # psnr's, drawn here

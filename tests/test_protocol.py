@@ -294,3 +294,13 @@ def test_same_seed_record_variant_is_bit_identical_across_processes_and_order():
     for n in ("realistic-x4", "cctv", "faces"):
         assert by_job[(n, "a", 0)] != by_job[(n, "a", 1)]  # different variants differ
         assert by_job[(n, "a", 0)] != by_job[(n, "b", 0)]  # different records differ
+
+
+def test_a_protocol_names_the_slow_imports_of_its_steps():
+    """Helper processes import them before they start (the fork server does, once)."""
+    from srforensics.execution import _protocol_imports
+
+    assert load_protocol("faces").imports() == ("facenet_pytorch",)
+    assert load_protocol("bicubic-x4").imports() == ()
+    assert _protocol_imports({"protocol": "faces-x8"}) == ("facenet_pytorch",)
+    assert _protocol_imports({"protocol": "no-such-protocol"}) == ()  # the driver says why

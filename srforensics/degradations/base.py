@@ -128,6 +128,9 @@ class Degradation:
     fields: ClassVar[Mapping[str, Field]] = {}
     #: Probability that the step is applied to a given LR; set by the protocol (``p:``).
     p: float = 1.0
+    #: Modules the operator imports on its first call that take long to import (seconds):
+    #: helper processes import them before they start, once (see :meth:`Protocol.imports`).
+    imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, where: str = "", **spec: Any) -> None:
         where = where or self.name

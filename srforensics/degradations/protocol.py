@@ -96,6 +96,10 @@ class Protocol:
         canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
+    def imports(self) -> tuple[str, ...]:
+        """The slow imports of its operators (:attr:`Degradation.imports`), each once."""
+        return tuple(dict.fromkeys(m for s in (*self.hr_steps, *self.steps) for m in s.imports))
+
     @property
     def needs_face(self) -> bool:
         return any(getattr(s, "needs_face", False) for s in self.hr_steps)

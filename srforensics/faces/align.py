@@ -88,6 +88,7 @@ class FaceAlign(HRStep):
 
     name = "face_align"
     needs_face = True
+    imports = ("facenet_pytorch",)  # about 2 s: it imports torchvision
     fields = {
         "size": Field(int, default=128, low=16, high=2048, random=False),
         "padding": Field(float, default=0.2, low=0.0, high=0.45, random=False),

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from srforensics.report.render import render_report, render_template
+from srforensics.report.render import histograms, render_report, render_template
 
-__all__ = ["render_report", "render_template"]
+__all__ = ["histograms", "render_report", "render_template"]

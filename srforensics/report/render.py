@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +192,35 @@ def _consistency(results) -> dict[str, int] | None:
     return {"checked": int(len(known)), "inconsistent": int(known.sum())}
 
 
-def render_report(run_dir: str | Path) -> Path:
-    """Render the audit report of a finished (or stopped) run from its ledger and manifest."""
+def histograms(results, metrics) -> dict[str, dict[str, Any]]:
+    """The report's histograms, one per metric with values: the keyword arguments of
+    :func:`~srforensics.report.figures.distribution`, keyed by a digest of them (the same
+    values give the same key, so a figure drawn elsewhere is used only for its own values)."""
+    ok = results[results["status"] == "ok"]
+    out = {}
+    for m in summarize(results, metrics):
+        if m["unavailable"] is None and m["n"]:
+            kwargs = {
+                "values": ok[m["name"]].dropna().tolist(),
+                "title": m["name"],
+                "higher_is_better": m["higher_is_better"],
+            }
+            key = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()
+            out[key] = kwargs
+    return out
+
+
+def render_report(run_dir: str | Path, *, drawn: Mapping[str, str] | None = None) -> Path:
+    """Render the audit report of a finished (or stopped) run from its ledger and manifest.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+    drawn : mapping, optional
+        Histograms already drawn (by helper processes, while the audit saved its galleries),
+        as ``{key: data URI}`` with the keys of :func:`histograms`; the others are drawn here.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
         raise SRForensicsError(
@@ -208,19 +237,11 @@ def render_report(run_dir: str | Path) -> Path:
         gallery_problems = ledger.get_meta("gallery_problems", [])
     summary = summarize(results, metrics)
     ok = results[results["status"] == "ok"]
-    figures = []
-    for m in summary:
-        if m["unavailable"] is None and m["n"]:
-            figures.append(
-                {
-                    "name": m["name"],
-                    "src": distribution(
-                        ok[m["name"]].dropna().tolist(),
-                        title=m["name"],
-                        higher_is_better=m["higher_is_better"],
-                    ),
-                }
-            )
+    drawn = drawn or {}
+    figures = [
+        {"name": kwargs["title"], "src": drawn.get(key) or distribution(**kwargs)}
+        for key, kwargs in histograms(results, metrics).items()
+    ]
     note_rows = (
         notes.groupby(["metric", "note"]).size().reset_index(name="count").to_dict("records")
         if len(notes)
