@@ -751,19 +751,19 @@ class _Pipeline:
             "gallery_subjects": len(set(gallery_subjects)),
         }
 
-    def save_gallery_images(self) -> list[dict[str, Any]]:
+    def save_gallery_images(self, results) -> list[dict[str, Any]]:
         """Save the images of the report's worst cases that the run did not keep.
 
-        Their batches are recomputed from the recorded inputs, parameters and seeds;
-        an image is saved only when it is bit-identical to the ledger's hash. Returns
-        the LRs that could not be reproduced, with the reasons.
+        ``results``: the ledger's results (:func:`~srforensics.analysis.with_flags`). Their
+        batches are recomputed from the recorded inputs, parameters and seeds; an image is
+        saved only when it is bit-identical to the ledger's hash. Returns the LRs that could
+        not be reproduced, with the reasons.
         """
         if self.config.save_images == "none":
             return []
-        from srforensics.analysis import gallery_picks, per_input, with_flags
+        from srforensics.analysis import gallery_picks, per_input
         from srforensics.metrics.diversity import pixel_std, std_map_image
 
-        results = with_flags(self.ledger.results())
         per = per_input(results, self.ledger.metrics(), self.ledger.lr_scores())
         wanted = {
             (lr["record_id"], lr["variant"]) for g in gallery_picks(results, per) for lr in g["lrs"]
@@ -942,18 +942,17 @@ def _helpers(config: AuditConfig) -> Iterator[_Helpers]:
         yield _Helpers()
 
 
-def _draw_histograms(ledger, helpers: _Helpers | None) -> dict[str, Any]:
+def _draw_histograms(results, metrics, helpers: _Helpers | None) -> dict[str, Any]:
     """Start drawing the report's histograms in the helper processes, if the run has any:
     matplotlib's seconds there, while this process saves galleries and exports tables.
     ``{key: future}`` (see :func:`srforensics.report.histograms`)."""
     if helpers is None or (helpers.loaders is None and helpers.workers is None):
         return {}
-    from srforensics.analysis import with_flags
     from srforensics.report import histograms
     from srforensics.report.figures import distribution
 
     futures = {}
-    for key, kwargs in histograms(with_flags(ledger.results()), ledger.metrics()).items():
+    for key, kwargs in histograms(results, metrics).items():
         fut = helpers.submit(distribution, **kwargs)
         if fut is None:
             break
@@ -1056,8 +1055,11 @@ def _execute(
             pool=helpers.workers if helpers else None,
         )
         identity_info = pipe.finish_identity()
-        drawing = _draw_histograms(ledger, helpers)
-        pipe.save_gallery_images()
+        from srforensics.analysis import with_flags
+
+        scored = with_flags(ledger.results())  # final scores; galleries add image paths
+        drawing = _draw_histograms(scored, ledger.metrics(), helpers)
+        pipe.save_gallery_images(scored)
     finally:
         bar.close()
     exports = export_tables(
@@ -1093,9 +1095,9 @@ def _execute(
     ]
     manifest["counts"] = ledger.counts()
     if identity_info is not None:
-        from srforensics.analysis import identity_rates, with_flags
+        from srforensics.analysis import identity_rates
 
-        identity_info["rates"] = identity_rates(with_flags(ledger.results()), seed=pipe.run_seed)
+        identity_info["rates"] = identity_rates(scored, seed=pipe.run_seed)  # scores only
     manifest["identity"] = identity_info
     manifest["metrics"] = [
         dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos
