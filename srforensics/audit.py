@@ -921,9 +921,7 @@ class _Helpers:
         """``fn(*args, **kwargs)`` in a helper process (once one is free), or ``None`` when
         there is none to take it."""
         pool = self.loaders if self.loaders is not None else self.workers
-        if pool is None or getattr(pool, "failure", None) is not None:
-            return None
-        return pool.submit(fn, *args, **kwargs)
+        return None if pool is None else pool.submit(fn, *args, **kwargs)
 
 
 @contextmanager

@@ -294,6 +294,8 @@ class _HelperPool:
 
     #: Whether closing waits for the processes to finish what they are doing.
     wait_on_close = True
+    #: Why the processes were given up (they take no more work), or ``None``.
+    failure: str | None = None
 
     def __init__(self, config: dict[str, Any], *, processes: int, initializer) -> None:
         from concurrent.futures import ProcessPoolExecutor
@@ -308,7 +310,9 @@ class _HelperPool:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any):
         """``fn(*args, **kwargs)`` in one of the processes, once it is free: a future, or
-        ``None`` when the pool can take no more work (it broke, or was closed)."""
+        ``None`` when the pool can take no more work (it broke, failed, or was closed)."""
+        if self.failure is not None:
+            return None
         try:
             return self.pool.submit(fn, *args, **kwargs)
         except RuntimeError:  # BrokenProcessPool is one; so is a shut-down pool
