@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,6 +107,21 @@ def per_input(
         notes = lr_scores[lr_scores["name"] == "diversity"].set_index(keys)["note"]
         table["diversity_note"] = notes
     return rows.join(table).reset_index()
+
+
+@dataclass(frozen=True)
+class LedgerTables:
+    """A run's results (with flags) and its per-input table, read from its ledger once and
+    shared by what needs them at the end of a run (exports, report)."""
+
+    results: pd.DataFrame
+    per_input: pd.DataFrame
+
+    @classmethod
+    def read(cls, ledger) -> LedgerTables:
+        """Read them from an open :class:`~srforensics.ledger.Ledger`."""
+        results = with_flags(ledger.results())
+        return cls(results, per_input(results, ledger.metrics(), ledger.lr_scores()))
 
 
 #: Identity rates reported per run: column -> what a rate of it means.

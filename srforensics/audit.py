@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from srforensics.images import (
 from srforensics.recompute import call_model, model_context, output_images
 from srforensics.recompute import describe_error as _describe_error
 from srforensics.seeding import degradation_rng, model_seed
+
+if TYPE_CHECKING:
+    from srforensics.analysis import LedgerTables
 
 SaveImages = Literal["report", "all", "none"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -470,6 +473,20 @@ class _Pipeline:
     def _save(self, img: np.ndarray, rel: str) -> str:
         return self.sink.save_png(encode_png(img), rel)
 
+    def _save_outputs(
+        self, stem: str, images: Mapping[int, np.ndarray], hashes: Mapping[int, str]
+    ) -> dict[int, str]:
+        """Save the outputs ``{sample: image}`` of one LR as ``{stem}_s{sample}.png``; outputs
+        with the same 8-bit pixels (``hashes``: :func:`~srforensics.images.pixel_sha256`) are
+        encoded once (a deterministic model's N outputs are one image)."""
+        encoded: dict[str, bytes] = {}
+        paths = {}
+        for s, img in images.items():
+            if hashes[s] not in encoded:
+                encoded[hashes[s]] = encode_png(img)
+            paths[s] = self.sink.save_png(encoded[hashes[s]], f"{stem}_s{s}.png")
+        return paths
+
     def _keep_images(self, idx: int, variant: int) -> bool:
         """Keep this LR's outputs: all, or the report's examples (first variant of the first records)."""
         mode = self.config.save_images
@@ -637,15 +654,23 @@ class _Pipeline:
             per_lr["embeddings"].update(
                 {(unit.variant, unit.todo[j]): embs[k] for k, j in enumerate(good)}
             )
+        paths = (
+            self._save_outputs(
+                unit.out_stem,
+                {unit.todo[j]: images[k] for k, j in enumerate(good)},
+                {unit.todo[j]: hashes[k] for k, j in enumerate(good)},
+            )
+            if unit.out_stem
+            else {}
+        )
         for k, j in enumerate(good):
             s = unit.todo[j]
-            path = self._save(images[k], f"{unit.out_stem}_s{s}.png") if unit.out_stem else None
             rows[j] = OutputRow(
                 sample=s,
                 seed=unit.seeds[j],
                 status=OK,
                 output_sha256=hashes[k],
-                output_path=path,
+                output_path=paths.get(s),
                 scores=scores[k],
                 notes=notes[k],
             )
@@ -774,6 +799,12 @@ class _Pipeline:
             for key, part in ok.groupby(["record_id", "variant"])
             if key in wanted and part["output_path"].isna().any()
         )
+        # The ledger's hashes: an output is saved only when it is bit-identical to them.
+        hashes = {
+            key: dict(zip(part["sample"], part["output_sha256"], strict=True))
+            for key, part in ok.groupby(["record_id", "variant"])
+            if key in wanted
+        }
         problems: list[dict[str, Any]] = []
         for key in missing:
             got = self.recomputer.lr(self.ledger, *key)
@@ -797,9 +828,7 @@ class _Pipeline:
                 hr_path=hr_path,
                 lr_path=self._save(got.lr, f"{stem}_lr.png"),
                 std_map_path=std_path,
-                output_paths={
-                    s: self._save(im, f"{stem}_s{s}.png") for s, im in got.outputs.items()
-                },
+                output_paths=self._save_outputs(stem, got.outputs, hashes[key]),
             )
         self.ledger.set_meta("gallery_problems", problems)
         return problems
@@ -940,36 +969,49 @@ def _helpers(config: AuditConfig) -> Iterator[_Helpers]:
         yield _Helpers()
 
 
-def _draw_histograms(results, metrics, helpers: _Helpers | None) -> dict[str, Any]:
-    """Start drawing the report's histograms in the helper processes, if the run has any:
-    matplotlib's seconds there, while this process saves galleries and exports tables.
-    ``{key: future}`` (see :func:`srforensics.report.histograms`)."""
-    if helpers is None or (helpers.loaders is None and helpers.workers is None):
-        return {}
-    from srforensics.report import histograms
-    from srforensics.report.figures import distribution
+class _Histograms:
+    """The report's histograms, drawn by the helper processes (if the run has any) while this
+    one saves galleries and exports tables: matplotlib's seconds there.
 
-    futures = {}
-    for key, kwargs in histograms(results, metrics).items():
-        fut = helpers.submit(distribution, **kwargs)
-        if fut is None:
-            break
-        futures[key] = fut
-    return futures
+    Keyed as :func:`srforensics.report.histograms` keys them (by their values).
+    """
 
+    def __init__(self, results, metrics, helpers: _Helpers | None) -> None:
+        from srforensics.report import histograms
 
-def _drawn(futures: Mapping[str, Any], timeout: float = 60.0) -> dict[str, str]:
-    """The histograms the helpers drew; one that failed (or is late) is drawn again here."""
-    import concurrent.futures as cf
+        self.kwargs: dict[str, dict[str, Any]] = {}
+        self.futures: dict[str, Any] = {}
+        if helpers is None or (helpers.loaders is None and helpers.workers is None):
+            return
+        from srforensics.report.figures import distribution
 
-    done, _ = cf.wait(list(futures.values()), timeout=timeout)
-    drawn = {}
-    for key, fut in futures.items():
-        if fut in done and fut.exception() is None:
-            drawn[key] = fut.result()
-        else:
-            fut.cancel()
-    return drawn
+        self.kwargs = histograms(results, metrics)
+        for key, kwargs in self.kwargs.items():
+            fut = helpers.submit(distribution, **kwargs)
+            if fut is None:
+                break
+            self.futures[key] = fut
+
+    def collect(self, timeout: float = 60.0) -> dict[str, str]:
+        """``{key: data URI}``. This process, free now, draws those no helper has started
+        (from the end of the queue: the helpers take from its head) while the helpers finish
+        theirs; one that failed (or is late) is left out, for the report to draw."""
+        import concurrent.futures as cf
+
+        from srforensics.report.figures import distribution
+
+        drawn: dict[str, str] = {}
+        queue = list(self.futures.items())
+        while queue and queue[-1][1].cancel():
+            key, _ = queue.pop()
+            drawn[key] = distribution(**self.kwargs[key])
+        done, _ = cf.wait([fut for _, fut in queue], timeout=timeout)
+        for key, fut in queue:
+            if fut in done and fut.exception() is None:
+                drawn[key] = fut.result()
+            else:
+                fut.cancel()
+        return drawn
 
 
 def _execute(
@@ -1056,16 +1098,20 @@ def _execute(
         from srforensics.analysis import with_flags
 
         scored = with_flags(ledger.results())  # final scores; galleries add image paths
-        drawing = _draw_histograms(scored, ledger.metrics(), helpers)
+        drawing = _Histograms(scored, ledger.metrics(), helpers)
         pipe.save_gallery_images(scored)
     finally:
         bar.close()
+    from srforensics.analysis import LedgerTables
+
+    final = LedgerTables.read(ledger)  # with the galleries' image paths; the report's too
     exports = export_tables(
         ledger,
         run_dir,
         sensitive=pipe.dataset.sensitive_attributes if config.breakdown_boot else (),
         seed=pipe.run_seed,
         n_boot=config.breakdown_boot or 200,
+        read=final,
     )
     from srforensics.images import sha256_file
 
@@ -1080,17 +1126,7 @@ def _execute(
         for r in ledger.records()
     ]
     # Parameters (kernels included) live in the ledger; the manifest keeps their hash.
-    manifest["lrs"] = [
-        {
-            "record_id": r["record_id"],
-            "variant": r["variant"],
-            "lr_sha256": r["lr_sha256"],
-            "params_sha256": hashlib.sha256(
-                json.dumps(r["params"], sort_keys=True, separators=(",", ":")).encode()
-            ).hexdigest(),
-        }
-        for r in ledger.lrs()
-    ]
+    manifest["lrs"] = ledger.lr_digests()
     manifest["counts"] = ledger.counts()
     if identity_info is not None:
         from srforensics.analysis import identity_rates
@@ -1117,7 +1153,7 @@ def _execute(
         verdicts = gate_run(run_dir, pipe.gate_file)
         write_json(verdicts, run_dir / "gates.json")
         write_junit(verdicts, run_dir / "junit.xml")
-    report = render_report(run_dir, drawn=_drawn(drawing))
+    report = render_report(run_dir, drawn=drawing.collect(), read=final)
     return AuditRun(
         run_dir=run_dir,
         report=report,
@@ -1129,24 +1165,28 @@ def _execute(
 
 
 def export_tables(
-    ledger, run_dir: Path, *, sensitive: Sequence[str] = (), seed: int = 0, n_boot: int = 200
+    ledger,
+    run_dir: Path,
+    *,
+    sensitive: Sequence[str] = (),
+    seed: int = 0,
+    n_boot: int = 200,
+    read: LedgerTables | None = None,
 ) -> list[Path]:
     """``results`` (one row per output, with flags), ``per_input`` (one row per LR) and, when the
-    dataset has sensitive attributes, ``breakdown`` (per group, with CIs) and ``disparities.json``."""
+    dataset has sensitive attributes, ``breakdown`` (per group, with CIs) and ``disparities.json``.
+    ``read``: those two tables if already read from ``ledger`` (:class:`LedgerTables`)."""
     from srforensics.analysis import (
         ERROR_RATES,
+        LedgerTables,
         breakdown,
         disparities,
-        per_input,
         with_error_columns,
-        with_flags,
     )
 
-    results = with_flags(ledger.results())
-    tables = {
-        "results": results,
-        "per_input": per_input(results, ledger.metrics(), ledger.lr_scores()),
-    }
+    read = read or LedgerTables.read(ledger)
+    results = read.results
+    tables = {"results": results, "per_input": read.per_input}
     sensitive = [a for a in sensitive if a in results and results[a].notna().any()]
     extra: list[Path] = []
     if sensitive:

@@ -394,6 +394,25 @@ class Ledger:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True), params=json.loads(r[2])) for r in cur.fetchall()]
 
+    def lr_digests(self) -> list[dict[str, Any]]:
+        """Each LR's ``record_id``, ``variant``, ``lr_sha256`` and ``params_sha256``: the SHA-256
+        of its parameters as stored (canonical JSON: sorted keys, no spaces), without parsing
+        them (a blur kernel is thousands of numbers)."""
+        import hashlib
+
+        rows = self.conn.execute(
+            "SELECT record_id, variant, lr_sha256, params FROM lrs ORDER BY record_id, variant"
+        )
+        return [
+            {
+                "record_id": r[0],
+                "variant": r[1],
+                "lr_sha256": r[2],
+                "params_sha256": hashlib.sha256(r[3].encode()).hexdigest(),
+            }
+            for r in rows
+        ]
+
     def lr_scores(self) -> pd.DataFrame:
         """Per-LR scores (diversity, per-pixel std) in long form, with the std-map paths."""
         import pandas as pd

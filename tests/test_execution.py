@@ -310,8 +310,10 @@ def test_helpers_draw_the_report_histograms_as_this_process_would(
     from srforensics.report.figures import distribution
 
     taken: list[dict[str, str]] = []
-    real = audit._drawn
-    monkeypatch.setattr(audit, "_drawn", lambda futures: taken.append(real(futures)) or taken[0])
+    real = audit._Histograms.collect
+    monkeypatch.setattr(
+        audit._Histograms, "collect", lambda self: taken.append(real(self)) or taken[0]
+    )
     run, _ = audit_in_process(
         tiny_dataset, tmp_path / "run", samples=2, metrics=("psnr", "lr_psnr"), **helpers
     )
@@ -329,3 +331,36 @@ def test_helpers_draw_the_report_histograms_as_this_process_would(
     html = run.report.read_text()
     assert "data:,HANDED" in html and "data:,STALE" not in html
     assert taken[0][next(k for k in wanted if k != lr_key)] in html  # psnr's, drawn here
+
+
+def test_histograms_no_helper_has_started_are_drawn_here():
+    """At the end of a run this process takes the histograms still queued for the helpers
+    (from the end of the queue) and draws them itself; they are the figures a helper draws."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    from srforensics import audit
+    from srforensics.report import histograms
+    from srforensics.report.figures import distribution
+
+    results = pd.DataFrame(
+        {"status": ["ok"] * 6, "psnr": [30.0, 31, 29, 33, 28, 30.5], "ssim": [0.9, 0.8] * 3}
+    )
+    metrics = [
+        {"name": "psnr", "higher_is_better": True},
+        {"name": "ssim", "higher_is_better": True},
+    ]
+    wanted = histograms(results, metrics)
+    assert len(wanted) == 2
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        busy = threading.Event()
+        blocker = pool.submit(busy.wait, 30)  # the helper is busy: nothing queued has started
+        drawing = audit._Histograms(results, metrics, audit._Helpers(loaders=pool))
+        assert len(drawing.futures) == 2
+        drawn = drawing.collect(timeout=5)
+        busy.set()
+        blocker.result()
+    assert all(f.cancelled() for f in drawing.futures.values())
+    assert drawn == {k: distribution(**kw) for k, kw in wanted.items()}

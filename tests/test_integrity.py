@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -62,6 +63,21 @@ def test_manifest_names_every_file_weight_and_the_ledger_content(noisy_run):
         manifest["ledger_content_sha256"]
     )
     assert manifest["weights"] == [] and manifest["trust_weights"] is False  # bicubic-based model
+    # Each LR's parameters (kernels included) by hash: SHA-256 of their canonical JSON
+    # (sorted keys, no spaces), formed here from the parsed parameters.
+    from srforensics.ledger import LEDGER_NAME, Ledger
+
+    with Ledger(noisy_run.run_dir / LEDGER_NAME) as ledger:
+        lrs = ledger.lrs()
+    assert len(lrs) == len(manifest["lrs"]) > 0
+    for row, lr in zip(manifest["lrs"], lrs, strict=True):
+        canonical = json.dumps(lr["params"], sort_keys=True, separators=(",", ":"))
+        assert row == {
+            "record_id": lr["record_id"],
+            "variant": lr["variant"],
+            "lr_sha256": lr["lr_sha256"],
+            "params_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+        }
     # The manifest's own hash, printed at the end of the run, is shown in the report.
     assert noisy_run.manifest_sha256 == sha256_file(noisy_run.run_dir / "manifest.json")
     assert noisy_run.manifest_sha256 in (noisy_run.run_dir / "report.html").read_text()

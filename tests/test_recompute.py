@@ -158,3 +158,34 @@ def test_outputs_are_checked_and_quantised_one_by_one_in_a_stack():
         np.testing.assert_array_equal(checked[j].image, ref.astype(np.float32))
         assert checked[j].image.shape == (16, 24, 3)
         assert checked[j].sha256 == pixel_sha256(checked[j].image)
+
+
+def test_equal_outputs_are_quantised_once_and_give_what_each_gives_alone():
+    """A deterministic model's N outputs are one: those equal to the first good output share its
+    image and hash; an output that differs in its last value only is quantised on its own.
+    Reference: each output checked alone (``output_image``) and BasicSR ``tensor2img`` rounding."""
+    import torch
+
+    from srforensics.images import pixel_sha256
+    from srforensics.recompute import output_image, output_images
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.rand(3, 8, 8, generator=g)
+    base[0, 0, 0] = 0.0
+    signed = base.clone()
+    signed[0, 0, 0] = -0.0  # equal in value: the same 8-bit level
+    last = base.clone()
+    last[2, 7, 7] = (base[2, 7, 7] + 0.5) % 1.0  # another level, in the last value only
+    nan = base.clone()
+    nan[1, 1, 1] = float("nan")
+    outs = torch.stack([nan, base, base.clone(), signed, last, base.clone()])
+    checked = output_images(outs, tolerance=0.1)
+    assert checked[0].image is None and "NaN" in checked[0].reason
+    for j in range(1, 6):
+        alone, reason = output_image(outs[j], tolerance=0.1)
+        assert reason is None
+        np.testing.assert_array_equal(checked[j].image, alone)
+        assert checked[j].sha256 == pixel_sha256(alone)
+    assert checked[1].image is checked[2].image is checked[3].image is checked[5].image
+    assert checked[4].sha256 != checked[1].sha256
+    assert not checked[1].image.flags.writeable  # shared: nobody may change it for the others

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -9,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from srforensics.analysis import per_input, status_counts, summarize, with_flags
+from srforensics.analysis import LedgerTables, status_counts, summarize
 from srforensics.errors import SRForensicsError
 from srforensics.images import sha256_file
 from srforensics.ledger import LEDGER_NAME, Ledger
@@ -33,7 +34,10 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+@functools.lru_cache(maxsize=1)
 def _environment():
+    """One Jinja environment per process: it compiles each template once (and again only when
+    the file changes: ``auto_reload``)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     env = Environment(
@@ -210,7 +214,12 @@ def histograms(results, metrics) -> dict[str, dict[str, Any]]:
     return out
 
 
-def render_report(run_dir: str | Path, *, drawn: Mapping[str, str] | None = None) -> Path:
+def render_report(
+    run_dir: str | Path,
+    *,
+    drawn: Mapping[str, str] | None = None,
+    read: LedgerTables | None = None,
+) -> Path:
     """Render the audit report of a finished (or stopped) run from its ledger and manifest.
 
     Parameters
@@ -220,6 +229,9 @@ def render_report(run_dir: str | Path, *, drawn: Mapping[str, str] | None = None
     drawn : mapping, optional
         Histograms already drawn (by helper processes, while the audit saved its galleries),
         as ``{key: data URI}`` with the keys of :func:`histograms`; the others are drawn here.
+    read : LedgerTables, optional
+        The run's results and per-input table, if the caller has just read them from the
+        ledger (the audit, which exported them); otherwise they are read here.
     """
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
@@ -228,9 +240,9 @@ def render_report(run_dir: str | Path, *, drawn: Mapping[str, str] | None = None
         )
     manifest = read_manifest(run_dir)
     with Ledger(run_dir / LEDGER_NAME) as ledger:
-        results = with_flags(ledger.results())
+        read = read or LedgerTables.read(ledger)
+        results, per = read.results, read.per_input
         metrics = ledger.metrics()
-        per = per_input(results, metrics, ledger.lr_scores())
         notes = ledger.notes()
         records = ledger.records()
         lrs = ledger.lrs()
