@@ -8,21 +8,23 @@ colour changes, and photographic crops of its other sample images.
 
 - ``throughput``: the ``faces`` protocol with its default metrics, N outputs
   per LR, for ``bicubic`` and a small RRDBNet with seeded random weights;
-  outputs per second of the whole audit (report included), the fastest of three
-  runs (one with ``--quick``). The audits use
+  outputs per second of the whole audit (report included), the fastest of five
+  runs (one with ``--quick``; two for the audit without loaders). The audits use
   ``--loaders`` (default 1 on a machine with two or more CPUs: decoding and
   degradation in another process); a bicubic audit without loaders is measured
   beside them.
 - ``overhead_ratio``: audit wall time / (model sampling time + metric time),
-  both measured alone on the same tensors in the same process, right after the
-  audit (same LRs, same model batches, same outputs); the median over the
-  repeats of each audit's ratio to its own parts (a paired measure: this shared
-  machine's speed drifts by a quarter within minutes). The process is warm: one
-  small audit per model runs first (imports, first calls); the loader processes
-  start with each audit, as they do in the CLI, but forked from a fork server
-  that the warm-up audits started (in the CLI it starts with the audit). The protocol's own work (face
-  detection, degradation), also measured alone, is reported beside it. The
-  top-level value is the largest over the models, with ``--loaders``.
+  both measured alone on the same tensors in the same process (same LRs, same
+  model batches, same outputs). Each audit is bracketed by its parts measured
+  right before it (after the previous, identical, audit) and right after it, and
+  divided by their mean: a paired measure, as this shared machine's speed drifts
+  by a quarter within minutes; the figure is the median over the audits. The
+  process is warm: one small audit per model runs first (imports, first calls);
+  the loader processes start with each audit, as they do in the CLI, but forked
+  from a fork server that the warm-up audits started (in the CLI it starts with
+  the audit). The protocol's own work (face detection, degradation), also
+  measured alone, is reported beside it. The top-level value is the largest
+  over the models, with ``--loaders``.
 - ``memory``: peak RSS of an audit of R and 10 R records, each in a fresh
   process, and its growth during the audit above the RSS after imports.
 - ``workers``: wall time with 1, 2 and 4 worker processes (one torch thread
@@ -198,13 +200,18 @@ def throughput(
     loaders: int = 0,
     repeats: int = 1,
 ) -> dict[str, Any]:
-    """The audit ``repeats`` times, each followed by its parts measured alone. Times: the
-    fastest of each (a shared machine's speed drifts: the minimum is the least disturbed);
-    overhead ratio: the median of each audit's ratio to its own parts."""
+    """The audit ``repeats + 1`` times, each followed by its parts measured alone.
+
+    Every audit gives the same LRs, batches and outputs, so the parts measured after one
+    audit are the parts of the next too: audit ``r`` (from the second on) is bracketed by the
+    parts measured just before and just after it, and its overhead ratio is its wall time
+    over their mean (a shared machine's speed drifts within minutes; a bracket cancels a
+    steady drift). The first audit is the first bracket's start. Figures: the median ratio;
+    times, the fastest of each (the minimum is the least disturbed)."""
     from srforensics.audit import AuditConfig, run_audit
 
     walls, parts_runs = [], []
-    for r in range(repeats):
+    for r in range(repeats + 1):
         config = AuditConfig(
             model=model,
             protocol="faces",
@@ -220,15 +227,15 @@ def throughput(
         run = run_audit(config)
         walls.append(time.perf_counter() - t)
         parts_runs.append(component_times(run.run_dir, config))
-    wall = min(walls)
+
+    def bracket(r: int, keys: tuple[str, ...]) -> float:
+        return sum((parts_runs[r - 1][k] + parts_runs[r][k]) / 2 for k in keys)
+
+    core = ("model_s", "metrics_s")
+    ratios = [walls[r] / bracket(r, core) for r in range(1, repeats + 1)]
+    with_protocol = [walls[r] / bracket(r, (*core, "protocol_s")) for r in range(1, repeats + 1)]
+    wall = min(walls[1:])
     parts = {k: min(p[k] for p in parts_runs) for k in parts_runs[0]}
-    # Each audit against its own parts, measured right after it: a paired ratio, which the
-    # machine's drift (a quarter within minutes here) moves far less than a ratio of minima.
-    ratios = [w / (p["model_s"] + p["metrics_s"]) for w, p in zip(walls, parts_runs, strict=True)]
-    with_protocol = [
-        w / (p["model_s"] + p["metrics_s"] + p["protocol_s"])
-        for w, p in zip(walls, parts_runs, strict=True)
-    ]
     n_out = sum(run.counts.values())
     return {
         "model": model,
@@ -243,6 +250,7 @@ def throughput(
         "unavailable": dict(run.unavailable),
         "repeats": repeats,
         "wall_s_each": [round(w, 3) for w in walls],
+        "parts_s_each": [round(p["model_s"] + p["metrics_s"], 3) for p in parts_runs],
         "wall_s": round(wall, 3),
         "outputs_per_s": round(n_out / wall, 2),
         **{k: round(v, 3) for k, v in parts.items()},
@@ -393,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {
         "faces": 4 if q else 64,
         "samples": 2 if q else 8,
-        "repeats": 1 if q else 3,
+        "repeats": 1 if q else 5,
         "worker_repeats": 1 if q else 2,
         "memory_small": 5 if q else 100,
         "worker_images": 4 if q else 256,
@@ -431,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 samples=sizes["samples"],
                 device=args.device,
                 loaders=n,
-                repeats=sizes["repeats"],
+                repeats=sizes["repeats"] if n == args.loaders else min(2, sizes["repeats"]),
             )
             for i, (m, n) in enumerate(runs)
         ]

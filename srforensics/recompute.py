@@ -135,7 +135,10 @@ def output_images(outs, *, tolerance: float) -> list[OutputImage]:
     not finite or leaves [0, 1] by more than ``tolerance`` (within it, quantising clips)."""
     import torch
 
-    lo, hi = torch.aminmax(outs.reshape(len(outs), -1), dim=1)  # NaN and Inf show here
+    flat = outs.reshape(len(outs), -1)
+    # NaN and Inf show here (amin and amax propagate NaN; torch.aminmax over a dimension
+    # gives the same, about eight times slower).
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
     checked: list[OutputImage | None] = []
     for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
         if not (np.isfinite(a) and np.isfinite(b)):
