@@ -794,17 +794,14 @@ class _Pipeline:
             (lr["record_id"], lr["variant"]) for g in gallery_picks(results, per) for lr in g["lrs"]
         }
         ok = results[results["status"] == OK]
-        missing = sorted(
-            key
-            for key, part in ok.groupby(["record_id", "variant"])
-            if key in wanted and part["output_path"].isna().any()
-        )
-        # The ledger's hashes: an output is saved only when it is bit-identical to them.
+        # The ledger's hashes of the wanted LRs whose images the run did not keep (an output
+        # is saved only when it is bit-identical to its hash).
         hashes = {
             key: dict(zip(part["sample"], part["output_sha256"], strict=True))
             for key, part in ok.groupby(["record_id", "variant"])
-            if key in wanted
+            if key in wanted and part["output_path"].isna().any()
         }
+        missing = sorted(hashes)
         problems: list[dict[str, Any]] = []
         for key in missing:
             got = self.recomputer.lr(self.ledger, *key)
@@ -977,12 +974,11 @@ class _Histograms:
     """
 
     def __init__(self, results, metrics, helpers: _Helpers | None) -> None:
-        from srforensics.report import histograms
-
         self.kwargs: dict[str, dict[str, Any]] = {}
         self.futures: dict[str, Any] = {}
         if helpers is None or (helpers.loaders is None and helpers.workers is None):
             return
+        from srforensics.report import histograms
         from srforensics.report.figures import distribution
 
         self.kwargs = histograms(results, metrics)
