@@ -143,10 +143,10 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
 
     from srforensics.audit import _Pipeline
     from srforensics.execution import torch_threads
-    from srforensics.images import pixel_sha256, read_image, to_tensor
+    from srforensics.images import read_image, to_tensor
     from srforensics.ledger import LEDGER_NAME, Ledger
     from srforensics.metrics.diversity import ntire_diversity, pixel_std
-    from srforensics.recompute import call_model, model_context, output_image
+    from srforensics.recompute import call_model, model_context, output_images
 
     pipe = _Pipeline(config)
     times = {"model_s": 0.0, "metrics_s": 0.0, "protocol_s": 0.0}
@@ -174,8 +174,9 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
             call = call_model(pipe.model, lrs, scale=pipe.scale, seeds=seeds, contexts=contexts)
             times["model_s"] += time.perf_counter() - t
             for b, hr in enumerate(hrs):
-                images = [output_image(o, tolerance=1.0)[0] for o in call.outputs[b]]
-                unique = list({pixel_sha256(im): im for im in images}.values())
+                checked = output_images(call.outputs[b], tolerance=1.0)  # as the audit does
+                images = [c.image for c in checked]
+                unique = list({c.sha256: c.image for c in checked}.values())
                 batch_t = to_tensor(unique).to(pipe.device)
                 ref = to_tensor(hr).to(pipe.device).expand(len(unique), -1, -1, -1)
                 lr_t = lrs[b].expand(len(unique), -1, -1, -1)

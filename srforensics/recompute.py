@@ -164,11 +164,11 @@ def output_images(outs, *, tolerance: float) -> list[OutputImage]:
     levels = np.ascontiguousarray(to_uint8(chw.numpy()).transpose(0, 2, 3, 1))
     images = from_uint8(levels)
     images.flags.writeable = False  # repeats share their first's array
-    shared = OutputImage(images[0], sha256=levels_sha256(levels[0]))
+    made = [OutputImage(images[k], sha256=levels_sha256(levels[k])) for k in range(len(distinct))]
     for k, j in enumerate(distinct):
-        checked[j] = shared if k == 0 else OutputImage(images[k], levels_sha256(levels[k]))
+        checked[j] = made[k]
     for j in repeats:
-        checked[j] = shared
+        checked[j] = made[0]
     return checked  # type: ignore[return-value]
 
 
