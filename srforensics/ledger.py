@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 LEDGER_NAME = "ledger.sqlite"
 SCHEMA_VERSION = 2
+#: How :meth:`Ledger.content_digests` writes a row: ``json.dumps(row, separators=(",", ":"))``,
+#: with one encoder, not one per row.
+_ROW_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -475,12 +478,17 @@ class Ledger:
         """
         import hashlib
 
+        encode = _ROW_ENCODER.encode
         out = {}
         for table, key in self._TABLE_KEYS.items():
             h = hashlib.sha256()
-            for row in self.conn.execute(f"SELECT * FROM {table} ORDER BY {key}"):  # noqa: S608
-                cells = [c.hex() if isinstance(c, bytes) else c for c in row]
-                h.update(json.dumps(cells, separators=(",", ":")).encode() + b"\n")
+            rows = self.conn.execute(f"SELECT * FROM {table} ORDER BY {key}")  # noqa: S608
+            while chunk := rows.fetchmany(4096):
+                # Each row as compact JSON and a newline (as json.dumps writes it).
+                lines = [
+                    encode([c.hex() if isinstance(c, bytes) else c for c in row]) for row in chunk
+                ]
+                h.update(("\n".join(lines) + "\n").encode())
             out[table] = h.hexdigest()
         return out
 

@@ -62,6 +62,19 @@ def test_manifest_names_every_file_weight_and_the_ledger_content(noisy_run):
     assert {"records", "outputs", "scores", "lrs", "batches"} <= set(
         manifest["ledger_content_sha256"]
     )
+    # The format `verify` checks earlier runs against: SHA-256 over each row of the table in
+    # key order, as compact JSON (bytes as hex) and a newline; formed here with sqlite3 alone.
+    import sqlite3
+
+    conn = sqlite3.connect(noisy_run.run_dir / "ledger.sqlite")
+    keys = {"outputs": "record_id, variant, sample", "scores": "record_id, variant, sample, metric"}
+    for table, key in keys.items():
+        h = hashlib.sha256()
+        for row in conn.execute(f"SELECT * FROM {table} ORDER BY {key}"):  # noqa: S608
+            cells = [c.hex() if isinstance(c, bytes) else c for c in row]
+            h.update(json.dumps(cells, separators=(",", ":")).encode() + b"\n")
+        assert manifest["ledger_content_sha256"][table] == h.hexdigest()
+    conn.close()
     assert manifest["weights"] == [] and manifest["trust_weights"] is False  # bicubic-based model
     # Each LR's parameters (kernels included) by hash: SHA-256 of their canonical JSON
     # (sorted keys, no spaces), formed here from the parsed parameters.
