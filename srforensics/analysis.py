@@ -123,6 +123,24 @@ class LedgerTables:
         results = with_flags(ledger.results())
         return cls(results, per_input(results, ledger.metrics(), ledger.lr_scores()))
 
+    def with_image_paths(self, ledger, lrs: Sequence[tuple[str, int]]) -> LedgerTables:
+        """These tables with the image paths of ``lrs`` (``(record_id, variant)``) read again
+        from ``ledger``: the tables :meth:`read` gives after those LRs' images were saved
+        (the galleries'), without reading the rest again."""
+        results, per = self.results.copy(), self.per_input.copy()
+        for record_id, variant in lrs:
+            record, lr = ledger.record(record_id), ledger.lr(record_id, variant)
+            outputs = {r["sample"]: r["output_path"] for r in ledger.outputs_of(record_id, variant)}
+            of_record = results["record_id"] == record_id
+            mine = of_record & (results["variant"] == variant)
+            results.loc[of_record, "hr_path"] = record["hr_path"]
+            results.loc[mine, "lr_path"] = lr["lr_path"]
+            results.loc[mine, "output_path"] = results.loc[mine, "sample"].map(outputs)
+            if "std_map_path" in per:
+                mine = (per["record_id"] == record_id) & (per["variant"] == variant)
+                per.loc[mine, "std_map_path"] = lr["std_map_path"]
+        return LedgerTables(results, per)
+
 
 #: Identity rates reported per run: column -> what a rate of it means.
 IDENTITY_RATES = {

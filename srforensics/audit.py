@@ -776,22 +776,25 @@ class _Pipeline:
             "gallery_subjects": len(set(gallery_subjects)),
         }
 
-    def save_gallery_images(self, results) -> list[dict[str, Any]]:
+    def save_gallery_images(self, tables: LedgerTables) -> list[tuple[str, int]]:
         """Save the images of the report's worst cases that the run did not keep.
 
-        ``results``: the ledger's results (:func:`~srforensics.analysis.with_flags`). Their
-        batches are recomputed from the recorded inputs, parameters and seeds; an image is
-        saved only when it is bit-identical to the ledger's hash. Returns the LRs that could
-        not be reproduced, with the reasons.
+        ``tables``: the ledger's results and per-input table. The LRs' batches are recomputed
+        from the recorded inputs, parameters and seeds; an image is saved only when it is
+        bit-identical to the ledger's hash. Those that could not be reproduced are recorded
+        in the ledger (``gallery_problems``), with the reasons. Returns the LRs whose images
+        were saved (``(record_id, variant)``).
         """
         if self.config.save_images == "none":
             return []
-        from srforensics.analysis import gallery_picks, per_input
+        from srforensics.analysis import gallery_picks
         from srforensics.metrics.diversity import pixel_std, std_map_image
 
-        per = per_input(results, self.ledger.metrics(), self.ledger.lr_scores())
+        results = tables.results
         wanted = {
-            (lr["record_id"], lr["variant"]) for g in gallery_picks(results, per) for lr in g["lrs"]
+            (lr["record_id"], lr["variant"])
+            for g in gallery_picks(results, tables.per_input)
+            for lr in g["lrs"]
         }
         ok = results[results["status"] == OK]
         # The ledger's hashes of the wanted LRs whose images the run did not keep (an output
@@ -803,6 +806,7 @@ class _Pipeline:
         }
         missing = sorted(hashes)
         problems: list[dict[str, Any]] = []
+        saved: list[tuple[str, int]] = []
         for key in missing:
             got = self.recomputer.lr(self.ledger, *key)
             if got.problems:
@@ -827,8 +831,9 @@ class _Pipeline:
                 std_map_path=std_path,
                 output_paths=self._save_outputs(stem, got.outputs, hashes[key]),
             )
+            saved.append(key)
         self.ledger.set_meta("gallery_problems", problems)
-        return problems
+        return saved
 
     def _failed(self, unit: _Unit, error: str) -> dict[str, Any]:
         from srforensics.ledger import OutputRow
@@ -966,16 +971,19 @@ def _helpers(config: AuditConfig) -> Iterator[_Helpers]:
         yield _Helpers()
 
 
-class _Histograms:
+class _Histograms(Mapping):
     """The report's histograms, drawn by the helper processes (if the run has any) while this
-    one saves galleries and exports tables: matplotlib's seconds there.
+    one saves galleries, exports tables and prepares the rest of the report: matplotlib's
+    seconds there.
 
-    Keyed as :func:`srforensics.report.histograms` keys them (by their values).
+    A mapping ``{key: data URI}``, keyed as :func:`srforensics.report.histograms` keys them
+    (by their values), collected when it is first read (:meth:`collect`).
     """
 
     def __init__(self, results, metrics, helpers: _Helpers | None) -> None:
         self.kwargs: dict[str, dict[str, Any]] = {}
         self.futures: dict[str, Any] = {}
+        self._drawn: dict[str, str] | None = None
         if helpers is None or (helpers.loaders is None and helpers.workers is None):
             return
         from srforensics.report import histograms
@@ -992,6 +1000,8 @@ class _Histograms:
         """``{key: data URI}``. This process, free now, draws those no helper has started
         (from the end of the queue: the helpers take from its head) while the helpers finish
         theirs; one that failed (or is late) is left out, for the report to draw."""
+        if self._drawn is not None:
+            return self._drawn
         import concurrent.futures as cf
 
         from srforensics.report.figures import distribution
@@ -1007,7 +1017,17 @@ class _Histograms:
                 drawn[key] = fut.result()
             else:
                 fut.cancel()
+        self._drawn = drawn
         return drawn
+
+    def __getitem__(self, key: str) -> str:
+        return self.collect()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.collect())
+
+    def __len__(self) -> int:
+        return len(self.collect())
 
 
 def _execute(
@@ -1091,16 +1111,14 @@ def _execute(
             pool=helpers.workers if helpers else None,
         )
         identity_info = pipe.finish_identity()
-        from srforensics.analysis import with_flags
+        from srforensics.analysis import LedgerTables
 
-        scored = with_flags(ledger.results())  # final scores; galleries add image paths
-        drawing = _Histograms(scored, ledger.metrics(), helpers)
-        pipe.save_gallery_images(scored)
+        scored = LedgerTables.read(ledger)  # final scores; galleries add image paths
+        drawing = _Histograms(scored.results, ledger.metrics(), helpers)
+        saved = pipe.save_gallery_images(scored)
     finally:
         bar.close()
-    from srforensics.analysis import LedgerTables
-
-    final = LedgerTables.read(ledger)  # with the galleries' image paths; the report's too
+    final = scored.with_image_paths(ledger, saved)  # the exports' tables; the report's too
     exports = export_tables(
         ledger,
         run_dir,
@@ -1127,7 +1145,7 @@ def _execute(
     if identity_info is not None:
         from srforensics.analysis import identity_rates
 
-        identity_info["rates"] = identity_rates(scored, seed=pipe.run_seed)  # scores only
+        identity_info["rates"] = identity_rates(scored.results, seed=pipe.run_seed)  # scores only
     manifest["identity"] = identity_info
     manifest["metrics"] = [
         dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos
@@ -1149,7 +1167,7 @@ def _execute(
         verdicts = gate_run(run_dir, pipe.gate_file)
         write_json(verdicts, run_dir / "gates.json")
         write_junit(verdicts, run_dir / "junit.xml")
-    report = render_report(run_dir, drawn=drawing.collect(), read=final)
+    report = render_report(run_dir, drawn=drawing, read=final)  # drawing: read last
     return AuditRun(
         run_dir=run_dir,
         report=report,

@@ -312,7 +312,7 @@ def test_helpers_draw_the_report_histograms_as_this_process_would(
     taken: list[dict[str, str]] = []
     real = audit._Histograms.collect
     monkeypatch.setattr(
-        audit._Histograms, "collect", lambda self: taken.append(real(self)) or taken[0]
+        audit._Histograms, "collect", lambda self: taken.append(real(self)) or taken[-1]
     )
     run, _ = audit_in_process(
         tiny_dataset, tmp_path / "run", samples=2, metrics=("psnr", "lr_psnr"), **helpers
@@ -320,7 +320,9 @@ def test_helpers_draw_the_report_histograms_as_this_process_would(
     with Ledger(run.run_dir / LEDGER_NAME) as ledger:
         results, metrics = with_flags(ledger.results()), ledger.metrics()
     wanted = histograms(results, metrics)
-    assert len(wanted) == 2 and taken == [{k: distribution(**kw) for k, kw in wanted.items()}]
+    # Collected once (the report reads it key by key, after the rest of the report).
+    assert taken and all(t is taken[0] for t in taken)
+    assert len(wanted) == 2 and taken[0] == {k: distribution(**kw) for k, kw in wanted.items()}
     html = run.report.read_text()
     assert all(src in html for src in taken[0].values())
     # A figure handed over is used for its own values only (they make its key).
@@ -364,3 +366,5 @@ def test_histograms_no_helper_has_started_are_drawn_here():
         blocker.result()
     assert all(f.cancelled() for f in drawing.futures.values())
     assert drawn == {k: distribution(**kw) for k, kw in wanted.items()}
+    # Read as a mapping (as the report reads it), it is what was collected, not drawn again.
+    assert dict(drawing) == drawn and drawing.collect() is drawn

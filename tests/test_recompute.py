@@ -115,6 +115,31 @@ def test_galleries_show_recomputed_worst_cases_bit_identical_to_the_ledger(sensi
     assert 'alt="per-pixel standard deviation of' in gallery
 
 
+def test_exported_tables_are_the_ledger_read_again_with_the_galleries_paths(
+    sensitive_run, tmp_path
+):
+    """The audit reads its tables once, before the galleries, and takes the saved images'
+    paths from the ledger afterwards: its exports are the ledger's tables read afresh."""
+    from srforensics.audit import export_tables
+
+    run, _ = sensitive_run
+    with Ledger(run.run_dir / "ledger.sqlite") as ledger:
+        export_tables(ledger, tmp_path)  # everything read from the ledger now
+    for name in ("results", "per_input"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(run.run_dir / f"{name}.parquet"),
+            pd.read_parquet(tmp_path / f"{name}.parquet"),
+            check_exact=True,
+        )
+        assert (run.run_dir / f"{name}.csv").read_bytes() == (tmp_path / f"{name}.csv").read_bytes()
+    # Not trivially: the galleries saved images of LRs the run itself did not keep.
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    saved = results[results.output_path.notna() & (results.record_id != "astronaut.png")]
+    per = pd.read_parquet(tmp_path / "per_input.parquet")
+    assert len(saved) and per[per.record_id != "astronaut.png"].std_map_path.notna().any()
+    assert saved.hr_path.notna().all() and saved.lr_path.notna().all()
+
+
 def test_report_shows_every_lr_variant_of_an_example_record(sensitive_run):
     run, _ = sensitive_run
     html = (run.run_dir / "report.html").read_text()

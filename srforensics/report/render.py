@@ -229,6 +229,7 @@ def render_report(
     drawn : mapping, optional
         Histograms already drawn (by helper processes, while the audit saved its galleries),
         as ``{key: data URI}`` with the keys of :func:`histograms`; the others are drawn here.
+        It is looked up last, once the rest of the report is ready (helpers draw meanwhile).
     read : LedgerTables, optional
         The run's results and per-input table, if the caller has just read them from the
         ledger (the audit, which exported them); otherwise they are read here.
@@ -249,11 +250,6 @@ def render_report(
         gallery_problems = ledger.get_meta("gallery_problems", [])
     summary = summarize(results, metrics)
     ok = results[results["status"] == "ok"]
-    drawn = drawn or {}
-    figures = [
-        {"name": kwargs["title"], "src": drawn.get(key) or distribution(**kwargs)}
-        for key, kwargs in histograms(results, metrics).items()
-    ]
     note_rows = (
         notes.groupby(["metric", "note"]).size().reset_index(name="count").to_dict("records")
         if len(notes)
@@ -300,8 +296,7 @@ def render_report(
         if (run_dir / "disparities.json").is_file()
         else []
     )
-    html = render_template(
-        TEMPLATE,
+    context = dict(
         manifest=manifest,
         manifest_sha256=sha256_file(run_dir / MANIFEST_NAME),
         manifest_json=json.dumps(manifest, indent=2, sort_keys=True, default=str),
@@ -309,7 +304,6 @@ def render_report(
         protocol=manifest["protocol"],
         dataset=manifest["dataset"],
         summary=summary,
-        figures=figures,
         examples=_examples(
             run_dir, results, int(manifest["config"].get("report_examples", 4)), std_maps
         ),
@@ -331,6 +325,13 @@ def render_report(
         licences=DEPENDENCY_LICENCES,
         packages=manifest.get("packages", {}),
     )
+    # The histograms last: those drawn elsewhere (``drawn``) have had the most time.
+    drawn = {} if drawn is None else drawn
+    figures = [
+        {"name": kwargs["title"], "src": drawn.get(key) or distribution(**kwargs)}
+        for key, kwargs in histograms(results, metrics).items()
+    ]
+    html = render_template(TEMPLATE, figures=figures, **context)
     path = run_dir / REPORT_NAME
     path.write_text(html, encoding="utf-8")
     return path
