@@ -445,6 +445,7 @@ class _Pipeline:
             tolerance=config.range_tolerance,
             max_pixels=config.max_pixels,
             timeout=config.model_timeout,
+            refit=False,  # galleries: this run's own HR parameters, the HR checked by its hash
         )
         records = self.dataset.records
         self.records = records[: config.limit] if config.limit else records
@@ -787,6 +788,8 @@ class _Pipeline:
         """
         if self.config.save_images == "none":
             return []
+        import pandas as pd
+
         from srforensics.analysis import gallery_picks
         from srforensics.metrics.diversity import pixel_std, std_map_image
 
@@ -797,12 +800,13 @@ class _Pipeline:
             for lr in g["lrs"]
         }
         ok = results[results["status"] == OK]
+        ok = ok[pd.MultiIndex.from_arrays([ok["record_id"], ok["variant"]]).isin(list(wanted))]
         # The ledger's hashes of the wanted LRs whose images the run did not keep (an output
         # is saved only when it is bit-identical to its hash).
         hashes = {
             key: dict(zip(part["sample"], part["output_sha256"], strict=True))
             for key, part in ok.groupby(["record_id", "variant"])
-            if key in wanted and part["output_path"].isna().any()
+            if part["output_path"].isna().any()
         }
         missing = sorted(hashes)
         problems: list[dict[str, Any]] = []

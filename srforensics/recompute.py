@@ -194,7 +194,12 @@ class Recomputed:
 
 @dataclass
 class Recomputer:
-    """Recompute recorded batches with a loaded protocol and model."""
+    """Recompute recorded batches with a loaded protocol and model.
+
+    ``refit``: fit the protocol's HR steps again (face detection), as ``verify`` does; when
+    ``False``, apply the parameters the ledger recorded for them (the run that recorded
+    them recomputing its own galleries). Either way the HR is checked against its hash.
+    """
 
     protocol: Any
     model: Any
@@ -202,6 +207,7 @@ class Recomputer:
     tolerance: float = 0.1
     max_pixels: int = DEFAULT_MAX_PIXELS
     timeout: float | None = None
+    refit: bool = True
     _hrs: dict = field(default_factory=dict, repr=False)
 
     def batch(self, ledger, batch: int) -> list[Recomputed]:
@@ -305,7 +311,8 @@ class Recomputer:
             if key not in self._hrs:  # HR work once per input, as in the audit
                 if len(self._hrs) >= 16:
                     self._hrs.pop(next(iter(self._hrs)))
-                self._hrs[key] = self.protocol.prepare(img)[0]
+                recorded = None if self.refit else rec["hr_params"]
+                self._hrs[key] = self.protocol.prepare(img, recorded)[0]
             hr = self._hrs[key]
         except Exception as exc:
             out.problems.append(f"HR preparation failed: {describe_error(exc)}")

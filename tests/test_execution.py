@@ -224,15 +224,15 @@ def test_hr_side_work_is_done_once_per_input_never_per_sample(tiny_dataset, tmp_
     from srforensics.degradations.protocol import Protocol
     from srforensics.faces.identity import IdentityScorer
 
-    calls = {"prepare": 0, "embed_hr": 0}
+    calls = {"fit": 0, "embed_hr": 0}
     prepare, embed = Protocol.prepare, IdentityScorer.embed
     hrs: list = []  # the prepared HRs themselves, to recognise them when they are embedded
 
-    def counting_prepare(self, img):
-        calls["prepare"] += 1
-        hr, params = prepare(self, img)
+    def counting_prepare(self, img, params=None):
+        calls["fit"] += params is None  # HR steps fitted (detection), not recorded ones applied
+        hr, fitted = prepare(self, img, params)
         hrs.append(hr)
-        return hr, params
+        return hr, fitted
 
     def counting_embed(self, faces):
         calls["embed_hr"] += sum(any(f is h for h in hrs) for f in faces)
@@ -251,7 +251,7 @@ def test_hr_side_work_is_done_once_per_input_never_per_sample(tiny_dataset, tmp_
     )
     readable = results[results.status == "ok"].record_id.nunique()
     assert readable == 3 and len(results[results.status == "ok"]) == 3 * 3 * 4
-    assert calls["prepare"] == readable  # the broken file fails before its HR is prepared
+    assert calls["fit"] == readable  # the broken file fails before its HR is prepared
     assert calls["embed_hr"] == readable
 
 

@@ -96,6 +96,63 @@ def test_recompute_names_an_input_file_changed_after_the_run(sensitive_run, tiny
     assert all(any("could not be recreated" in p for p in g.problems) for g in others)
 
 
+def test_recorded_hr_parameters_are_applied_without_fitting_and_checked_by_hash(
+    sensitive_run, monkeypatch
+):
+    """``refit=False`` (an audit recomputing its own galleries) applies the HR parameters the
+    ledger recorded instead of fitting them again (face detection, for ``faces``); the HR is
+    still checked against its recorded hash, so altered parameters are caught."""
+    import json
+
+    from srforensics.degradations.ops import ModCrop
+    from srforensics.degradations.protocol import load_protocol
+    from srforensics.models import load_model
+    from srforensics.recompute import Recomputer
+
+    run, _ = sensitive_run
+    fits = []
+    fit = ModCrop.fit
+    monkeypatch.setattr(ModCrop, "fit", lambda self, img: fits.append(1) or fit(self, img))
+    model = load_model("srf_test_plugins:BatchSensitive")
+    with Ledger(run.run_dir / "ledger.sqlite") as ledger:
+        refit = Recomputer(load_protocol("bicubic-x4"), model).lr(ledger, "coffee.png", 0)
+        fitted = len(fits)  # one per input of its batch (this model needs its batch-mates)
+        assert not refit.problems and fitted >= 1
+        recorded = Recomputer(load_protocol("bicubic-x4"), model, refit=False)
+        got = recorded.lr(ledger, "coffee.png", 0)
+        assert not got.problems and len(fits) == fitted  # nothing fitted again
+        assert np.array_equal(got.hr, refit.hr) and got.checked == refit.checked == 3
+        params = ledger.record("coffee.png")["hr_params"]
+        assert params == [{"multiple": 4}]  # what mod_crop fitted: its configured multiple
+        params[0]["multiple"] = 7  # 64 px: cropped otherwise by a multiple of 7
+        ledger.conn.execute(
+            "UPDATE records SET hr_params = ? WHERE record_id = 'coffee.png'",
+            (json.dumps(params),),
+        )
+        altered = Recomputer(load_protocol("bicubic-x4"), model, refit=False)
+        got = altered.lr(ledger, "coffee.png", 0)
+        ledger.conn.rollback()
+    assert any("prepared HR differs" in p for p in got.problems), got.problems
+
+
+def test_protocol_prepare_applies_recorded_parameters_as_they_are():
+    """``prepare(img, params)`` gives the HR that fitting gave, bit for bit, from the
+    parameters as the ledger stores them (JSON), and refuses a list of the wrong length."""
+    import json
+
+    from skimage import data
+
+    from srforensics.degradations.protocol import load_protocol
+
+    protocol = load_protocol("bicubic-x4")
+    img = data.coffee()[:, :, :3].astype(np.float32) / 255.0
+    hr, params = protocol.prepare(img)
+    again, same = protocol.prepare(img, json.loads(json.dumps(params)))
+    assert np.array_equal(hr, again) and same == params
+    with pytest.raises(ValueError, match="expected 1 HR parameter sets, got 2"):
+        protocol.prepare(img, params * 2)
+
+
 def test_galleries_show_recomputed_worst_cases_bit_identical_to_the_ledger(sensitive_run):
     run, _ = sensitive_run
     results = pd.read_parquet(run.run_dir / "results.parquet")

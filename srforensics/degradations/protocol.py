@@ -105,14 +105,22 @@ class Protocol:
         return any(getattr(s, "needs_face", False) for s in self.hr_steps)
 
     # -- running ------------------------------------------------------------
-    def prepare(self, hr: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Run the HR steps: ``(prepared HR, the parameters each step fitted)``."""
-        params = []
-        for step in self.hr_steps:
-            p = step.fit(hr)
+    def prepare(
+        self, hr: np.ndarray, params: Sequence[Mapping[str, Any]] | None = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Run the HR steps: ``(prepared HR, the parameters each step fitted)``.
+
+        ``params``: parameters recorded by an earlier call (the ledger's ``hr_params``), applied
+        as they are instead of fitted again (no face detection). Pure.
+        """
+        if params is not None and len(params) != len(self.hr_steps):
+            raise ValueError(f"expected {len(self.hr_steps)} HR parameter sets, got {len(params)}")
+        fitted = []
+        for i, step in enumerate(self.hr_steps):
+            p = dict(params[i]) if params is not None else step.fit(hr)
             hr = step.apply(hr, **p)
-            params.append(p)
-        return np.ascontiguousarray(hr, dtype=np.float32), params
+            fitted.append(p)
+        return np.ascontiguousarray(hr, dtype=np.float32), fitted
 
     def sample(self, rng: np.random.Generator) -> list[dict[str, Any]]:
         """Draw the parameters of every degradation step, in order.
