@@ -300,7 +300,25 @@ def test_a_protocol_names_the_slow_imports_of_its_steps():
     """Helper processes import them before they start (the fork server does, once)."""
     from srforensics.execution import _protocol_imports
 
-    assert load_protocol("faces").imports() == ("facenet_pytorch",)
+    faces = load_protocol("faces").imports()
+    assert faces[0] == "facenet_pytorch"
     assert load_protocol("bicubic-x4").imports() == ()
-    assert _protocol_imports({"protocol": "faces-x8"}) == ("facenet_pytorch",)
+    assert _protocol_imports({"protocol": "faces-x8"}) == faces
     assert _protocol_imports({"protocol": "no-such-protocol"}) == ()  # the driver says why
+
+
+def test_the_face_steps_imports_hold_what_it_uses():
+    """scikit-image's transform loads lazily (importing the package loads nothing), so the
+    face step names the modules that hold what it calls: a fork server that imports them has
+    them loaded. Fails when scikit-image moves them, so the names are kept true."""
+    import importlib
+    import sys
+
+    import skimage.transform
+
+    names = load_protocol("faces").imports()
+    for name in names:
+        importlib.import_module(name)  # a name that does not import would be skipped silently
+    for attr in ("SimilarityTransform", "AffineTransform", "warp"):
+        assert getattr(skimage.transform, attr).__module__ in names, attr
+    assert all(n in sys.modules for n in names)

@@ -88,7 +88,10 @@ class FaceAlign(HRStep):
 
     name = "face_align"
     needs_face = True
-    imports = ("facenet_pytorch",)  # about 2 s: it imports torchvision
+    # facenet_pytorch: about 2 s (it imports torchvision). scikit-image's transform loads
+    # lazily, so the modules that hold SimilarityTransform, AffineTransform and warp are
+    # named (a tenth of a second: scipy.spatial and more).
+    imports = ("facenet_pytorch", "skimage.transform._geometric", "skimage.transform._warps")
     fields = {
         "size": Field(int, default=128, low=16, high=2048, random=False),
         "padding": Field(float, default=0.2, low=0.0, high=0.45, random=False),
