@@ -29,6 +29,7 @@ def distribution(
 ) -> str:
     """Histogram of one metric's values with each value as a tick below (rug)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     vals = np.asarray(values, dtype=np.float64)
     vals = vals[np.isfinite(vals)]
@@ -46,9 +47,15 @@ def distribution(
         ax.legend(fontsize=7, loc="upper right")
     else:
         ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(f"{title} ({'higher' if higher_is_better else 'lower'} is better)", fontsize=9)
+    # The title at a given height (nothing is drawn above the axes): placing it automatically
+    # measures every tick label first. Five ticks at most per axis: each costs a label drawn.
+    ax.set_title(
+        f"{title} ({'higher' if higher_is_better else 'lower'} is better)", fontsize=9, y=1.0
+    )
     ax.set_ylabel("outputs", fontsize=8)
     ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))  # counts
     return _figure_png(fig)
 
 
