@@ -381,7 +381,7 @@ class Loaders(_HelperPool):
         self.ready = False  # the processes have started, with the run's protocol file
         self.failure: str | None = None
         self.loaded_here = 0
-        self._probe, self._started = _submit_in_background(self.pool, _loader_probe)
+        self._probe, _ = _submit_in_background(self.pool, _loader_probe)
 
     wait_on_close = False  # closed after a failure too, and the run goes on meanwhile
 
@@ -411,18 +411,25 @@ class Loaders(_HelperPool):
         window: deque = deque()
         source = iter(items)
         while True:
-            # Nothing is sent before the process has started (sending would wait for it).
-            while self.failure is None and self._started.is_set() and len(window) < self.ahead:
-                item = next(source, None)
-                if item is None:
-                    break
-                window.append((item, self._submit(item, pipe.run_seed)))
+            self._check(pipe.protocol.sha256)
             if window:
                 item, fut = window.popleft()
-            else:
-                item, fut = next(source, None), None
+            else:  # the processes are starting (or have just started), or have failed
+                item = next(source, None)
                 if item is None:
                     return
+                # Sharing, this process loads the record it needs now rather than wait for
+                # a process it has just sent it to.
+                fut = None if self.share or not self.ready else self._submit(item, pipe.run_seed)
+            # Nothing is sent before the processes are ready: sending would wait for them to
+            # start, and a record sent meanwhile is theirs (queued, it cannot be taken back)
+            # even when this process, free first, has loaded it too.
+            self._check(pipe.protocol.sha256)
+            while self.ready and self.failure is None and len(window) < self.ahead:
+                ahead = next(source, None)
+                if ahead is None:
+                    break
+                window.append((ahead, self._submit(ahead, pipe.run_seed)))
             yield item[0], self._take(item, fut, pipe)
 
     def _submit(self, item, run_seed: int):

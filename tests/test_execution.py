@@ -92,6 +92,55 @@ def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tm
     assert statuses == {"ok", "no_face", "failed"}
 
 
+def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path, monkeypatch):
+    """While the processes start, this process loads the records it needs; records sent then
+    would be theirs (queued, they cannot be taken back) and loaded twice. Once the processes
+    are ready, the records ahead are sent to them, and this process loads the one it needs
+    now itself rather than wait for it."""
+    from concurrent.futures import Future
+
+    from srforensics.audit import AuditConfig, _Pipeline
+    from srforensics.bench import make_photos
+    from srforensics.execution import Loaders
+
+    root = make_photos(tmp_path / "ds", 10, size=64)
+    config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
+    pipe = _Pipeline(config)
+    here: list[int] = []
+    load = pipe.load
+    monkeypatch.setattr(pipe, "load", lambda idx, *a: here.append(idx) or load(idx, *a))
+    with Loaders(config.to_dict(), processes=1, ahead=3) as loaders:
+        # The process has started (it answers), but its answer is seen here only when the
+        # third record is wanted.
+        started, answer = loaders._probe, Future()
+        assert started.result(timeout=300)
+        monkeypatch.setattr(loaders, "_probe", answer)
+        sent: dict[int, tuple] = {}
+        submit = loaders._submit
+
+        def recording(item, run_seed):
+            sent[item[1]] = (loaders.ready, submit(item, run_seed))
+            return sent[item[1]][1]
+
+        monkeypatch.setattr(loaders, "_submit", recording)
+
+        def items():
+            for k, item in enumerate(_items(pipe)):
+                if k == 2:  # the first two are loaded while the processes start
+                    assert not sent and not loaders.ready
+                    answer.set_result(started.result())
+                yield item
+
+        got = list(loaders.iterate(items(), pipe))
+        assert loaders.failure is None and loaders.ready
+    assert sent and all(ready for ready, _ in sent.values())  # none before they were ready
+    assert here[:3] == [0, 1, 2]  # the third: needed when they became ready, loaded here
+    twice = {i for i, (_, fut) in sent.items() if not fut.cancelled()} & set(here)
+    assert not twice and len(here) + len(twice) < len(got) == 10
+    for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
+        _assert_same_load(loaded, load(idx, rec, pending))
+
+
 @pytest.mark.parametrize(
     "protocol, reason",
     [("bicubic-x2", "protocol file differs"), ("no-such-protocol", "BrokenProcessPool")],
