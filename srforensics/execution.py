@@ -411,7 +411,6 @@ class Loaders(_HelperPool):
         window: deque = deque()
         source = iter(items)
         while True:
-            self._check(pipe.protocol.sha256)
             if window:
                 item, fut = window.popleft()
             else:  # the processes are starting (or have just started), or have failed
