@@ -136,7 +136,7 @@ def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path,
     assert sent and all(ready for ready, _ in sent.values())  # none before they were ready
     assert here[:3] == [0, 1, 2]  # the third: needed when they became ready, loaded here
     twice = {i for i, (_, fut) in sent.items() if not fut.cancelled()} & set(here)
-    assert not twice and len(here) + len(twice) < len(got) == 10
+    assert not twice and len(here) < len(got) == 10  # and the processes loaded the rest
     for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
         _assert_same_load(loaded, load(idx, rec, pending))
 
