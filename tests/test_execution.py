@@ -97,6 +97,7 @@ def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path,
     would be theirs (queued, they cannot be taken back) and loaded twice. Once the processes
     are ready, the records ahead are sent to them, and this process loads the one it needs
     now itself rather than wait for it."""
+    import time
     from concurrent.futures import Future
 
     from srforensics.audit import AuditConfig, _Pipeline
@@ -108,7 +109,13 @@ def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path,
     pipe = _Pipeline(config)
     here: list[int] = []
     load = pipe.load
-    monkeypatch.setattr(pipe, "load", lambda idx, *a: here.append(idx) or load(idx, *a))
+
+    def slow_load(idx, *args):  # slower than the process, so that it takes what it is sent
+        here.append(idx)
+        time.sleep(0.2)
+        return load(idx, *args)
+
+    monkeypatch.setattr(pipe, "load", slow_load)
     with Loaders(config.to_dict(), processes=1, ahead=3) as loaders:
         # The process has started (it answers), but its answer is seen here only when the
         # third record is wanted.
@@ -136,7 +143,8 @@ def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path,
     assert sent and all(ready for ready, _ in sent.values())  # none before they were ready
     assert here[:3] == [0, 1, 2]  # the third: needed when they became ready, loaded here
     twice = {i for i, (_, fut) in sent.items() if not fut.cancelled()} & set(here)
-    assert not twice and len(here) < len(got) == 10  # and the processes loaded the rest
+    assert not twice and len(got) == 10
+    assert not {3, 4, 5} & set(here)  # sent at the switch: loaded there while 2 was loaded here
     for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
         _assert_same_load(loaded, load(idx, rec, pending))
 
