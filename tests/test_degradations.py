@@ -125,6 +125,49 @@ def test_borders_follow_their_definitions():
     assert left == {"reflect": 1.0, "reflect101": 2.0, "replicate": 1.0, "constant": 0.0}
 
 
+def _correlate_2d(img, k, border):
+    """The reference: scipy's 2-D correlation of each channel, in float64."""
+    from scipy.ndimage import correlate
+
+    chans = [correlate(img[..., c].astype(np.float64), k, mode=K.BORDERS[border]) for c in range(3)]
+    return np.stack(chans, axis=2)
+
+
+@pytest.mark.parametrize("border", list(K.BORDERS))
+@pytest.mark.parametrize(
+    "kernel",
+    [K.gaussian(21, 0.2), K.gaussian(21, 1.3), K.gaussian(15, 4.0), K.motion(11, 7.0, 0.0)],
+    ids=["gauss0.2", "gauss1.3", "gauss4", "motion0"],
+)
+def test_separable_kernels_are_filtered_in_two_passes_as_the_2d_sum(kernel, border):
+    # The isotropic Gaussian exp(-(x²+y²)/2σ²) = exp(-x²/2σ²)·exp(-y²/2σ²) and a
+    # horizontal segment are rank 1; their two 1-D passes equal the 2-D sum up to
+    # float64 rounding, so at most one float32 step (2^-24 relative) apart.
+    assert K.separable_factors(kernel) is not None
+    img = _img((40, 52, 3))
+    out = K.convolve(img, kernel, border)
+    ref = _correlate_2d(img, kernel, border)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, rtol=2**-23, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        K.gaussian(21, 3.0, 0.8, 0.5),
+        K.sinc(21, 1.5),
+        K.defocus(11, 3.0),
+        K.motion(11, 7.0, 45.0),
+    ],
+    ids=["aniso", "sinc", "defocus", "motion45"],
+)
+def test_other_kernels_are_filtered_by_the_2d_sum_exactly(kernel):
+    assert K.separable_factors(kernel) is None
+    img = _img((40, 52, 3))
+    out = K.convolve(img, kernel, "reflect")
+    np.testing.assert_array_equal(out, _correlate_2d(img, kernel, "reflect").astype(np.float32))
+
+
 def test_downscale_is_the_matlab_resize():
     img = _img((66, 70, 3))
     out, _ = run("downscale", img, scale=2, method="bicubic")

@@ -130,12 +130,42 @@ def sinc(size: int, cutoff: float) -> np.ndarray:
     return _normalise(k)
 
 
+#: A kernel whose second singular value is at most this fraction of its first is
+#: filtered as the outer product of its first singular vectors (two 1-D passes): the
+#: isotropic Gaussian, axis-aligned motion. The factors' product differs from the
+#: kernel by about 1e-16, far below float32's resolution (6e-8).
+SEPARABLE_RTOL = 1e-13
+
+
+def separable_factors(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(column, row)`` with ``outer(column, row)`` equal to ``kernel`` to within
+    :data:`SEPARABLE_RTOL` of its largest singular value, or ``None`` if it has rank above 1."""
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2 or min(k.shape) < 2:
+        return None
+    u, s, vt = np.linalg.svd(k)
+    if s[0] == 0 or s[1] > SEPARABLE_RTOL * s[0]:
+        return None
+    root = math.sqrt(s[0])
+    return u[:, 0] * root, vt[0] * root
+
+
 def convolve(img: np.ndarray, kernel: np.ndarray | list, border: str = "reflect") -> np.ndarray:
-    """Filter each channel of ``(H, W, C)`` with ``kernel`` (correlation, as MATLAB ``imfilter``)."""
-    from scipy.ndimage import correlate
+    """Filter each channel of ``(H, W, C)`` with ``kernel`` (correlation, as MATLAB ``imfilter``).
+
+    A separable kernel (:func:`separable_factors`) is applied as a column then a
+    row pass, a tenth of the work of the 2-D sum for a 21 px kernel; the result
+    is that of the 2-D correlation to within about 1e-15 before the float32 cast.
+    """
+    from scipy.ndimage import correlate, correlate1d
 
     k = np.asarray(kernel, dtype=np.float64)
     mode = BORDERS[border]
+    factors = separable_factors(k)
+    if factors is not None:
+        column, row = factors
+        out = correlate1d(img.astype(np.float64), column, axis=0, mode=mode)
+        return correlate1d(out, row, axis=1, mode=mode).astype(np.float32)
     out = np.stack(
         [correlate(img[..., c].astype(np.float64), k, mode=mode) for c in range(img.shape[2])],
         axis=2,
