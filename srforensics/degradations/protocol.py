@@ -31,6 +31,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,9 @@ class Protocol:
             "metrics": list(self.metrics) if self.metrics is not None else None,
         }
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """SHA-256 of :meth:`resolved` as canonical JSON (computed once: the protocol is frozen)."""
         canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
