@@ -347,6 +347,10 @@ def load_record(
     return out
 
 
+def _no_poll() -> None:
+    """The pipeline's ``poll`` when no loader processes feed it."""
+
+
 class _Pipeline:
     """The loaded parts of one audit (protocol, dataset, model, metrics) and its ledger."""
 
@@ -356,6 +360,9 @@ class _Pipeline:
 
         self.config = config
         self.progress: Callable[..., Any] | None = None
+        #: Called between the LRs of a model batch: loader processes that became ready
+        #: meanwhile get their records then (set by ``execution._process_local``).
+        self.poll: Callable[[], None] = _no_poll
         self._pending: dict[tuple, list[_Unit]] = {}
         self.protocol = load_protocol(config.protocol)
         self.dataset = load_dataset(config.dataset, root=config.dataset_root)
@@ -618,7 +625,11 @@ class _Pipeline:
             self.sink.put_lrs([self._failed(u, call.error) for u in units])
             self._tick(len(units))
             return
-        finished = [self._finish(unit, call.outputs[b]) for b, unit in enumerate(units)]
+        self.poll()
+        finished = []
+        for b, unit in enumerate(units):
+            finished.append(self._finish(unit, call.outputs[b]))
+            self.poll()
         self.sink.put_lrs(
             [
                 self._lr_row(u, rows, **per_lr)
@@ -958,6 +969,12 @@ class _Helpers:
         pool = self.loaders if self.loaders is not None else self.workers
         return None if pool is None else pool.submit(fn, *args, **kwargs)
 
+    @property
+    def processes(self) -> int:
+        """How many helper processes there are (0: none)."""
+        pool = self.loaders if self.loaders is not None else self.workers
+        return 0 if pool is None else pool.processes
+
 
 @contextmanager
 def _helpers(config: AuditConfig) -> Iterator[_Helpers]:
@@ -982,28 +999,52 @@ class _Histograms(Mapping):
 
     A mapping ``{key: data URI}``, keyed as :func:`srforensics.report.histograms` keys them
     (by their values), collected when it is first read (:meth:`collect`).
+
+    The helpers get one histogram per process at a time, the next as one finishes, so that
+    those not handed over yet are there for this process to take when it is free: a process
+    pool queues what it is sent, and a queued call cannot be taken back once a process has
+    it (or the pipe to it does).
     """
 
     def __init__(self, results, metrics, helpers: _Helpers | None) -> None:
+        import threading
+        from collections import deque
+
         self.kwargs: dict[str, dict[str, Any]] = {}
         self.futures: dict[str, Any] = {}
         self._drawn: dict[str, str] | None = None
-        if helpers is None or (helpers.loaders is None and helpers.workers is None):
+        self._todo: deque[str] = deque()  # not handed over yet: the helpers take from its head
+        self._lock = threading.Lock()
+        self._helpers = helpers
+        if helpers is None or not helpers.processes:
             return
         from srforensics.report import histograms
-        from srforensics.report.figures import distribution
 
         self.kwargs = histograms(results, metrics)
-        for key, kwargs in self.kwargs.items():
-            fut = helpers.submit(distribution, **kwargs)
-            if fut is None:
-                break
+        self._todo.extend(self.kwargs)
+        for _ in range(helpers.processes):
+            self._hand_over()
+
+    def _hand_over(self, _finished: Any = None) -> None:
+        """Send the next histogram to the helpers (also called as one of theirs finishes)."""
+        from srforensics.report.figures import distribution
+
+        with self._lock:
+            if not self._todo:
+                return
+            key = self._todo.popleft()
+            fut = self._helpers.submit(distribution, **self.kwargs[key])
+            if fut is None:  # they take no more work: it is left for this process
+                self._todo.appendleft(key)
+                return
             self.futures[key] = fut
+        fut.add_done_callback(self._hand_over)
 
     def collect(self, timeout: float = 60.0) -> dict[str, str]:
-        """``{key: data URI}``. This process, free now, draws those no helper has started
-        (from the end of the queue: the helpers take from its head) while the helpers finish
-        theirs; one that failed (or is late) is left out, for the report to draw."""
+        """``{key: data URI}``. This process, free now, draws those not handed over yet (from
+        the end: the helpers take from the head) and those handed over that no helper has
+        started, while the helpers finish theirs; one that failed (or is late) is left out,
+        for the report to draw."""
         if self._drawn is not None:
             return self._drawn
         import concurrent.futures as cf
@@ -1011,7 +1052,13 @@ class _Histograms(Mapping):
         from srforensics.report.figures import distribution
 
         drawn: dict[str, str] = {}
-        queue = list(self.futures.items())
+        while True:
+            with self._lock:
+                if not self._todo:
+                    queue = list(self.futures.items())
+                    break
+                key = self._todo.pop()
+            drawn[key] = distribution(**self.kwargs[key])
         while queue and queue[-1][1].cancel():
             key, _ = queue.pop()
             drawn[key] = distribution(**self.kwargs[key])

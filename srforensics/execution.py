@@ -121,14 +121,23 @@ def _process_local(pipe, work: Iterable[Shard], loaders: Loaders | None) -> None
             for idx, rec in shard.records:
                 yield shard.number, idx, rec, shard.pending.get(rec.id, {})
 
+    from srforensics.audit import _no_poll
+
     current = None
-    loaded = loaders.iterate(items(), pipe) if loaders else _here(items(), pipe)
-    for number, record in loaded:
-        if number != current:
-            pipe.flush()  # batches end with their shard, as in a worker process
-            current = number
-        pipe.queue_loaded(record)
-    pipe.flush()
+    if loaders is not None:
+        loaded = loaders.iterate(items(), pipe)
+        pipe.poll = loaded.poll  # between the LRs of a batch: feed processes that became ready
+    else:
+        loaded = _here(items(), pipe)
+    try:
+        for number, record in loaded:
+            if number != current:
+                pipe.flush()  # batches end with their shard, as in a worker process
+                current = number
+            pipe.queue_loaded(record)
+        pipe.flush()
+    finally:
+        pipe.poll = _no_poll
 
 
 def _here(items: Iterable[tuple[int, int, Any, Pending]], pipe) -> Iterator[tuple[int, Any]]:
@@ -404,32 +413,9 @@ class Loaders(_HelperPool):
             return self._fail(RuntimeError(_OTHER_PROTOCOL))
         self.ready = True
 
-    def iterate(
-        self, items: Iterable[tuple[int, int, Any, Pending]], pipe
-    ) -> Iterator[tuple[int, Any]]:
+    def iterate(self, items: Iterable[tuple[int, int, Any, Pending]], pipe) -> LoaderFeed:
         """``(number, loaded record)`` for each ``(number, idx, record, pending)``, in order."""
-        window: deque = deque()
-        source = iter(items)
-        while True:
-            if window:
-                item, fut = window.popleft()
-            else:  # the processes are starting (or have just started), or have failed
-                item = next(source, None)
-                if item is None:
-                    return
-                # Sharing, this process loads the record it needs now rather than wait for
-                # a process it has just sent it to.
-                fut = None if self.share or not self.ready else self._submit(item, pipe.run_seed)
-            # Nothing is sent before the processes are ready: sending would wait for them to
-            # start, and a record sent meanwhile is theirs (queued, it cannot be taken back)
-            # even when this process, free first, has loaded it too.
-            self._check(pipe.protocol.sha256)
-            while self.ready and self.failure is None and len(window) < self.ahead:
-                ahead = next(source, None)
-                if ahead is None:
-                    break
-                window.append((ahead, self._submit(ahead, pipe.run_seed)))
-            yield item[0], self._take(item, fut, pipe)
+        return LoaderFeed(self, items, pipe)
 
     def _submit(self, item, run_seed: int):
         number, idx, rec, pending = item
@@ -473,6 +459,56 @@ class Loaders(_HelperPool):
                 self.failure,
             )
             self.close()
+
+
+class LoaderFeed:
+    """The records of :meth:`Loaders.iterate`, loaded, in order; :meth:`poll` sends the
+    records ahead to the processes as soon as they are ready.
+
+    The audit calls :meth:`poll` between the LRs of a model batch (``_Pipeline.poll``), so
+    processes that become ready during a batch get their records then, not when this one
+    wants its next record, which would leave them idle for the rest of the batch and the
+    next records late.
+    """
+
+    def __init__(self, loaders: Loaders, items: Iterable[tuple[int, int, Any, Pending]], pipe):
+        self._loaders, self._pipe = loaders, pipe
+        self._source = iter(items)
+        self._window: deque = deque()
+
+    def __iter__(self) -> LoaderFeed:
+        return self
+
+    def __next__(self) -> tuple[int, Any]:
+        loaders, pipe = self._loaders, self._pipe
+        if self._window:
+            item, fut = self._window.popleft()
+        else:  # the processes are starting (or have just started), or have failed
+            item = next(self._source, None)
+            if item is None:
+                raise StopIteration
+            # Sharing, this process loads the record it needs now rather than wait for
+            # a process it has just sent it to.
+            fut = (
+                None if loaders.share or not loaders.ready else loaders._submit(item, pipe.run_seed)
+            )
+        self.poll()
+        return item[0], loaders._take(item, fut, pipe)
+
+    def poll(self) -> None:
+        """Send records ahead (up to ``ahead``) if the processes are ready; cheap otherwise.
+
+        Nothing is sent before they are ready: sending would wait for them to start, and a
+        record sent meanwhile is theirs (queued, it cannot be taken back) even when this
+        process, free first, has loaded it too.
+        """
+        loaders, pipe = self._loaders, self._pipe
+        loaders._check(pipe.protocol.sha256)
+        while loaders.ready and loaders.failure is None and len(self._window) < loaders.ahead:
+            ahead = next(self._source, None)
+            if ahead is None:
+                break
+            self._window.append((ahead, loaders._submit(ahead, pipe.run_seed)))
 
 
 # -- worker processes -----------------------------------------------------------------------

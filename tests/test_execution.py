@@ -149,6 +149,67 @@ def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path,
         _assert_same_load(loaded, load(idx, rec, pending))
 
 
+def test_processes_that_become_ready_get_records_at_the_next_poll(tmp_path, monkeypatch):
+    """``poll`` (called between the LRs of a batch) sends the records ahead as soon as the
+    processes are ready, without waiting for this process to want its next record."""
+    from concurrent.futures import Future
+
+    from srforensics.audit import AuditConfig, _Pipeline
+    from srforensics.bench import make_photos
+    from srforensics.execution import Loaders
+
+    root = make_photos(tmp_path / "ds", 6, size=64)
+    config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
+    pipe = _Pipeline(config)
+    with Loaders(config.to_dict(), processes=1, ahead=3) as loaders:
+        started, answer = loaders._probe, Future()
+        assert started.result(timeout=300)
+        monkeypatch.setattr(loaders, "_probe", answer)  # their answer, held back
+        sent: list[int] = []
+        submit = loaders._submit
+        monkeypatch.setattr(
+            loaders, "_submit", lambda item, seed: sent.append(item[1]) or submit(item, seed)
+        )
+        feed = loaders.iterate(_items(pipe), pipe)
+        first = next(feed)
+        feed.poll()
+        assert not sent and loaders.loaded_here == 1  # not ready yet: nothing sent
+        answer.set_result(started.result())
+        feed.poll()
+        assert sent == [1, 2, 3] and loaders.loaded_here == 1  # sent with nothing more wanted
+        got = [first, *feed]
+        assert loaders.failure is None and sent == [1, 2, 3, 4, 5]
+    for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
+        _assert_same_load(loaded, pipe.load(idx, rec, pending))
+
+
+def test_an_audit_polls_its_loaders_between_the_lrs_of_a_batch(tiny_dataset, tmp_path, monkeypatch):
+    from srforensics.audit import _Pipeline
+    from srforensics.execution import LoaderFeed
+
+    inside, polls, batches = [], [], []
+    run_batch, poll = _Pipeline._run_batch, LoaderFeed.poll
+
+    def in_batch(self, units):
+        inside.append(len(units))
+        batches.append(len(units))
+        try:
+            return run_batch(self, units)
+        finally:
+            inside.pop()
+
+    def spy(self):
+        polls.append(bool(inside))
+        return poll(self)
+
+    monkeypatch.setattr(_Pipeline, "_run_batch", in_batch)
+    monkeypatch.setattr(LoaderFeed, "poll", spy)
+    audit_in_process(tiny_dataset, tmp_path / "run", loaders=1, variants=2, batch_size=4)
+    # A poll after each model call and after each LR of its batch.
+    assert batches == [4, 2]  # three readable images, two variants each
+    assert polls.count(True) == len(batches) + sum(batches)
+
+
 @pytest.mark.parametrize(
     "protocol, reason",
     [("bicubic-x2", "protocol file differs"), ("no-such-protocol", "BrokenProcessPool")],
@@ -392,36 +453,85 @@ def test_helpers_draw_the_report_histograms_as_this_process_would(
     assert taken[0][next(k for k in wanted if k != lr_key)] in html  # psnr's, drawn here
 
 
-def test_histograms_no_helper_has_started_are_drawn_here():
-    """At the end of a run this process takes the histograms still queued for the helpers
-    (from the end of the queue) and draws them itself; they are the figures a helper draws."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
+class _ThreadHelpers:
+    """A stand-in for the helper processes: ``processes`` threads."""
 
+    def __init__(self, processes: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.processes = processes
+        self.pool = ThreadPoolExecutor(max_workers=processes)
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self.pool.submit(fn, *args, **kwargs)
+
+
+def _three_histograms():
     import pandas as pd
 
-    from srforensics import audit
     from srforensics.report import histograms
-    from srforensics.report.figures import distribution
 
     results = pd.DataFrame(
-        {"status": ["ok"] * 6, "psnr": [30.0, 31, 29, 33, 28, 30.5], "ssim": [0.9, 0.8] * 3}
+        {
+            "status": ["ok"] * 6,
+            "psnr": [30.0, 31, 29, 33, 28, 30.5],
+            "ssim": [0.9, 0.8] * 3,
+            "gmsd": [0.1, 0.12, 0.09, 0.2, 0.15, 0.11],
+        }
     )
     metrics = [
         {"name": "psnr", "higher_is_better": True},
         {"name": "ssim", "higher_is_better": True},
+        {"name": "gmsd", "higher_is_better": False},
     ]
     wanted = histograms(results, metrics)
-    assert len(wanted) == 2
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    assert len(wanted) == 3
+    return results, metrics, wanted
+
+
+def test_histograms_no_helper_has_started_are_drawn_here():
+    """The helpers get one histogram per process at a time. At the end of a run this process
+    draws those not handed over yet, and those handed over that no helper has started (the
+    helper is busy here); they are the figures a helper draws."""
+    import threading
+
+    from srforensics import audit
+    from srforensics.report.figures import distribution
+
+    results, metrics, wanted = _three_histograms()
+    helpers = _ThreadHelpers(1)
+    with helpers.pool:
         busy = threading.Event()
-        blocker = pool.submit(busy.wait, 30)  # the helper is busy: nothing queued has started
-        drawing = audit._Histograms(results, metrics, audit._Helpers(loaders=pool))
-        assert len(drawing.futures) == 2
+        blocker = helpers.pool.submit(busy.wait, 30)  # the helper is busy: nothing has started
+        drawing = audit._Histograms(results, metrics, audit._Helpers(loaders=helpers))
+        assert len(drawing.futures) == 1  # one per process; the other two wait here
         drawn = drawing.collect(timeout=5)
         busy.set()
         blocker.result()
-    assert all(f.cancelled() for f in drawing.futures.values())
+    assert len(drawing.futures) == 1 and all(f.cancelled() for f in drawing.futures.values())
     assert drawn == {k: distribution(**kw) for k, kw in wanted.items()}
     # Read as a mapping (as the report reads it), it is what was collected, not drawn again.
     assert dict(drawing) == drawn and drawing.collect() is drawn
+
+
+def test_helpers_take_the_next_histogram_as_they_finish_one():
+    """Free helpers draw every histogram, one after the other, before this process is free."""
+    import time
+
+    from srforensics import audit
+    from srforensics.report.figures import distribution
+
+    results, metrics, wanted = _three_histograms()
+    helpers = _ThreadHelpers(2)
+    with helpers.pool:
+        drawing = audit._Histograms(results, metrics, audit._Helpers(workers=helpers))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # each finished one hands the next over
+            futures = list(drawing.futures.values())
+            if len(futures) == 3 and all(f.done() for f in futures):
+                break
+            time.sleep(0.01)
+        assert set(drawing.futures) == set(wanted)
+        drawn = drawing.collect(timeout=30)
+    assert not any(f.cancelled() for f in drawing.futures.values())
+    assert drawn == {k: distribution(**kw) for k, kw in wanted.items()}
