@@ -392,6 +392,22 @@ def test_the_benchmark_writes_its_json(tmp_path):
     assert {"throughput", "memory", "workers", "cli_help_s", "machine"} <= set(data)
 
 
+def test_the_benchmark_measures_the_audit_process_not_the_one_that_starts_it():
+    """The peak RSS is the audit process's own high-water mark: Linux carries
+    ``getrusage``'s ``ru_maxrss`` over fork and exec, so a probe started by a large process
+    (here this one, holding 1 GiB more) would report the starter's size."""
+    import numpy as np
+
+    from srforensics.bench import _audit_process
+
+    held = np.ones(2**30 // 8)  # 1 GiB, touched
+    _, rss = _audit_process(["protocols", "list"], baseline=False)
+    assert held.sum() == held.size
+    # A Python process that imported srforensics's CLI: tens of MiB, far from 1 GiB.
+    assert 10 < rss["peak_rss_mib"] < 512
+    assert 0 <= rss["audit_growth_mib"] <= rss["peak_rss_mib"]
+
+
 def test_metrics_may_be_given_as_on_the_command_line():
     """``AuditConfig(metrics="psnr")`` means the metric psnr, not the metrics p, s, n, r."""
     from srforensics.audit import AuditConfig
