@@ -26,7 +26,8 @@ colour changes, and photographic crops of its other sample images.
   measured alone, is reported beside it. The top-level value is the largest
   over the models, with ``--loaders``.
 - ``memory``: peak RSS of an audit of R and 10 R records, each in a fresh
-  process, and its growth during the audit above the RSS after imports.
+  process (its own high-water mark, ``VmHWM``), and the peak's growth above
+  the RSS after imports.
 - ``workers``: wall time with 1, 2 and 4 worker processes (one torch thread
   each, the default) on a CPU-bound protocol (``realistic-x4``: second-order
   blur, resize, noise and JPEG; 256 crops of 288 px, 4 variants: about 60 s on
