@@ -121,9 +121,7 @@ def _process_local(pipe, work: Iterable[Shard], loaders: Loaders | None) -> None
             for idx, rec in shard.records:
                 yield shard.number, idx, rec, shard.pending.get(rec.id, {})
 
-    from srforensics.audit import _no_poll
-
-    current = None
+    current, before = None, pipe.poll
     if loaders is not None:
         loaded = loaders.iterate(items(), pipe)
         pipe.poll = loaded.poll  # between the LRs of a batch: feed processes that became ready
@@ -137,7 +135,7 @@ def _process_local(pipe, work: Iterable[Shard], loaders: Loaders | None) -> None
             pipe.queue_loaded(record)
         pipe.flush()
     finally:
-        pipe.poll = _no_poll
+        pipe.poll = before
 
 
 def _here(items: Iterable[tuple[int, int, Any, Pending]], pipe) -> Iterator[tuple[int, Any]]:
