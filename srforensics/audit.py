@@ -36,6 +36,7 @@ from srforensics.images import (
     read_image,
     to_tensor,
 )
+from srforensics.ledger import to_json
 from srforensics.recompute import call_model, model_context, output_images
 from srforensics.recompute import describe_error as _describe_error
 from srforensics.seeding import degradation_rng, model_seed
@@ -263,6 +264,7 @@ class _Unit:
     hr_embedding: Any
     attributes: dict[str, Any]
     params: Any = None
+    params_json: str | None = None  # ``params`` as the ledger stores them, if encoded ahead
     lr_t: Any = None
     lr_sha: str | None = None
     lr_path: str | None = None
@@ -280,6 +282,7 @@ class LoadedLR:
     variant: int
     todo: list[int]
     params: Any = None
+    params_json: str | None = None  # ``params`` as the ledger stores them (``ledger.to_json``)
     lr: np.ndarray | None = None
     lr_sha: str | None = None
     error: str | None = None
@@ -341,6 +344,7 @@ def load_record(
             lr.params = protocol.sample(degradation_rng(run_seed, rec.id, variant))
             lr.lr = protocol.apply(hr, lr.params)
             lr.lr_sha = pixel_sha256(lr.lr)
+            lr.params_json = to_json(lr.params)  # here, not where the model runs
         except Exception as exc:
             lr.error = f"degradation failed: {_describe_error(exc)}"
         out.lrs.append(lr)
@@ -578,7 +582,7 @@ class _Pipeline:
         unit = _Unit(
             rec.id, lr.variant, list(lr.todo), seeds, hr, hr_t, hr_embedding, dict(rec.attributes)
         )
-        unit.params = lr.params
+        unit.params, unit.params_json = lr.params, lr.params_json
         if lr.error is not None:
             self.sink.put_lrs([self._failed(unit, lr.error)])
             self._tick(1)
@@ -864,7 +868,7 @@ class _Pipeline:
         return dict(
             record_id=unit.record_id,
             variant=unit.variant,
-            params=unit.params,
+            params=unit.params if unit.params_json is None else unit.params_json,
             lr_sha256=unit.lr_sha,
             lr_path=unit.lr_path,
             outputs=rows,

@@ -78,8 +78,22 @@ class OutputRow:
     notes: Mapping[str, str] | None = None
 
 
+class StoredJSON(str):
+    """A value already encoded as the ledger stores it (:func:`to_json`): stored as it is.
+
+    A loader process encodes an LR's drawn parameters (a blur kernel is hundreds of
+    numbers) while it makes the LR, so that the process running the model does not.
+    """
+
+
+def to_json(obj: Any) -> StoredJSON:
+    """``obj`` as the ledger stores it: JSON with sorted keys and no spaces, numpy values
+    as Python's."""
+    return StoredJSON(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default))
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return str(obj) if isinstance(obj, StoredJSON) else str(to_json(obj))
 
 
 def _json_default(obj: Any) -> Any:

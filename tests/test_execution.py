@@ -35,6 +35,14 @@ def test_worker_processes_give_the_results_of_one_process(local_run, tiny_datase
     # Images written by the driver from what the workers sent: the same files.
     for rel in results.output_path.dropna():
         assert (run.run_dir / rel).read_bytes() == (local_run[0].run_dir / rel).read_bytes()
+    from srforensics.ledger import LEDGER_NAME, Ledger
+
+    # The LR parameters are stored as this process stores them.
+    digests = []
+    for r in (local_run[0], run):
+        with Ledger(r.run_dir / LEDGER_NAME) as ledger:
+            digests.append(ledger.lr_digests())
+    assert digests[0] and digests[0] == digests[1]
 
 
 def test_loader_processes_give_the_results_of_one_process(local_run, tiny_dataset, tmp_path):
@@ -42,6 +50,34 @@ def test_loader_processes_give_the_results_of_one_process(local_run, tiny_datase
     _same(local_run[1], results)
     for rel in results.output_path.dropna():
         assert (run.run_dir / rel).read_bytes() == (local_run[0].run_dir / rel).read_bytes()
+    from srforensics.ledger import LEDGER_NAME, Ledger
+
+    # The LR parameters the loader process encoded are stored as this process stores them.
+    digests = []
+    for r in (local_run[0], run):
+        with Ledger(r.run_dir / LEDGER_NAME) as ledger:
+            digests.append(ledger.lr_digests())
+    assert digests[0] and digests[0] == digests[1]
+
+
+def test_parameters_encoded_ahead_are_stored_as_they_are(tmp_path):
+    """A loader process encodes an LR's parameters (``to_json``); the ledger stores that text
+    unchanged, and stores anything else as ``to_json`` would have encoded it."""
+    import numpy as np
+
+    from srforensics.ledger import Ledger, StoredJSON, to_json
+
+    params = [{"kernel": np.full((2, 2), 0.25), "sigma": np.float32(1.5)}, {"quality": 40}]
+    assert to_json(params) == '[{"kernel":[[0.25,0.25],[0.25,0.25]],"sigma":1.5},{"quality":40}]'
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        for variant, stored in enumerate((params, to_json(params), StoredJSON('{"as":"given"}'))):
+            ledger.put_lr(
+                record_id="r", variant=variant, params=stored, lr_sha256="0" * 64,
+                lr_path=None, outputs=[],
+            )  # fmt: skip
+        texts = [t for (t,) in ledger.conn.execute("SELECT params FROM lrs ORDER BY variant")]
+    assert texts == [to_json(params), to_json(params), '{"as":"given"}']
+    assert all(type(t) is str for t in texts)
 
 
 def _items(pipe):
@@ -51,6 +87,8 @@ def _items(pipe):
 
 def _assert_same_load(a, b) -> None:
     import numpy as np
+
+    from srforensics.ledger import to_json
 
     assert (a.idx, a.rec, a.status, a.error, a.sha, a.hr_sha) == (
         b.idx, b.rec, b.status, b.error, b.sha, b.hr_sha
@@ -63,6 +101,9 @@ def _assert_same_load(a, b) -> None:
     for x, y in zip(a.lrs, b.lrs, strict=True):
         assert (x.variant, x.todo, x.error, x.lr_sha) == (y.variant, y.todo, y.error, y.lr_sha)
         assert x.params == y.params and np.array_equal(x.lr, y.lr)
+        assert x.params_json == y.params_json
+        if x.error is None:  # encoded where it was made, as the ledger would encode it
+            assert x.params_json == to_json(x.params)
 
 
 def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tmp_path):
