@@ -271,3 +271,33 @@ def test_equal_outputs_are_quantised_once_and_give_what_each_gives_alone():
     assert checked[1].image is checked[2].image is checked[3].image is checked[5].image
     assert checked[4].sha256 != checked[1].sha256
     assert not checked[1].image.flags.writeable  # shared: nobody may change it for the others
+
+
+def test_outputs_bit_for_bit_equal_to_the_first_share_its_check():
+    """Copies of the first output share its verdict: its failure when it fails (each with the
+    reason it gives alone), its image and hash when it passes; others are checked on their own."""
+    import torch
+
+    from srforensics.recompute import output_image, output_images
+
+    g = torch.Generator().manual_seed(2)
+    base = torch.rand(3, 8, 8, generator=g)
+    high = base.clone()
+    high[0, 4, 4] = 1.5  # beyond the tolerance, in one value past the first few compared
+    for outs in (
+        torch.stack([high, high.clone(), base, high.clone()]),
+        torch.stack([base, base.clone(), high, base.clone()]),
+        torch.zeros(0, 3, 8, 8),
+    ):
+        checked = output_images(outs, tolerance=0.1)
+        assert len(checked) == len(outs)
+        for j, c in enumerate(checked):
+            alone, reason = output_image(outs[j], tolerance=0.1)
+            assert c.reason == reason
+            if reason is None:
+                np.testing.assert_array_equal(c.image, alone)
+            else:
+                assert c.image is None and "max 1.5" in reason
+        if len(outs):
+            assert checked[1] is checked[3] is checked[0]  # the copies share the first's
+            assert checked[2] is not checked[0]
