@@ -82,21 +82,22 @@ def per_input(
     rows = first[keys + attr_cols].set_index(keys)
     ok = results[results["status"] == "ok"]
     grouped = ok.groupby(keys)
-    table = pd.DataFrame(index=rows.index)
-    table["n_outputs"] = results.groupby(keys).size()
-    table["n_ok"] = grouped.size()
-    table["n_ok"] = table["n_ok"].fillna(0).astype(int)
-    for m in metrics:
-        name = m["name"]
-        if m.get("unavailable") or name not in ok:
-            continue
-        hib = bool(m["higher_is_better"])
-        g = grouped[name]
-        table[f"{name}_mean"] = g.mean()
-        table[f"{name}_worst"] = g.min() if hib else g.max()
-        table[f"{name}_best"] = g.max() if hib else g.min()
+    parts = [results.groupby(keys).size().rename("n_outputs"), grouped.size().rename("n_ok")]
+    scored = [m for m in metrics if not m.get("unavailable") and m["name"] in ok]
+    if scored:  # each statistic of every metric at once, and one alignment for them all
+        sub = grouped[[m["name"] for m in scored]]
+        stat = {"mean": sub.mean(), "min": sub.min(), "max": sub.max()}
+        block = {}
+        for m in scored:
+            name, hib = m["name"], bool(m["higher_is_better"])
+            block[f"{name}_mean"] = stat["mean"][name].array
+            block[f"{name}_worst"] = stat["min" if hib else "max"][name].array
+            block[f"{name}_best"] = stat["max" if hib else "min"][name].array
+        parts.append(pd.DataFrame(block, index=stat["mean"].index))
     if "inconsistent" in results:
-        table["n_inconsistent"] = grouped["inconsistent"].sum().astype("Int64")
+        parts.append(grouped["inconsistent"].sum().astype("Int64").rename("n_inconsistent"))
+    table = pd.concat(parts, axis=1).reindex(rows.index)
+    table["n_ok"] = table["n_ok"].fillna(0).astype(int)
     if len(lr_scores):
         wide = lr_scores.pivot_table(
             index=keys, columns="name", values="value", aggfunc="first", dropna=False

@@ -406,8 +406,10 @@ class Ledger:
         out["params"] = json.loads(out["params"])
         return out
 
-    def lrs(self) -> list[dict[str, Any]]:
-        cur = self.conn.execute("SELECT * FROM lrs ORDER BY record_id, variant")
+    def lrs(self, *, saved: bool = False) -> list[dict[str, Any]]:
+        """Every LR with its parameters; with ``saved``, only those whose image was saved."""
+        where = " WHERE lr_path IS NOT NULL" if saved else ""
+        cur = self.conn.execute(f"SELECT * FROM lrs{where} ORDER BY record_id, variant")  # noqa: S608
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True), params=json.loads(r[2])) for r in cur.fetchall()]
 
@@ -498,10 +500,11 @@ class Ledger:
             h = hashlib.sha256()
             rows = self.conn.execute(f"SELECT * FROM {table} ORDER BY {key}")  # noqa: S608
             while chunk := rows.fetchmany(4096):
-                # Each row as compact JSON and a newline (as json.dumps writes it).
-                lines = [
-                    encode([c.hex() if isinstance(c, bytes) else c for c in row]) for row in chunk
-                ]
+                # Each row as compact JSON and a newline (as json.dumps writes it); a row is
+                # a tuple, written as a list is, and bytes (embeddings) as hex.
+                if any(isinstance(c, bytes) for row in chunk for c in row):
+                    chunk = [[c.hex() if isinstance(c, bytes) else c for c in row] for row in chunk]
+                lines = list(map(encode, chunk))
                 h.update(("\n".join(lines) + "\n").encode())
             out[table] = h.hexdigest()
         return out
@@ -516,61 +519,55 @@ class Ledger:
         """One row per output: ids, subject, attributes, status, one column per metric, paths."""
         import pandas as pd
 
-        q = """
+        metric_names = [m["name"] for m in self.metrics()]
+        # The scores, one column per metric, pivoted by SQLite (a metric name is a bound value;
+        # the columns are named s0, s1, ... here and renamed below).
+        picks = "".join(f", s.s{i}" for i in range(len(metric_names)))
+        pivot = "".join(
+            f", MAX(CASE WHEN metric = ? THEN value END) AS s{i}" for i in range(len(metric_names))
+        )
+        q = f"""
         SELECT o.record_id, r.subject, r.attributes, o.variant, o.sample, o.seed, o.status, o.error,
                r.path AS input_path, r.sha256 AS input_sha256, l.lr_sha256, o.output_sha256,
-               r.hr_path, l.lr_path, o.output_path, r.idx
+               r.hr_path, l.lr_path, o.output_path{picks}
         FROM outputs o JOIN records r USING (record_id)
         LEFT JOIN lrs l ON l.record_id = o.record_id AND l.variant = o.variant
+        LEFT JOIN (
+            SELECT record_id, variant, sample{pivot} FROM scores GROUP BY record_id, variant, sample
+        ) s ON s.record_id = o.record_id AND s.variant = o.variant AND s.sample = o.sample
         ORDER BY r.idx, o.variant, o.sample
-        """
-        df = pd.read_sql_query(q, self.conn)
-        metric_names = [m["name"] for m in self.metrics()]
+        """  # noqa: S608 (only generated column names are formatted in)
+        df = pd.read_sql_query(q, self.conn, params=metric_names)
+        parsed: dict[str, dict[str, Any]] = {}  # a record's attributes, parsed once
+        attrs = [parsed.get(a) or parsed.setdefault(a, json.loads(a)) for a in df["attributes"]]
         attr_names: list[str] = []
-        attrs = [json.loads(a) for a in df["attributes"]]
-        for a in attrs:
+        for a in parsed.values():
             attr_names.extend(k for k in a if k not in attr_names)
         attr_df = pd.DataFrame(
             [{k: a.get(k) for k in attr_names} for a in attrs], columns=attr_names, index=df.index
         )
-        scores = pd.read_sql_query(
-            "SELECT record_id, variant, sample, metric, value FROM scores", self.conn
-        )
-        wide = (
-            scores.pivot_table(
-                index=["record_id", "variant", "sample"],
-                columns="metric",
-                values="value",
-                aggfunc="first",
-                dropna=False,
-            )
-            if len(scores)
-            else pd.DataFrame(
-                index=pd.MultiIndex.from_tuples([], names=["record_id", "variant", "sample"])
-            )
-        )
-        wide = wide.reindex(columns=metric_names)
-        base = df.drop(columns=["attributes", "idx"])
-        head = base[["record_id", "subject"]]
-        mid = base[["variant", "sample", "status", "error"]]
-        tail = base[
-            [
-                "seed",
-                "input_path",
-                "input_sha256",
-                "lr_sha256",
-                "output_sha256",
-                "hr_path",
-                "lr_path",
-                "output_path",
-            ]
+        scores = df[[f"s{i}" for i in range(len(metric_names))]].astype("float64")
+        scores.columns = metric_names
+        tail = [
+            "seed",
+            "input_path",
+            "input_sha256",
+            "lr_sha256",
+            "output_sha256",
+            "hr_path",
+            "lr_path",
+            "output_path",
         ]
-        merged = pd.concat([head, attr_df, mid], axis=1)
-        merged = merged.merge(wide.reset_index(), on=["record_id", "variant", "sample"], how="left")
-        merged = pd.concat([merged, tail.reset_index(drop=True)], axis=1)
-        for m in metric_names:
-            if m not in merged:
-                merged[m] = float("nan")
+        merged = pd.concat(
+            [
+                df[["record_id", "subject"]],
+                attr_df,
+                df[["variant", "sample", "status", "error"]],
+                scores,
+                df[tail],
+            ],
+            axis=1,
+        )
         # Nullable integers: a 63-bit seed must not pass through float64 (NaN rows).
         return merged.astype({"variant": "Int64", "sample": "Int64", "seed": "Int64"})
 

@@ -246,7 +246,7 @@ def render_report(
         metrics = ledger.metrics()
         notes = ledger.notes()
         records = ledger.records()
-        lrs = ledger.lrs()
+        lrs = ledger.lrs(saved=True)  # the report shows saved LRs only
         gallery_problems = ledger.get_meta("gallery_problems", [])
     summary = summarize(results, metrics)
     ok = results[results["status"] == "ok"]
