@@ -8,7 +8,7 @@ colour changes, and photographic crops of its other sample images.
 
 - ``throughput``: the ``faces`` protocol with its default metrics, N outputs
   per LR, for ``bicubic`` and a small RRDBNet with seeded random weights;
-  outputs per second of the whole audit (report included), the fastest of five
+  outputs per second of the whole audit (report included), the fastest of nine
   runs (one with ``--quick``; two for the audit without loaders). The audits use
   ``--loaders`` (default 1 on a machine with two or more CPUs: decoding and
   degradation in another process); a bicubic audit without loaders is measured
@@ -18,7 +18,8 @@ colour changes, and photographic crops of its other sample images.
   model batches, same outputs). Each audit is bracketed by its parts measured
   right before it (after the previous, identical, audit) and right after it, and
   divided by their mean: a paired measure, as this shared machine's speed drifts
-  by a quarter within minutes; the figure is the median over the audits. The
+  by a quarter within minutes; the figure is the median over the nine audits
+  (the median of five moved by up to 0.06 between benchmarks of the same code). The
   process is warm: one small audit per model runs first (imports, first calls);
   the loader processes start with each audit, as they do in the CLI, but forked
   from a fork server that the warm-up audits started (in the CLI it starts with
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {
         "faces": 4 if q else 64,
         "samples": 2 if q else 8,
-        "repeats": 1 if q else 5,
+        "repeats": 1 if q else 9,
         "worker_repeats": 1 if q else 2,
         "memory_small": 5 if q else 100,
         "worker_images": 4 if q else 256,
