@@ -539,7 +539,10 @@ class Ledger:
         """  # noqa: S608 (only generated column names are formatted in)
         df = pd.read_sql_query(q, self.conn, params=metric_names)
         parsed: dict[str, dict[str, Any]] = {}  # a record's attributes, parsed once
-        attrs = [parsed.get(a) or parsed.setdefault(a, json.loads(a)) for a in df["attributes"]]
+        attrs = [
+            parsed[a] if a in parsed else parsed.setdefault(a, json.loads(a))
+            for a in df["attributes"]
+        ]
         attr_names: list[str] = []
         for a in parsed.values():
             attr_names.extend(k for k in a if k not in attr_names)

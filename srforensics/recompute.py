@@ -146,7 +146,8 @@ def output_images(outs, *, tolerance: float) -> list[OutputImage]:
     twins = [
         j for j in range(1, n) if rows[j, :16].tobytes() == head and rows[j].tobytes() == whole
     ]
-    own = [j for j in range(n) if j not in set(twins)]
+    shared = set(twins)
+    own = [j for j in range(n) if j not in shared]
     flat = outs.reshape(n, -1) if len(own) == n else outs[own].reshape(len(own), -1)
     # NaN and Inf show here (amin and amax propagate NaN; torch.aminmax over a dimension
     # gives the same, about eight times slower).
