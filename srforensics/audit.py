@@ -264,7 +264,7 @@ class _Unit:
     hr_embedding: Any
     attributes: dict[str, Any]
     params: Any = None
-    params_json: str | None = None  # ``params`` as the ledger stores them, if encoded ahead
+    params_json: str | None = None  # ``params`` as the ledger stores them
     lr_t: Any = None
     lr_sha: str | None = None
     lr_path: str | None = None
@@ -868,7 +868,7 @@ class _Pipeline:
         return dict(
             record_id=unit.record_id,
             variant=unit.variant,
-            params=unit.params if unit.params_json is None else unit.params_json,
+            params=unit.params_json,  # stored only with an LR, whose parameters were encoded
             lr_sha256=unit.lr_sha,
             lr_path=unit.lr_path,
             outputs=rows,

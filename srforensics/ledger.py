@@ -89,11 +89,13 @@ class StoredJSON(str):
 def to_json(obj: Any) -> StoredJSON:
     """``obj`` as the ledger stores it: JSON with sorted keys and no spaces, numpy values
     as Python's."""
-    return StoredJSON(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default))
+    return StoredJSON(_dumps(obj))
 
 
 def _dumps(obj: Any) -> str:
-    return str(obj) if isinstance(obj, StoredJSON) else str(to_json(obj))
+    if isinstance(obj, StoredJSON):
+        return str(obj)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
 def _json_default(obj: Any) -> Any:
@@ -502,9 +504,13 @@ class Ledger:
             while chunk := rows.fetchmany(4096):
                 # Each row as compact JSON and a newline (as json.dumps writes it); a row is
                 # a tuple, written as a list is, and bytes (embeddings) as hex.
-                if any(isinstance(c, bytes) for row in chunk for c in row):
-                    chunk = [[c.hex() if isinstance(c, bytes) else c for c in row] for row in chunk]
-                lines = list(map(encode, chunk))
+                try:
+                    lines = list(map(encode, chunk))
+                except TypeError:  # bytes, which JSON cannot hold
+                    lines = [
+                        encode([c.hex() if isinstance(c, bytes) else c for c in row])
+                        for row in chunk
+                    ]
                 h.update(("\n".join(lines) + "\n").encode())
             out[table] = h.hexdigest()
         return out
