@@ -59,6 +59,9 @@ import numpy as np
 
 from srforensics.models.base import ModelCard, SRModel
 
+#: What the benchmark can measure (``--parts``), in the order it measures them.
+PARTS = ("throughput", "memory", "workers", "help")
+
 #: Face boxes (row, col, size) in scikit-image's astronaut and camera images.
 _FACES = {"astronaut": (10, 140, 190), "camera": (40, 180, 150)}
 
@@ -146,7 +149,7 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     """Model, metric and protocol time, measured alone on the run's own LRs, batches and outputs."""
     import torch
 
-    from srforensics.audit import _Pipeline
+    from srforensics.audit import _expand_cat, _Pipeline, metric_groups
     from srforensics.execution import torch_threads
     from srforensics.images import read_image, to_tensor
     from srforensics.ledger import LEDGER_NAME, Ledger
@@ -178,20 +181,26 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
             t = time.perf_counter()
             call = call_model(pipe.model, lrs, scale=pipe.scale, seeds=seeds, contexts=contexts)
             times["model_s"] += time.perf_counter() - t
-            for b, hr in enumerate(hrs):
-                checked = output_images(call.outputs[b], tolerance=1.0)  # as the audit does
-                images = [c.image for c in checked]
-                unique = list({c.sha256: c.image for c in checked}.values())
-                batch_t = to_tensor(unique).to(pipe.device)
-                ref = to_tensor(hr).to(pipe.device).expand(len(unique), -1, -1, -1)
-                lr_t = lrs[b].expand(len(unique), -1, -1, -1)
+            checked = [output_images(o, tolerance=1.0) for o in call.outputs]  # as the audit
+            unique = [list({c.sha256: c.image for c in ch}.values()) for ch in checked]
+            hr_ts = [to_tensor(hr).to(pipe.device) for hr in hrs]
+            shapes = [tuple(h.shape) for h in hr_ts]
+            for group in metric_groups([len(u) for u in unique], shapes, pipe.device):
+                counts = [len(unique[i]) for i in group]  # scored together, as the audit does
+                batch_t = to_tensor([img for i in group for img in unique[i]]).to(pipe.device)
+                ref = _expand_cat([hr_ts[i] for i in group], counts)
+                lr_t = _expand_cat([lrs[i] for i in group], counts)
                 t = time.perf_counter()
                 with torch.no_grad():
                     for metric in pipe.metrics:
-                        metric(batch_t, ref if metric.requires_reference else None, lr=lr_t)
-                    stack = np.stack(images)
-                    pixel_std(stack)
-                    ntire_diversity(pipe.distance(stack, hr))
+                        vals = metric(batch_t, ref if metric.requires_reference else None, lr=lr_t)
+                        torch.as_tensor(vals, dtype=torch.float64).reshape(-1).tolist()
+                times["metrics_s"] += time.perf_counter() - t
+            for b, hr in enumerate(hrs):
+                t = time.perf_counter()
+                stack = np.stack([c.image for c in checked[b]])
+                pixel_std(stack)
+                ntire_diversity(pipe.distance(stack, hr))
                 times["metrics_s"] += time.perf_counter() - t
     return times
 
@@ -410,89 +419,138 @@ def main(argv: list[str] | None = None) -> int:
         help="--loaders of the throughput audits (default 1 with two or more CPUs); a "
         "bicubic audit without loaders is measured beside them",
     )
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        metavar="A,B",
+        help=f"what to measure, of {', '.join(PARTS)} (default: all). Only throughput uses "
+        "--device: a short GPU lease can measure it alone",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        metavar="R",
+        help="bracketed audits per model (default 9; 1 with --quick)",
+    )
     args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        parser.error(f"--parts takes some of {', '.join(PARTS)}, got {args.parts!r}")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     q = args.quick
     sizes = {
         "faces": 4 if q else 64,
         "samples": 2 if q else 8,
-        "repeats": 1 if q else 9,
+        "repeats": args.repeats or (1 if q else 9),
         "worker_repeats": 1 if q else 2,
         "memory_small": 5 if q else 100,
         "worker_images": 4 if q else 256,
         "worker_px": 64 if q else 288,
         "worker_counts": (1, 2) if q else (1, 2, 4),
     }
-    _warm_up()
     result: dict[str, Any] = {
         "quick": q,
         "device": args.device,
+        "parts": parts,
+        "complete": False,  # true once every part asked for is measured
         "machine": machine(),
         "sizes": sizes,
+        "overhead_ratio": None,
     }
+    out_path = Path(args.out)
+
+    def save() -> None:  # after each part: a run cut short keeps what it measured
+        out_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+    save()
     with tempfile.TemporaryDirectory(prefix="srforensics-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        faces = make_faces(tmp / "faces", sizes["faces"])
-        for i, m in enumerate(() if q else ("bicubic", "srforensics.bench:RandomRRDBNet")):
-            # warm-up: first calls and lazy loads are not the audit's cost
-            throughput(
-                make_faces(tmp / "warm", 2, seed=99),
-                tmp / f"warm-{i}",
-                model=m,
-                samples=2,
-                device=args.device,
-                loaders=args.loaders,
+        if "throughput" in parts:
+            _warm_up()
+            faces = make_faces(tmp / "faces", sizes["faces"])
+            for i, m in enumerate(() if q else ("bicubic", "srforensics.bench:RandomRRDBNet")):
+                # warm-up: first calls and lazy loads are not the audit's cost
+                throughput(
+                    make_faces(tmp / "warm", 2, seed=99),
+                    tmp / f"warm-{i}",
+                    model=m,
+                    samples=2,
+                    device=args.device,
+                    loaders=args.loaders,
+                )
+            runs = [("bicubic", args.loaders), ("srforensics.bench:RandomRRDBNet", args.loaders)]
+            if args.loaders:
+                runs.append(("bicubic", 0))
+            result["throughput"] = []
+            for i, (m, n) in enumerate(runs):
+                t = throughput(
+                    faces,
+                    tmp / f"run-{i}",
+                    model=m,
+                    samples=sizes["samples"],
+                    device=args.device,
+                    loaders=n,
+                    repeats=sizes["repeats"] if n == args.loaders else min(2, sizes["repeats"]),
+                )
+                result["throughput"].append(t)
+                print(f"measured: {m}, loaders {n}: overhead {t['overhead_ratio']}", flush=True)
+                save()
+            result["overhead_ratio"] = max(
+                t["overhead_ratio"] for t in result["throughput"] if t["loaders"] == args.loaders
             )
-        runs = [("bicubic", args.loaders), ("srforensics.bench:RandomRRDBNet", args.loaders)]
-        if args.loaders:
-            runs.append(("bicubic", 0))
-        result["throughput"] = [
-            throughput(
-                faces,
-                tmp / f"run-{i}",
-                model=m,
-                samples=sizes["samples"],
-                device=args.device,
-                loaders=n,
-                repeats=sizes["repeats"] if n == args.loaders else min(2, sizes["repeats"]),
+            save()
+        if "memory" in parts:
+            result["memory"] = memory(tmp, small=sizes["memory_small"])
+            save()
+        if "workers" in parts:
+            result["workers"] = workers(
+                tmp,
+                n_images=sizes["worker_images"],
+                size=sizes["worker_px"],
+                counts=sizes["worker_counts"],
+                repeats=sizes["worker_repeats"],
             )
-            for i, (m, n) in enumerate(runs)
-        ]
-        result["memory"] = memory(tmp, small=sizes["memory_small"])
-        result["workers"] = workers(
-            tmp,
-            n_images=sizes["worker_images"],
-            size=sizes["worker_px"],
-            counts=sizes["worker_counts"],
-            repeats=sizes["worker_repeats"],
-        )
-    result["cli_help_s"] = cli_help_seconds()
-    result["overhead_ratio"] = max(
-        t["overhead_ratio"] for t in result["throughput"] if t["loaders"] == args.loaders
-    )
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"{'workload':<44} {'out/s':>8} {'wall s':>8} {'model s':>8} {'metric s':>9} {'overhead':>9}"
-    )
-    for t in result["throughput"]:
-        name = f"{t['model']} (faces, N={t['samples']}, loaders {t['loaders']})"
-        print(
-            f"{name:<44} {t['outputs_per_s']:>8} "
-            f"{t['wall_s']:>8} {t['model_s']:>8} {t['metrics_s']:>9} {t['overhead_ratio']:>9}"
-        )
-    mem = result["memory"]
-    print(
-        f"peak RSS, {sizes['memory_small']} vs {sizes['memory_small'] * 10} records: ratio {mem['rss_ratio']}"
-    )
-    w = result["workers"]
-    speedups = ", ".join(
-        f"{k[8:].replace('_vs_', ' vs ')} x{v}" for k, v in w.items() if k.startswith("speedup_")
-    )
-    print(f"workers (realistic-x4): {speedups}; identical results: {w['identical_results']}")
-    print(
-        f"srforensics --help: {result['cli_help_s']} s; overhead_ratio {result['overhead_ratio']}"
-    )
+            save()
+    if "help" in parts:
+        result["cli_help_s"] = cli_help_seconds()
+    result["complete"] = True
+    save()
+    print_table(result)
     print(f"written: {args.out}")
     return 0
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """The short table ``main`` prints: one line per part measured."""
+    sizes = result["sizes"]
+    if "throughput" in result:
+        print(
+            f"{'workload':<44} {'out/s':>8} {'wall s':>8} {'model s':>8} {'metric s':>9} {'overhead':>9}"
+        )
+        for t in result["throughput"]:
+            name = f"{t['model']} (faces, N={t['samples']}, loaders {t['loaders']})"
+            print(
+                f"{name:<44} {t['outputs_per_s']:>8} "
+                f"{t['wall_s']:>8} {t['model_s']:>8} {t['metrics_s']:>9} {t['overhead_ratio']:>9}"
+            )
+    if "memory" in result:
+        mem = result["memory"]
+        small = sizes["memory_small"]
+        print(f"peak RSS, {small} vs {small * 10} records: ratio {mem['rss_ratio']}")
+    if "workers" in result:
+        w = result["workers"]
+        speedups = ", ".join(
+            f"{k[8:].replace('_vs_', ' vs ')} x{v}"
+            for k, v in w.items()
+            if k.startswith("speedup_")
+        )
+        print(f"workers (realistic-x4): {speedups}; identical results: {w['identical_results']}")
+    if "cli_help_s" in result:
+        print(f"srforensics --help: {result['cli_help_s']} s")
+    print(f"overhead_ratio {result['overhead_ratio']}")
 
 
 if __name__ == "__main__":

@@ -429,8 +429,32 @@ def test_the_benchmark_writes_its_json(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert data["overhead_ratio"] > 0
+    assert data["overhead_ratio"] > 0 and data["complete"] is True
     assert {"throughput", "memory", "workers", "cli_help_s", "machine"} <= set(data)
+
+
+def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def bench(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "srforensics.bench", "--quick", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    out = tmp_path / "help.json"
+    proc = bench("--parts", "help", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["complete"] is True and data["parts"] == ["help"] and data["cli_help_s"] > 0
+    assert not {"throughput", "memory", "workers"} & set(data) and data["overhead_ratio"] is None
+    proc = bench("--parts", "throughput,gpu", "--out", str(tmp_path / "x.json"))
+    assert proc.returncode == 2 and "--parts takes some of throughput, memory" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_the_benchmark_measures_the_audit_process_not_the_one_that_starts_it():
