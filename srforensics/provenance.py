@@ -94,16 +94,29 @@ def git_commit(path: Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def environment() -> dict[str, Any]:
+def environment(*, device: str = "cpu") -> dict[str, Any]:
+    """Where the numbers were computed. For a CUDA run, also the GPU, the CUDA and cuDNN
+    versions and whether TF32 (10-bit mantissa) was allowed for float32 convolutions and
+    matrix products: each changes a model's float32 outputs in their last bits."""
     import torch
 
-    return {
+    env: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
     }
+    if device == "cuda":
+        env["cuda"] = {
+            "device_name": torch.cuda.get_device_name(),
+            "capability": ".".join(map(str, torch.cuda.get_device_capability())),
+            "cuda_version": torch.version.cuda,
+            "cudnn_version": torch.backends.cudnn.version(),
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        }
+    return env
 
 
 def write_manifest(run_dir: Path, manifest: Mapping[str, Any]) -> str:

@@ -49,6 +49,21 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def face_weights(tmp_path_factory) -> Path:
+    """A randomly initialised InceptionResnetV1 saved as a lab's own checkpoint (seeded)."""
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("facenet") / "lab_facenet.pt"
+    net = InceptionResnetV1(pretrained=None, classify=False)
+    torch.save(
+        {f"module.{k}": v for k, v in net.state_dict().items()}, path
+    )  # as DataParallel saves
+    return path
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "plugins"), env.get("PYTHONPATH", "")]).rstrip(

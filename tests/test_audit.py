@@ -262,3 +262,96 @@ def test_quick_start_faces_on_the_sample_dataset(tmp_path):
     assert (ok.groupby(["record_id", "variant"]).output_sha256.nunique() == 1).all()
     html = report.read_text()
     assert "deterministic" in html and "PolyForm-Noncommercial-1.0.0" in html
+
+
+def test_metric_groups_join_lrs_of_one_shape_on_a_gpu_only():
+    from srforensics.audit import GPU_METRIC_PIXELS, metric_groups
+
+    shape = (1, 3, 512, 512)  # 2**18 pixels per output
+    per_lr = GPU_METRIC_PIXELS // (8 * 512 * 512)  # LRs of 8 outputs that fit in one call
+    counts = [8] * (per_lr + 1)
+    assert metric_groups(counts, [shape] * len(counts), "cpu") == [[i] for i in range(len(counts))]
+    assert metric_groups(counts, [shape] * len(counts), "cuda") == [
+        list(range(per_lr)),
+        [per_lr],
+    ]
+    # No outputs to score: in no group. Another HR shape: a new group. Too large: alone.
+    other, huge = (1, 3, 256, 256), (1, 3, 8192, 8192)
+    assert metric_groups([2, 0, 2, 2, 1, 1], [shape, shape, shape, other, huge, shape], "cuda") == [
+        [0, 2],
+        [3],
+        [4],
+        [5],
+    ]
+
+
+def test_lrs_scored_together_score_as_each_alone(tiny_dataset, tmp_path, monkeypatch):
+    """What a GPU run does (several LRs' outputs in one metric call), forced on the CPU: the
+    same scores and notes as each LR scored alone, and a metric's failure on one LR is
+    narrowed down to that LR (its reference is the only one the plug-in metric refuses)."""
+    import numpy as np
+    import srf_test_plugins
+
+    import srforensics.audit as audit
+
+    metrics = (
+        *TINY_METRICS.split(","),
+        "lr_psnr_hr",
+        "gmsd",
+        "vif",
+        "srf_test_plugins:BrightRefFails",
+    )
+    calls = srf_test_plugins.BrightRefFails.calls
+    runs = {}
+    real = audit.metric_groups
+    for mode in ("alone", "together"):
+        if mode == "together":
+            monkeypatch.setattr(audit, "metric_groups", lambda c, s, d: real(c, s, "cuda"))
+        calls.clear()
+        run, res = audit_in_process(
+            tiny_dataset,
+            tmp_path / mode,
+            metrics=metrics,
+            samples=2,
+            model="srf_test_plugins:NoisyModel",
+        )
+        with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:
+            notes = db.execute(
+                "SELECT record_id, variant, sample, metric, note FROM scores ORDER BY 1, 2, 3, 4"
+            ).fetchall()
+        runs[mode] = (res, notes, list(calls))
+    (alone, notes_alone, calls_alone), (together, notes_together, calls_together) = runs.values()
+    # Three readable images, one LR each, one model batch; two distinct outputs per LR.
+    assert calls_alone == [2, 2, 2]
+    assert calls_together == [6, 2, 2, 2]  # the batch fails on the astronaut: each LR alone
+    pd.testing.assert_frame_equal(alone, together, check_exact=True)
+    assert notes_alone == notes_together
+    col = together.set_index("record_id")["srf_test_plugins:BrightRefFails"]
+    assert col["astronaut.png"].isna().all() and col.drop("astronaut.png").dropna().size == 4
+    bad = {
+        n for r, _, _, m, n in notes_together if m.startswith("srf_test") and r == "astronaut.png"
+    }
+    assert bad == {
+        "srf_test_plugins:BrightRefFails could not be computed: ValueError: a reference is too bright"
+    }
+    assert np.isfinite(together.query("status == 'ok'").vif).all()
+
+
+def test_a_metric_that_returns_too_few_values_is_recorded_as_failed(tiny_dataset, tmp_path):
+    run, res = audit_in_process(
+        tiny_dataset,
+        tmp_path / "r",
+        metrics=("psnr", "srf_test_plugins:OneValue"),
+        samples=2,
+        model="srf_test_plugins:NoisyModel",
+    )
+    ok = res[res.status == "ok"]
+    assert len(ok) == 6 and ok.psnr.notna().all() and ok["srf_test_plugins:OneValue"].isna().all()
+    with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:
+        query = "SELECT DISTINCT note FROM scores WHERE metric = 'srf_test_plugins:OneValue'"
+        notes = db.execute(query).fetchall()
+    assert notes == [
+        (
+            "srf_test_plugins:OneValue could not be computed: ValueError: returned 1 values for 2 outputs",
+        )
+    ]

@@ -8,7 +8,6 @@ import sqlite3
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import cli_env, run_cli
 
 from srforensics.analysis import bootstrap_rate, identity_rates
@@ -36,19 +35,6 @@ def faces_audit(out, *extra, env=None):
         str(out),
         env=env,
     )
-
-
-@pytest.fixture(scope="module")
-def face_weights(tmp_path_factory):
-    from facenet_pytorch import InceptionResnetV1
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("facenet") / "lab_facenet.pt"
-    net = InceptionResnetV1(pretrained=None, classify=False)
-    torch.save(
-        {f"module.{k}": v for k, v in net.state_dict().items()}, path
-    )  # as DataParallel saves
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import os
 import torch
 
 from srforensics.faces.embed import EmbedderCard, FaceEmbedder
+from srforensics.metrics.base import Metric
 from srforensics.models import SRModel
 from srforensics.models.interpolation import Bicubic
 
@@ -170,3 +171,27 @@ class SlowNoisy(NoisyModel):
 
         time.sleep(float(os.environ.get("SRF_SLEEP", "0.1")))
         return super().sample(lr, scale=scale, n=n, seeds=seeds, context=context)
+
+
+class BrightRefFails(Metric):
+    """Mean absolute error; raises when any reference in the call is brighter than 0.5 on
+    average (of the tiny dataset, the astronaut crop: 0.53). Records each call's batch size."""
+
+    name = "bright-ref-fails"
+    higher_is_better = False
+    calls: list[int] = []
+
+    def __call__(self, out, ref=None, *, lr=None):
+        type(self).calls.append(len(out))
+        if (ref.mean(dim=(1, 2, 3)) > 0.5).any():
+            raise ValueError("a reference is too bright")
+        return (out - ref).abs().mean(dim=(1, 2, 3)).double()
+
+
+class OneValue(Metric):
+    """A faulty metric: one value for a whole batch."""
+
+    name = "one-value"
+
+    def __call__(self, out, ref=None, *, lr=None):
+        return (out - ref).abs().mean().double()
