@@ -320,6 +320,22 @@ def metric_groups(
     return groups
 
 
+def metric_batches(
+    images: Sequence[Sequence[np.ndarray]], hrs: Sequence[Any], lrs: Sequence[Any], device: str
+) -> Iterator[tuple[list[int], list[int], Any, Any, Any]]:
+    """The metric calls that score a model batch's LRs, one per group of :func:`metric_groups`.
+
+    ``images``: each LR's outputs to score; ``hrs``, ``lrs``: each LR's ``[1, C, H, W]`` HR
+    and LR on ``device``. Yields the group's LR indices, each one's output count, and the
+    outputs, their references and their LRs as batches on ``device``.
+    """
+    for group in metric_groups([len(x) for x in images], [tuple(h.shape) for h in hrs], device):
+        counts = [len(images[i]) for i in group]
+        batch = to_tensor([img for i in group for img in images[i]]).to(device)
+        ref = _expand_cat([hrs[i] for i in group], counts)
+        yield group, counts, batch, ref, _expand_cat([lrs[i] for i in group], counts)
+
+
 def _expand_cat(tensors: Sequence[Any], counts: Sequence[int]):
     """Each ``[1, C, H, W]`` tensor repeated ``counts[i]`` times, as one batch (a view when one)."""
     import torch
@@ -944,25 +960,23 @@ class _Pipeline:
         LRs are scored in the groups :func:`metric_groups` forms: on a GPU several LRs' outputs
         in one call of each metric, on the CPU one LR at a time.
         """
-        firsts = [list(dict.fromkeys(ch.hashes)) for ch in checked]  # distinct, in order
-        shapes = [tuple(u.hr_t.shape) for u in units]
+        first_of: list[dict[str, int]] = []  # per LR: each distinct hash, its first output
+        for ch in checked:
+            first: dict[str, int] = {}
+            for k, h in enumerate(ch.hashes):
+                first.setdefault(h, k)
+            first_of.append(first)
+        images = [
+            [ch.images[k] for k in f.values()] for ch, f in zip(checked, first_of, strict=True)
+        ]
         scored = [([{} for _ in ch.images], [{} for _ in ch.images]) for ch in checked]
-        for group in metric_groups([len(f) for f in firsts], shapes, self.device):
-            parts = []
-            for i in group:
-                ch, first_of = checked[i], {}
-                for k, h in enumerate(ch.hashes):
-                    first_of.setdefault(h, k)
-                parts.append((i, [ch.images[first_of[h]] for h in firsts[i]]))
-            batch = to_tensor([img for _, imgs in parts for img in imgs]).to(self.device)
-            counts = [len(imgs) for _, imgs in parts]
-            ref = _expand_cat([units[i].hr_t for i in group], counts)
-            lr = _expand_cat([units[i].lr_t for i in group], counts)
+        hrs, lrs = [u.hr_t for u in units], [u.lr_t for u in units]
+        for group, counts, batch, ref, lr in metric_batches(images, hrs, lrs, self.device):
             for metric in self.metrics:
-                for (i, _), (vals, note) in zip(
-                    parts, self._metric_values(metric, batch, ref, lr, counts), strict=True
+                for i, (vals, note) in zip(
+                    group, self._metric_values(metric, batch, ref, lr, counts), strict=True
                 ):
-                    by_hash = dict(zip(firsts[i], vals, strict=True))
+                    by_hash = dict(zip(first_of[i], vals, strict=True))
                     scores, notes = scored[i]
                     for k, h in enumerate(checked[i].hashes):
                         v, n = by_hash[h], note

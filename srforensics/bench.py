@@ -149,7 +149,7 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     """Model, metric and protocol time, measured alone on the run's own LRs, batches and outputs."""
     import torch
 
-    from srforensics.audit import _expand_cat, _Pipeline, metric_groups
+    from srforensics.audit import _Pipeline, metric_batches
     from srforensics.execution import torch_threads
     from srforensics.images import read_image, to_tensor
     from srforensics.ledger import LEDGER_NAME, Ledger
@@ -184,12 +184,7 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
             checked = [output_images(o, tolerance=1.0) for o in call.outputs]  # as the audit
             unique = [list({c.sha256: c.image for c in ch}.values()) for ch in checked]
             hr_ts = [to_tensor(hr).to(pipe.device) for hr in hrs]
-            shapes = [tuple(h.shape) for h in hr_ts]
-            for group in metric_groups([len(u) for u in unique], shapes, pipe.device):
-                counts = [len(unique[i]) for i in group]  # scored together, as the audit does
-                batch_t = to_tensor([img for i in group for img in unique[i]]).to(pipe.device)
-                ref = _expand_cat([hr_ts[i] for i in group], counts)
-                lr_t = _expand_cat([lrs[i] for i in group], counts)
+            for _, _, batch_t, ref, lr_t in metric_batches(unique, hr_ts, lrs, pipe.device):
                 t = time.perf_counter()
                 with torch.no_grad():
                     for metric in pipe.metrics:
