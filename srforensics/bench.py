@@ -23,8 +23,9 @@ colour changes, and photographic crops of its other sample images.
   process is warm: one small audit per model runs first (imports, first calls);
   the loader processes start with each audit, as they do in the CLI, but forked
   from a fork server that the warm-up audits started (in the CLI it starts with
-  the audit). The protocol's own work (face detection, degradation), also
-  measured alone, is reported beside it. The top-level value is the largest
+  the audit). This process's allocator is tuned as the CLI tunes its own
+  (:func:`srforensics.execution.tune_allocator`). The protocol's own work (face
+  detection, degradation), also measured alone, is reported beside it. The top-level value is the largest
   over the models, with ``--loaders``.
 - ``memory``: peak RSS of an audit of R and 10 R records, each in a fresh
   process (its own high-water mark, ``VmHWM``), and the peak's growth above
@@ -429,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         help="bracketed audits per model (default 9; 1 with --quick)",
     )
     args = parser.parse_args(argv)
+    from srforensics.execution import tune_allocator
+
+    tune_allocator()  # as the CLI does: the audits measured here are the command's
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:

@@ -796,6 +796,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    from srforensics.execution import tune_allocator
+
+    tune_allocator()  # this process is the command's own: see tune_allocator
     try:
         if args.command == "audit":
             return _cmd_audit(args, argv)

@@ -237,6 +237,7 @@ _LOADER: dict[str, Any] = {}
 def _loader_init(config: dict[str, Any], environment: dict[str, str]) -> None:
     _exit_with_parent()
     _adopt(environment)
+    tune_allocator()
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -534,6 +535,68 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: glibc's ``mallopt`` parameters (``malloc.h``) and the values :func:`tune_allocator` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its moving threshold (64-bit)
+_TRIM_THRESHOLD = 128 << 20
+#: The allocator settings this process made (:func:`allocator_settings`); None: none.
+_ALLOCATOR: dict[str, Any] = {"settings": None}
+
+
+def tune_allocator() -> str | None:
+    """Keep freed blocks of up to 32 MiB in glibc's heap for reuse, rather than return them
+    to the kernel: called by the CLI and by the helper processes an audit starts (processes
+    srforensics owns; a program that calls :func:`srforensics.audit.run_audit` may call it).
+
+    glibc serves a block of 128 KiB or more with a fresh ``mmap`` and unmaps it when freed,
+    raising that threshold only as such blocks are freed, and gives the top of its heap back
+    to the kernel beyond twice the threshold. The metrics' intermediate tensors (0.2 to 10
+    MB at a time) were so mapped, touched page by page, and unmapped again: about a million
+    page faults, over a second of kernel time, in a 1024-output ``srforensics audit`` (a 5%
+    to 9% longer run). Starting at glibc's ceiling of 32 MiB, with the heap trimmed beyond
+    128 MiB, keeps them in the heap. Allocation does not change any computed value.
+
+    Linux with glibc only. Where the environment already sets these (``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``, ``glibc.malloc.*`` in ``GLIBC_TUNABLES``) or
+    preloads another allocator, nothing is changed. Returns the settings
+    made (also :func:`allocator_settings`, recorded in the manifest's environment), or None.
+    """
+    if _ALLOCATOR["settings"] is not None:
+        return _ALLOCATOR["settings"]
+    import sys
+
+    env = os.environ
+    if (
+        not sys.platform.startswith("linux")
+        or any(f"MALLOC_{k}_" in env for k in ("MMAP_THRESHOLD", "TRIM_THRESHOLD", "TOP_PAD"))
+        or "glibc.malloc." in env.get("GLIBC_TUNABLES", "")
+        or "malloc" in env.get("LD_PRELOAD", "")  # jemalloc, tcmalloc, mimalloc: theirs
+    ):
+        return None
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # this process's C library
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) != 1:
+        return None
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    _ALLOCATOR["settings"] = (
+        f"glibc mallopt: M_MMAP_THRESHOLD={_MMAP_THRESHOLD}, M_TRIM_THRESHOLD={_TRIM_THRESHOLD}"
+    )
+    return _ALLOCATOR["settings"]
+
+
+def allocator_settings() -> str | None:
+    """The allocator settings :func:`tune_allocator` made in this process, or None."""
+    return _ALLOCATOR["settings"]
+
+
 def _exit_with_parent() -> None:
     """End this spawned process when the one that started it ends, however it ends.
 
@@ -562,6 +625,7 @@ def _worker_init(config: dict[str, Any], environment: dict[str, str] | None = No
     _exit_with_parent()
     if environment is not None:
         _adopt(environment)
+    tune_allocator()
     _WORKER["config"] = config
     from srforensics.audit import AuditConfig, _Pipeline
 

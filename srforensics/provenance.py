@@ -100,12 +100,15 @@ def environment(*, device: str = "cpu") -> dict[str, Any]:
     matrix products: each changes a model's float32 outputs in their last bits."""
     import torch
 
+    from srforensics.execution import allocator_settings
+
     env: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
+        "allocator": allocator_settings(),  # None: the C library's defaults
     }
     if device == "cuda":
         env["cuda"] = {

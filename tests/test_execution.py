@@ -616,3 +616,80 @@ def test_helpers_take_the_next_histogram_as_they_finish_one():
         drawn = drawing.collect(timeout=30)
     assert not any(f.cancelled() for f in drawing.futures.values())
     assert drawn == {k: distribution(**kw) for k, kw in wanted.items()}
+
+
+# -- the C allocator (tune_allocator) ----------------------------------------------------------
+_MALLINFO = """
+import ctypes, sys
+from srforensics.execution import allocator_settings, tune_allocator
+
+class MallInfo2(ctypes.Structure):  # glibc >= 2.33, malloc.h
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+if sys.argv[1] == "cli":
+    from srforensics.cli import main
+    main(["models", "list"])
+elif sys.argv[1] == "tune":
+    tune_allocator()
+before = libc.mallinfo2().hblkhd  # bytes in blocks malloc has mapped on their own
+libc.malloc(8 << 20)
+print(allocator_settings(), libc.mallinfo2().hblkhd - before, sep="|")
+"""
+
+
+def _mallinfo(how: str, **env: str) -> tuple[str, int]:
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator only")
+    out = subprocess.run(
+        [sys.executable, "-c", _MALLINFO, how],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    ).stdout.strip()
+    settings, mapped = out.splitlines()[-1].split("|")
+    return settings, int(mapped)
+
+
+def test_the_cli_keeps_freed_blocks_of_up_to_32_mib_in_the_heap():
+    """glibc maps a fresh 8 MiB block of its own (mallinfo2's ``hblkhd`` grows by it: each
+    such block is unmapped when freed, and its pages fault in again when next allocated);
+    once tuned, as the CLI tunes its process, it comes from the heap."""
+    settings, mapped = _mallinfo("default")
+    assert settings == "None" and mapped >= 8 << 20
+    for how in ("tune", "cli"):
+        settings, mapped = _mallinfo(how)
+        assert "M_MMAP_THRESHOLD=33554432" in settings and "M_TRIM_THRESHOLD=134217728" in settings
+        assert mapped == 0
+
+
+def test_the_allocator_is_left_alone_where_the_environment_sets_it():
+    settings, mapped = _mallinfo("tune", MALLOC_MMAP_THRESHOLD_=str(1 << 20))
+    assert settings == "None" and mapped >= 8 << 20  # the user's 1 MiB threshold holds
+
+
+def test_helper_processes_tune_their_allocator(tiny_dataset):
+    """Loaders and workers are srforensics's own processes, tuned as the CLI is."""
+    import platform
+    import sys
+
+    from srforensics.audit import AuditConfig
+    from srforensics.execution import Loaders, Workers, allocator_settings
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator only")
+    config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
+    for pool in (Loaders, Workers):
+        with pool(config, processes=1) as helpers:
+            got = helpers.pool.submit(allocator_settings).result(timeout=300)
+        assert got is not None and "M_MMAP_THRESHOLD=33554432" in got, pool
