@@ -376,6 +376,8 @@ def cli_help_seconds() -> float:
 def machine() -> dict[str, Any]:
     import torch
 
+    from srforensics.execution import allocator_settings
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -392,6 +394,7 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "platform": platform.platform(),
+        "allocator": allocator_settings(),  # None: the C library's defaults
     }
 
 

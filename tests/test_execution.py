@@ -452,6 +452,10 @@ def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
     data = json.loads(out.read_text())
     assert data["complete"] is True and data["parts"] == ["help"] and data["cli_help_s"] > 0
     assert not {"throughput", "memory", "workers"} & set(data) and data["overhead_ratio"] is None
+    import platform
+
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":  # tuned as the CLI
+        assert "M_MMAP_THRESHOLD=33554432" in data["machine"]["allocator"]
     proc = bench("--parts", "throughput,gpu", "--out", str(tmp_path / "x.json"))
     assert proc.returncode == 2 and "--parts takes some of throughput, memory" in proc.stderr
     assert not (tmp_path / "x.json").exists()
