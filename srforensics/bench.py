@@ -25,8 +25,8 @@ colour changes, and photographic crops of its other sample images.
   from a fork server that the warm-up audits started (in the CLI it starts with
   the audit). This process's allocator is tuned as the CLI tunes its own
   (:func:`srforensics.execution.tune_allocator`). The protocol's own work (face
-  detection, degradation), also measured alone, is reported beside it. The top-level value is the largest
-  over the models, with ``--loaders``.
+  detection, degradation), also measured alone, is reported beside it. The
+  top-level value is the largest over the models, with ``--loaders``.
 - ``memory``: peak RSS of an audit of R and 10 R records, each in a fresh
   process (its own high-water mark, ``VmHWM``), and the peak's growth above
   the RSS after imports.
@@ -374,9 +374,11 @@ def cli_help_seconds() -> float:
 
 
 def machine() -> dict[str, Any]:
+    """The manifest's :func:`~srforensics.provenance.environment` (Python, platform, torch
+    threads, allocator settings), with the CPU, the torch version and the GPU, if any."""
     import torch
 
-    from srforensics.execution import allocator_settings
+    from srforensics.provenance import environment
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -387,14 +389,11 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
+        **environment(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "platform": platform.platform(),
-        "allocator": allocator_settings(),  # None: the C library's defaults
     }
 
 

@@ -223,6 +223,16 @@ def _submit_in_background(pool, fn: Callable[..., Any], *args: Any):
     return out, submitted
 
 
+def _helper_start(environment: dict[str, str] | None) -> None:
+    """What every helper process (loader, worker, Ray actor) does first: end with its
+    parent, take the environment of the audit that started it (None: the one it has), and
+    tune its allocator as the CLI does."""
+    _exit_with_parent()
+    if environment is not None:
+        _adopt(environment)
+    tune_allocator()
+
+
 def _adopt(environment: dict[str, str]) -> None:
     """Take the environment of the process that started this one (a forked helper has the
     fork server's, from when that started): ``SRFORENSICS_CACHE`` and the like are read late."""
@@ -235,9 +245,7 @@ _LOADER: dict[str, Any] = {}
 
 
 def _loader_init(config: dict[str, Any], environment: dict[str, str]) -> None:
-    _exit_with_parent()
-    _adopt(environment)
-    tune_allocator()
+    _helper_start(environment)
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -622,10 +630,7 @@ def _exit_with_parent() -> None:
 def _worker_init(config: dict[str, Any], environment: dict[str, str] | None = None) -> None:
     """Load the audit's pipeline once per worker, as the process starts (while the driver
     loads its own); an error is kept and raised by the first shard, as the driver's would be."""
-    _exit_with_parent()
-    if environment is not None:
-        _adopt(environment)
-    tune_allocator()
+    _helper_start(environment)
     _WORKER["config"] = config
     from srforensics.audit import AuditConfig, _Pipeline
 

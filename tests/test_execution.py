@@ -452,9 +452,7 @@ def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
     data = json.loads(out.read_text())
     assert data["complete"] is True and data["parts"] == ["help"] and data["cli_help_s"] > 0
     assert not {"throughput", "memory", "workers"} & set(data) and data["overhead_ratio"] is None
-    import platform
-
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":  # tuned as the CLI
+    if _glibc():  # tuned as the CLI tunes its process
         assert "M_MMAP_THRESHOLD=33554432" in data["machine"]["allocator"]
     proc = bench("--parts", "throughput,gpu", "--out", str(tmp_path / "x.json"))
     assert proc.returncode == 2 and "--parts takes some of throughput, memory" in proc.stderr
@@ -623,6 +621,15 @@ def test_helpers_take_the_next_histogram_as_they_finish_one():
 
 
 # -- the C allocator (tune_allocator) ----------------------------------------------------------
+def _glibc() -> bool:
+    import platform
+    import sys
+
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+needs_glibc = pytest.mark.skipif(not _glibc(), reason="glibc's allocator only")
+
 _MALLINFO = """
 import ctypes, sys
 from srforensics.execution import allocator_settings, tune_allocator
@@ -650,12 +657,9 @@ print(allocator_settings(), libc.mallinfo2().hblkhd - before, sep="|")
 
 def _mallinfo(how: str, **env: str) -> tuple[str, int]:
     import os
-    import platform
     import subprocess
     import sys
 
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        pytest.skip("glibc's allocator only")
     out = subprocess.run(
         [sys.executable, "-c", _MALLINFO, how],
         capture_output=True,
@@ -669,6 +673,7 @@ def _mallinfo(how: str, **env: str) -> tuple[str, int]:
     return settings, int(mapped)
 
 
+@needs_glibc
 def test_the_cli_keeps_freed_blocks_of_up_to_32_mib_in_the_heap():
     """glibc maps a fresh 8 MiB block of its own (mallinfo2's ``hblkhd`` grows by it: each
     such block is unmapped when freed, and its pages fault in again when next allocated);
@@ -681,21 +686,18 @@ def test_the_cli_keeps_freed_blocks_of_up_to_32_mib_in_the_heap():
         assert mapped == 0
 
 
+@needs_glibc
 def test_the_allocator_is_left_alone_where_the_environment_sets_it():
     settings, mapped = _mallinfo("tune", MALLOC_MMAP_THRESHOLD_=str(1 << 20))
     assert settings == "None" and mapped >= 8 << 20  # the user's 1 MiB threshold holds
 
 
+@needs_glibc
 def test_helper_processes_tune_their_allocator(tiny_dataset):
     """Loaders and workers are srforensics's own processes, tuned as the CLI is."""
-    import platform
-    import sys
-
     from srforensics.audit import AuditConfig
     from srforensics.execution import Loaders, Workers, allocator_settings
 
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        pytest.skip("glibc's allocator only")
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
     for pool in (Loaders, Workers):
         with pool(config, processes=1) as helpers:
