@@ -263,6 +263,9 @@ class _Unit:
     hr_t: Any
     hr_embedding: Any
     attributes: dict[str, Any]
+    #: per full-reference metric with reference features: its features of this HR, computed
+    #: once per input, or the exception computing them raised
+    ref_features: dict[str, Any] = field(default_factory=dict)
     params: Any = None
     params_json: str | None = None  # ``params`` as the ledger stores them
     lr_t: Any = None
@@ -334,6 +337,33 @@ def metric_batches(
         batch = to_tensor([img for i in group for img in images[i]]).to(device)
         ref = _expand_cat([hrs[i] for i in group], counts)
         yield group, counts, batch, ref, _expand_cat([lrs[i] for i in group], counts)
+
+
+def metric_scores(
+    metric, batch, ref, lr, counts: Sequence[int], features: Sequence[Any]
+) -> list[float]:
+    """``metric``'s scores of one :func:`metric_batches` call, one float per output.
+
+    ``features``: per LR of the call, the metric's features of its HR (computed once per
+    input by ``metric.reference_features``), the exception computing them raised (raised
+    here), or None. The outputs are scored against those features when every LR has them,
+    else the metric is called with the references themselves. A metric that returns a
+    value count other than one per output has failed (ValueError)."""
+    import torch
+
+    from srforensics.metrics.base import repeat_features
+
+    for f in features:
+        if isinstance(f, BaseException):
+            raise f
+    if metric.requires_reference and features and all(f is not None for f in features):
+        vals = metric.score_features(batch, repeat_features(features, counts), lr=lr)
+    else:
+        vals = metric(batch, ref if metric.requires_reference else None, lr=lr)
+    vals = torch.as_tensor(vals, dtype=torch.float64).reshape(-1).tolist()
+    if len(vals) != len(batch):
+        raise ValueError(f"returned {len(vals)} values for {len(batch)} outputs")
+    return vals
 
 
 def _expand_cat(tensors: Sequence[Any], counts: Sequence[int]):
@@ -621,10 +651,26 @@ class _Pipeline:
         )
         hr_t = to_tensor(hr).to(self.device)
         hr_embedding = self.identity.embed([hr])[0] if self.identity else None  # once per input
+        ref_features = self._reference_features(hr_t)  # once per input, for all its outputs
         for lr in loaded.lrs:
             unit = self._unit(idx, rec, stem, lr, hr, hr_t, hr_embedding)
             if unit is not None:
+                unit.ref_features = ref_features
                 self._queue(unit)
+
+    def _reference_features(self, hr_t) -> dict[str, Any]:
+        """Each full-reference metric's share of the work on one HR (see
+        ``Metric.reference_features``), or the exception it raised, reported when scoring."""
+        features: dict[str, Any] = {}
+        for metric in self.metrics:
+            if metric.requires_reference:
+                try:
+                    f = metric.reference_features(hr_t)
+                except Exception as exc:
+                    f = exc
+                if f is not None:
+                    features[metric.name] = f
+        return features
 
     def _record_failed(self, base, sha, pending, status: str, error: str) -> None:
         from srforensics.ledger import OutputRow
@@ -973,9 +1019,9 @@ class _Pipeline:
         hrs, lrs = [u.hr_t for u in units], [u.lr_t for u in units]
         for group, counts, batch, ref, lr in metric_batches(images, hrs, lrs, self.device):
             for metric in self.metrics:
-                for i, (vals, note) in zip(
-                    group, self._metric_values(metric, batch, ref, lr, counts), strict=True
-                ):
+                features = [units[i].ref_features.get(metric.name) for i in group]
+                values = self._metric_values(metric, batch, ref, lr, counts, features)
+                for i, (vals, note) in zip(group, values, strict=True):
                     by_hash = dict(zip(first_of[i], vals, strict=True))
                     scores, notes = scored[i]
                     for k, h in enumerate(checked[i].hashes):
@@ -987,27 +1033,25 @@ class _Pipeline:
                             notes[k][metric.name] = n
         return scored
 
-    def _metric_values(self, metric, batch, ref, lr, counts: list[int]):
+    def _metric_values(self, metric, batch, ref, lr, counts: list[int], features: list[Any]):
         """``metric`` on a batch of LRs' outputs: per LR, its values and a note (or None).
 
+        ``features``: per LR, the metric's reference features (see :func:`metric_scores`).
         A metric that fails on a batch of several LRs (out of GPU memory, say) is retried on
         each LR alone, so that one LR's failure is its own, as when each LR is scored alone.
         A metric that returns a value count other than one per output has failed."""
-        import torch
-
         try:
-            vals = metric(batch, ref if metric.requires_reference else None, lr=lr)
-            vals = torch.as_tensor(vals, dtype=torch.float64).reshape(-1).tolist()
-            if len(vals) != len(batch):
-                raise ValueError(f"returned {len(vals)} values for {len(batch)} outputs")
+            vals = metric_scores(metric, batch, ref, lr, counts, features)
         except Exception as exc:
             if len(counts) == 1:
                 note = f"{metric.name} could not be computed: {_describe_error(exc)}"
                 return [([None] * counts[0], note)]
             out, at = [], 0
-            for n in counts:
+            for j, n in enumerate(counts):
                 part = slice(at, at + n)
-                out += self._metric_values(metric, batch[part], ref[part], lr[part], [n])
+                out += self._metric_values(
+                    metric, batch[part], ref[part], lr[part], [n], features[j : j + 1]
+                )
                 at += n
             return out
         out, at = [], 0

@@ -150,7 +150,7 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     """Model, metric and protocol time, measured alone on the run's own LRs, batches and outputs."""
     import torch
 
-    from srforensics.audit import _Pipeline, metric_batches
+    from srforensics.audit import _Pipeline, metric_batches, metric_scores
     from srforensics.execution import torch_threads
     from srforensics.images import read_image, to_tensor
     from srforensics.ledger import LEDGER_NAME, Ledger
@@ -160,6 +160,7 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     pipe = _Pipeline(config)
     times = {"model_s": 0.0, "metrics_s": 0.0, "protocol_s": 0.0}
     prepared: dict[str, np.ndarray] = {}  # the audit prepares each HR once, so does this
+    features: dict[str, dict[str, object]] = {}  # and computes its reference features once
     with Ledger(run_dir / LEDGER_NAME) as ledger, torch_threads(config.threads):
         for batch in range(ledger.next_batch()):
             members = ledger.batch(batch)
@@ -179,18 +180,26 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
                 contexts.append(model_context(rid, v, lr_row["params"], rec["attributes"]))
                 lrs.append(to_tensor(lr).to(pipe.device))
                 hrs.append(hr)
+                if rid not in features:
+                    t = time.perf_counter()
+                    with torch.no_grad():
+                        features[rid] = pipe._reference_features(to_tensor(hr).to(pipe.device))
+                    times["metrics_s"] += time.perf_counter() - t
             t = time.perf_counter()
             call = call_model(pipe.model, lrs, scale=pipe.scale, seeds=seeds, contexts=contexts)
             times["model_s"] += time.perf_counter() - t
             checked = [output_images(o, tolerance=1.0) for o in call.outputs]  # as the audit
             unique = [list({c.sha256: c.image for c in ch}.values()) for ch in checked]
             hr_ts = [to_tensor(hr).to(pipe.device) for hr in hrs]
-            for _, _, batch_t, ref, lr_t in metric_batches(unique, hr_ts, lrs, pipe.device):
+            rids = [rid for rid, _, _ in members]
+            for group, counts, batch_t, ref, lr_t in metric_batches(
+                unique, hr_ts, lrs, pipe.device
+            ):
                 t = time.perf_counter()
                 with torch.no_grad():
                     for metric in pipe.metrics:
-                        vals = metric(batch_t, ref if metric.requires_reference else None, lr=lr_t)
-                        torch.as_tensor(vals, dtype=torch.float64).reshape(-1).tolist()
+                        per_lr = [features[rids[i]].get(metric.name) for i in group]
+                        metric_scores(metric, batch_t, ref, lr_t, counts, per_lr)
                 times["metrics_s"] += time.perf_counter() - t
             for b, hr in enumerate(hrs):
                 t = time.perf_counter()

@@ -337,6 +337,51 @@ def test_lrs_scored_together_score_as_each_alone(tiny_dataset, tmp_path, monkeyp
     assert np.isfinite(together.query("status == 'ok'").vif).all()
 
 
+def test_reference_features_are_computed_once_per_input(tiny_dataset, tmp_path, monkeypatch):
+    """A full-reference metric's share of the work on the HR (``reference_features``) is done
+    once per input, never per variant or sample, alone or with LRs scored together; its
+    scores equal the same formula computed with the reference per output, and a failure while
+    computing the features is that input's note, not the run's end."""
+    import srf_test_plugins
+
+    import srforensics.audit as audit
+
+    counted, direct = "srf_test_plugins:CountedReference", "srf_test_plugins:BrightRefFails"
+    real = audit.metric_groups
+    for mode in ("alone", "together"):
+        if mode == "together":
+            monkeypatch.setattr(audit, "metric_groups", lambda c, s, d: real(c, s, "cuda"))
+        srf_test_plugins.CountedReference.references.clear()
+        run, res = audit_in_process(
+            tiny_dataset,
+            tmp_path / mode,
+            metrics=("psnr", "ssim", direct, counted),
+            samples=4,
+            variants=3,
+            batch_size=4,
+            model="srf_test_plugins:NoisyModel",
+        )
+        refs = srf_test_plugins.CountedReference.references
+        # 3 readable inputs x 3 variants x 4 distinct outputs: the features of each HR once.
+        res = res[res.status == "ok"]
+        assert len(res) == 36 and res.psnr.notna().all()
+        assert len(refs) == 3 and len(set(refs)) == 3
+        col = res.set_index("record_id")[counted]
+        assert col["astronaut.png"].isna().all() and col.drop("astronaut.png").notna().all()
+        pd.testing.assert_series_equal(res[counted], res[direct], check_names=False)
+        with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:
+            notes = db.execute(
+                "SELECT DISTINCT record_id, note FROM scores WHERE metric = ? AND note IS NOT NULL",
+                (counted,),
+            ).fetchall()
+        assert notes == [
+            (
+                "astronaut.png",
+                f"{counted} could not be computed: ValueError: a reference is too bright",
+            )
+        ]
+
+
 def test_a_metric_that_returns_too_few_values_is_recorded_as_failed(tiny_dataset, tmp_path):
     run, res = audit_in_process(
         tiny_dataset,

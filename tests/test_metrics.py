@@ -158,3 +158,123 @@ def test_metric_unavailable_is_a_user_error():
     from srforensics.errors import SRForensicsError
 
     assert issubclass(MetricUnavailable, SRForensicsError)
+
+
+def _refs_and_outputs(size=64):
+    """Two references (astronaut, camera crops) and outputs of each: 3 of the first, 2 of the
+    second (noise of three strengths, a 3x3 box blur, a bicubic down-and-up)."""
+    from skimage import data
+
+    rng = np.random.default_rng(5)
+    refs = [
+        quantize(data.astronaut()[:size, 180 : 180 + size] / 255.0),
+        quantize(np.repeat(data.camera()[40 : 40 + size, 200 : 200 + size, None], 3, 2) / 255.0),
+    ]
+
+    def noisy(img, s):
+        return quantize(np.clip(img + rng.normal(0, s, img.shape), 0, 1))
+
+    def blurred(img):
+        t = torch.nn.functional.avg_pool2d(to_tensor(img), 3, stride=1, padding=1)
+        return quantize(t[0].permute(1, 2, 0).numpy())
+
+    down_up = imresize(imresize(refs[1], scale=0.5), scale=2.0)
+    outs = [noisy(refs[0], 0.01), noisy(refs[0], 0.05), blurred(refs[0])]
+    outs += [noisy(refs[1], 0.03), quantize(np.clip(down_up, 0, 1))]
+    return refs, outs, [3, 2]
+
+
+@pytest.mark.parametrize("name", ["psnr", "ssim", "psnr_rgb", "ssim_rgb", "lr_psnr_hr"])
+def test_reference_features_give_the_scores_of_the_reference_itself(name):
+    """srforensics's own metrics: the same float64 operations whether the reference's share is
+    computed per output or once per reference and repeated (see ``repeat_features``): equal."""
+    from srforensics.metrics.base import repeat_features
+
+    refs, outs, counts = _refs_and_outputs()
+    metric = build_metric(name, MetricConfig(scale=4))
+    per_output = to_tensor([refs[0]] * 3 + [refs[1]] * 2)
+    features = [metric.reference_features(to_tensor(r)) for r in refs]
+    once = metric.score_features(to_tensor(outs), repeat_features(features, counts))
+    assert torch.equal(once, metric(to_tensor(outs), per_output))
+
+
+@pytest.mark.parametrize("name", ["fsim", "vif", "gmsd"])
+def test_pyiqa_metrics_split_into_reference_and_output_match_pyiqa(name):
+    """pyiqa's FSIM, VIF and GMSD computed in two steps (the reference's features once, then
+    each output) against pyiqa's own call with the reference per output. Reference: pyiqa
+    itself (``pyiqa.create_metric(name)``); tolerance 1e-5 relative (float32 arithmetic on
+    other batch shapes)."""
+    import pyiqa
+
+    from srforensics.metrics.base import repeat_features
+
+    refs, outs, counts = _refs_and_outputs(128)
+    metric = build_metric(name, MetricConfig(scale=4))
+    features = [metric.reference_features(to_tensor(r)) for r in refs]
+    assert features[0] is not None, "the split did not pass its check against pyiqa"
+    once = metric.score_features(to_tensor(outs), repeat_features(features, counts))
+    expected = pyiqa.create_metric(name, device="cpu")(
+        to_tensor(outs), to_tensor([refs[0]] * 3 + [refs[1]] * 2)
+    )
+    np.testing.assert_allclose(once.numpy(), expected.double().reshape(-1).numpy(), rtol=1e-5)
+    assert len(set(once.tolist())) == 5  # five different distortions, five different scores
+    assert "computed once per input" in metric.info()["description"]
+
+
+def test_a_split_that_does_not_reproduce_pyiqa_is_not_used(monkeypatch):
+    """A pyiqa architecture whose numbers differ from the split's (another pyiqa version, say)
+    is called whole: the metric has no reference features and keeps pyiqa's numbers."""
+    from pyiqa.archs.fsim_arch import FSIM
+
+    from srforensics.metrics import pyiqa_split
+    from srforensics.metrics.pyiqa_split import FSIMSplit, split_for
+
+    changed = type("FSIM", (FSIM,), {"forward": lambda self, x, y: FSIM.forward(self, x, y) ** 2})
+    assert isinstance(split_for(FSIM()), FSIMSplit)
+    assert split_for(changed()) is None
+    assert split_for(torch.nn.Identity()) is None  # no split for that architecture
+
+    class Off(FSIMSplit):  # a split that no longer reproduces pyiqa
+        def score(self, out, features):
+            return super().score(out, features) * 0.99
+
+    monkeypatch.setitem(pyiqa_split.SPLITS, "FSIM", Off)
+    metric = build_metric("fsim", MetricConfig(scale=4))
+    refs, outs, _ = _refs_and_outputs()
+    assert metric.reference_features(to_tensor(refs[0])) is None
+    assert "once per input" not in metric.info()["description"]
+    whole = FSIM()(to_tensor(outs[:3]), to_tensor([refs[0]] * 3)).double()
+    assert torch.equal(metric(to_tensor(outs[:3]), to_tensor([refs[0]] * 3)), whole)
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_lpips_split_matches_pyiqa_lpips(spatial, tmp_path, monkeypatch):
+    """LPIPS (the metric, and the spatial maps of the diversity score) in two steps against
+    pyiqa's own LPIPS module on the same randomly initialised network (no weights can be
+    downloaded here: a random AlexNet stands in, in torchvision's cache of a temporary
+    TORCH_HOME). Reference: pyiqa's ``LPIPS.forward``; tolerance 1e-5 relative."""
+    import torchvision
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    from srforensics.metrics.base import repeat_features
+    from srforensics.metrics.pyiqa_split import LPIPSSplit, split_for
+
+    torch.manual_seed(0)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    alexnet = torchvision.models.alexnet().state_dict()
+    torch.save(alexnet, tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    net = LPIPS(pretrained=False, spatial=spatial).eval()
+    for lin in net.lins:  # LPIPS's linear layers are non-negative (trained with clamping)
+        lin.model[-1].weight.data.abs_()
+    split = split_for(net)
+    assert isinstance(split, LPIPSSplit)
+    refs, outs, counts = _refs_and_outputs()
+    with torch.no_grad():
+        once = split.score(
+            to_tensor(outs), repeat_features([split.reference(to_tensor(r)) for r in refs], counts)
+        )
+        expected = net(to_tensor(outs), to_tensor([refs[0]] * 3 + [refs[1]] * 2))
+    assert once.shape == expected.shape
+    np.testing.assert_allclose(once.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert len({round(float(v), 9) for v in once.flatten(1).mean(1)}) == 5

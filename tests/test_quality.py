@@ -206,8 +206,13 @@ def test_diversity_uses_lpips_spatial_maps_once_lpips_weights_are_present(tmp_pa
         outs = np.clip(ref[None] + rng.normal(0, 0.1, (3, 64, 64, 3)), 0, 1).astype(np.float32)
         maps = maps_of(outs, ref)
         print("AFTER", name, maps.shape, float(maps.min()) >= 0, ntire_diversity(maps) >= 0)
+        # The HR's LPIPS features once (split), the maps those of pyiqa's own call.
+        x, r = torch.from_numpy(outs).permute(0, 3, 1, 2), torch.from_numpy(ref).permute(2, 0, 1)
+        direct = maps_of._metric(x, r.expand(3, -1, -1, -1)).reshape(3, 64, 64).double().numpy()
+        print("SPLIT", type(maps_of._split).__name__, np.allclose(maps, direct, rtol=1e-5, atol=1e-7))
         """
     )
     lines = run_fresh_python(code, tmp_path)
     assert lines["BEFORE"] == "mse16"
     assert lines["AFTER"] == "lpips (3, 64, 64) True True"
+    assert lines["SPLIT"] == "LPIPSSplit True"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,6 +63,34 @@ class Metric:
     ) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def reference_features(self, ref: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The reference's share of the work, done once per input and reused for every output.
+
+        Parameters
+        ----------
+        ref : torch.Tensor
+            ``(R, 3, H, W)`` references.
+
+        Returns
+        -------
+        tuple of torch.Tensor or None
+            Tensors whose first dimension is ``R``, for :meth:`score_features`; None (the
+            default) when the metric has no reference-only work to share, and is then called
+            with the reference as ``metric(out, ref, lr=lr)``.
+        """
+        return None
+
+    def score_features(
+        self,
+        out: torch.Tensor,
+        features: tuple[torch.Tensor, ...],
+        *,
+        lr: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        """Scores of ``out`` ``(B, 3, H, W)`` against :meth:`reference_features`, whose tensors
+        are repeated along their first dimension to ``B`` (output ``b``'s reference at ``b``)."""
+        raise NotImplementedError
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """Metadata of the metric (no instance needed): direction, FR/NR, range."""
@@ -85,3 +114,22 @@ def _describe(m: Any) -> dict[str, Any]:
         "unit": m.unit,
         "description": m.description,
     }
+
+
+def repeat_features(
+    features: Sequence[tuple[torch.Tensor, ...]], counts: Sequence[int]
+) -> tuple[torch.Tensor, ...]:
+    """Several references' :meth:`Metric.reference_features` (each of one reference), the
+    ``i``-th repeated ``counts[i]`` times, joined: the features of a batch of outputs whose
+    first ``counts[0]`` outputs are of the first reference, and so on (a view when one)."""
+    import torch
+
+    def rep(t: torch.Tensor, n: int) -> torch.Tensor:
+        return t.expand(n, *t.shape[1:])
+
+    if len(features) == 1:
+        return tuple(rep(t, counts[0]) for t in features[0])
+    return tuple(
+        torch.cat([rep(t, n) for t, n in zip(parts, counts, strict=True)])
+        for parts in zip(*features, strict=True)
+    )

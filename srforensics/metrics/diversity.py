@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -54,27 +54,49 @@ def std_map_image(std: np.ndarray) -> np.ndarray:
 
 
 class LPIPSMaps:
-    """LPIPS (AlexNet, v0.1) spatial distance maps from pyiqa; built only when its weights are present."""
+    """LPIPS (AlexNet, v0.1) spatial distance maps from pyiqa; built only when its weights are present.
+
+    The reference's LPIPS features are computed once per reference (the last one is kept:
+    an input's variants are scored one after another), and each call's outputs are compared
+    with them (:mod:`srforensics.metrics.pyiqa_split`)."""
 
     name = "lpips"
 
     def __init__(self, device: str = "cpu") -> None:
+        from srforensics.metrics.pyiqa_split import split_for
         from srforensics.metrics.quality import _import_pyiqa
 
         self.device = device
         self._metric = _import_pyiqa().create_metric(
             "lpips", as_loss=False, device=device, spatial=True
         )
+        self._split = split_for(self._metric.net, device)
+        self._last: tuple[bytes, tuple[Any, ...]] | None = None
+
+    def _reference(self, reference: np.ndarray) -> tuple[Any, ...]:
+        import hashlib
+
+        from srforensics.images import to_tensor
+
+        key = hashlib.sha256(reference.tobytes()).digest() + repr(reference.shape).encode()
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self._split.reference(to_tensor(reference).to(self.device)))
+        return self._last[1]
 
     def __call__(self, outputs: np.ndarray, reference: np.ndarray) -> np.ndarray:
         import torch
 
         from srforensics.images import to_tensor
+        from srforensics.metrics.base import repeat_features
 
         with torch.no_grad():
             x = to_tensor(list(outputs)).to(self.device)
-            ref = to_tensor(reference).to(self.device).expand(len(outputs), -1, -1, -1)
-            maps = self._metric(x, ref)
+            if self._split is not None:
+                features = repeat_features([self._reference(reference)], [len(outputs)])
+                maps = self._split.score(x, features)
+            else:
+                ref = to_tensor(reference).to(self.device).expand(len(outputs), -1, -1, -1)
+                maps = self._metric(x, ref)
         return (
             torch.as_tensor(maps).reshape(len(outputs), *outputs.shape[1:3]).double().cpu().numpy()
         )

@@ -52,43 +52,68 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 def ssim(a: torch.Tensor, b: torch.Tensor, *, peak: float = _PEAK) -> torch.Tensor:
     """Per-image mean SSIM (averaged over channels), valid region of an 11x11 Gaussian window."""
-    bsz, ch, h, w = a.shape
+    return ssim_features(a, ssim_reference(b), peak=peak)
+
+
+def _ssim_filter(t: torch.Tensor) -> torch.Tensor:
+    """The 11x11 Gaussian window (sigma 1.5), valid region, on ``(B, C, H, W)`` channel by channel."""
+    bsz, ch, h, w = t.shape
     if min(h, w) < 11:
         raise ValueError(f"SSIM needs at least 11x11 pixels after cropping, got {w}x{h}")
-    g = _gaussian_window().to(a.device)
-    gx, gy = g.view(1, 1, 1, -1), g.view(1, 1, -1, 1)
+    g = _gaussian_window().to(t.device)
+    x = t.reshape(bsz * ch, 1, h, w)
+    x = F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+    return x.reshape(bsz, ch, h - 10, w - 10)
 
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, gx), gy)
 
-    x = a.reshape(bsz * ch, 1, h, w)
-    y = b.reshape(bsz * ch, 1, h, w)
-    mu_x, mu_y = filt(x), filt(y)
-    sxx = filt(x * x) - mu_x**2
-    syy = filt(y * y) - mu_y**2
-    sxy = filt(x * y) - mu_x * mu_y
+def ssim_reference(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference's SSIM statistics: itself, its local mean and its local variance."""
+    mu = _ssim_filter(b)
+    return b, mu, _ssim_filter(b * b) - mu**2
+
+
+def ssim_features(
+    a: torch.Tensor, features: tuple[torch.Tensor, ...], *, peak: float = _PEAK
+) -> torch.Tensor:
+    """:func:`ssim` of ``a`` against the reference statistics of :func:`ssim_reference`."""
+    b, mu_y, syy = features
+    mu_x = _ssim_filter(a)
+    sxx = _ssim_filter(a * a) - mu_x**2
+    sxy = _ssim_filter(a * b) - mu_x * mu_y
     c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
     smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return smap.reshape(bsz, ch, -1).mean(dim=2).mean(dim=1)
+    return smap.flatten(2).mean(dim=2).mean(dim=1)
 
 
 class _Fidelity(Metric):
+    """Compares the 8-bit, cropped output with the reference prepared once (its features)."""
+
     y_channel: ClassVar[bool] = True
     requires_reference = True
 
-    def _prepare(
-        self, out: torch.Tensor, ref: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, out, ref=None, *, lr=None):
         if ref is None:
             raise ValueError(f"{self.name} needs a reference image")
         if out.shape != ref.shape:
             raise ValueError(
                 f"{self.name}: output {tuple(out.shape)} and reference {tuple(ref.shape)} differ"
             )
-        border = self.config.border
-        a = crop(to_8bit_scale(out, y_channel=self.y_channel), border)
-        b = crop(to_8bit_scale(ref, y_channel=self.y_channel), border)
-        return a, b
+        return self.score_features(out, self.reference_features(ref), lr=lr)
+
+    def _eight_bit(self, x: torch.Tensor) -> torch.Tensor:
+        return crop(to_8bit_scale(x, y_channel=self.y_channel), self.config.border)
+
+    def reference_features(self, ref):
+        return (self._eight_bit(ref),)
+
+    def _output(self, out: torch.Tensor, features: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        a = self._eight_bit(out)
+        if a.shape[1:] != features[0].shape[1:]:
+            raise ValueError(
+                f"{self.name}: output {tuple(out.shape)[1:]}, cropped to {tuple(a.shape)[1:]}, "
+                f"and the reference, cropped to {tuple(features[0].shape)[1:]}, differ"
+            )
+        return a
 
 
 class PSNRY(_Fidelity):
@@ -97,8 +122,8 @@ class PSNRY(_Fidelity):
     score_range = (0.0, float("inf"))
     description = "PSNR on Y (BT.601, MATLAB rgb2ycbcr), crop_border = scale; the SR convention"
 
-    def __call__(self, out, ref=None, *, lr=None):
-        return psnr(*self._prepare(out, ref))
+    def score_features(self, out, features, *, lr=None):
+        return psnr(self._output(out, features), features[0])
 
 
 class PSNRRGB(PSNRY):
@@ -114,8 +139,11 @@ class SSIMY(_Fidelity):
         "SSIM on Y (BT.601), Gaussian 11x11 sigma 1.5, crop_border = scale; the SR convention"
     )
 
-    def __call__(self, out, ref=None, *, lr=None):
-        return ssim(*self._prepare(out, ref))
+    def reference_features(self, ref):
+        return ssim_reference(self._eight_bit(ref))
+
+    def score_features(self, out, features, *, lr=None):
+        return ssim_features(self._output(out, features), features)
 
 
 class SSIMRGB(SSIMY):
@@ -162,11 +190,24 @@ class LRPSNRHR(Metric):
     def __call__(self, out, ref=None, *, lr=None):
         if ref is None:
             raise ValueError("lr_psnr_hr needs the HR reference")
-        h, w = out.shape[-2] // self.config.scale, out.shape[-1] // self.config.scale
-
-        def down(x):
-            return (
-                imresize_tensor(x.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
+        if out.shape != ref.shape:
+            raise ValueError(
+                f"{self.name}: output {tuple(out.shape)} and reference {tuple(ref.shape)} differ"
             )
+        return self.score_features(out, self.reference_features(ref), lr=lr)
 
-        return psnr(down(out), down(ref))
+    def _down(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // self.config.scale, x.shape[-1] // self.config.scale
+        return imresize_tensor(x.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
+
+    def reference_features(self, ref):
+        return (self._down(ref),)
+
+    def score_features(self, out, features, *, lr=None):
+        down = self._down(out)
+        if down.shape[1:] != features[0].shape[1:]:
+            raise ValueError(
+                f"{self.name}: output {tuple(out.shape)[1:]} does not downscale to the "
+                f"reference's {tuple(features[0].shape)[1:]}"
+            )
+        return psnr(down, features[0])

@@ -207,6 +207,13 @@ class PyIQAMetric(Metric):
         for s in W.for_metric(pyiqa_name):  # the files pyiqa just read, for the manifest
             if W.cached_path(s).is_file():
                 W.log_weights_file(W.cached_path(s), how=f"pyiqa {pyiqa_name}")
+        from srforensics.metrics.pyiqa_split import split_for
+
+        self._split = (
+            split_for(self._metric.net, config.device) if self.requires_reference else None
+        )
+        if self._split is not None:
+            self.description += "; the reference's features computed once per input"  # type: ignore[misc]
 
     def __call__(self, out, ref=None, *, lr=None):
         import torch
@@ -220,6 +227,28 @@ class PyIQAMetric(Metric):
             else:
                 score = self._metric(x)
         return torch.as_tensor(score).detach().to("cpu", torch.float64).reshape(-1)
+
+    def reference_features(self, ref):
+        if self._split is None:
+            return None
+        import torch
+
+        with torch.no_grad(), _deterministic():
+            return self._split.reference(ref.to(self.config.device, torch.float32))
+
+    def score_features(self, out, features, *, lr=None):
+        import torch
+
+        with torch.no_grad(), _deterministic():
+            score = self._split.score(out.to(self.config.device, torch.float32), features)
+        return score.detach().to("cpu", torch.float64).reshape(-1)
+
+
+def _deterministic():
+    """cuDNN as pyiqa runs its metrics: deterministic algorithms, no autotuning."""
+    import torch
+
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True)
 
 
 def pyiqa_factory(name: str) -> PyIQAFactory:

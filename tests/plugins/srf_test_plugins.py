@@ -195,3 +195,28 @@ class OneValue(Metric):
 
     def __call__(self, out, ref=None, *, lr=None):
         return (out - ref).abs().mean().double()
+
+
+class CountedReference(Metric):
+    """Mean absolute error scored against reference features; records the SHA-256 of each
+    reference it computes features of, and refuses a reference brighter than 0.5 on average
+    (of the tiny dataset, the astronaut crop: 0.53) while computing them."""
+
+    name = "counted-reference"
+    higher_is_better = False
+    references: list[str] = []
+
+    def __call__(self, out, ref=None, *, lr=None):
+        return self.score_features(out, self.reference_features(ref), lr=lr)
+
+    def reference_features(self, ref):
+        import hashlib
+
+        for r in ref:
+            type(self).references.append(hashlib.sha256(r.cpu().numpy().tobytes()).hexdigest())
+        if (ref.mean(dim=(1, 2, 3)) > 0.5).any():
+            raise ValueError("a reference is too bright")
+        return (ref.clone(),)
+
+    def score_features(self, out, features, *, lr=None):
+        return (out - features[0]).abs().mean(dim=(1, 2, 3)).double()

@@ -1,0 +1,345 @@
+"""pyiqa full-reference metrics split into the reference's share and the output's.
+
+pyiqa computes both images' features in one call, so scoring N outputs of one
+input against its HR computes the HR's features N times. The classes here
+compute the same numbers in two steps: :meth:`reference` once per HR, then
+:meth:`score` per batch of outputs, with pyiqa's own building blocks and its
+architecture's settings, in pyiqa's order of operations.
+
+They follow pyiqa 0.1.16's formulas (FSIM: Zhang et al. 2011; VIF: Sheikh and
+Bovik 2006, pyiqa's pixel-domain steerable-pyramid port of ``vifvec``; GMSD:
+Xue et al. 2014; LPIPS: Zhang et al. 2018). :func:`split_for` checks a split against pyiqa's own call on
+a test image before it is used, so a pyiqa whose formulas changed is called
+whole instead, never replaced by different numbers.
+
+Each split is keyed by the name of the pyiqa architecture class it reproduces.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+#: Largest relative difference from pyiqa's own call accepted by :func:`split_for`'s check.
+CHECK_RTOL = 1e-5
+
+
+class _Split:
+    """The reference's features (``reference``) and the output's score (``score``)."""
+
+    arch: ClassVar[str]
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def reference(self, ref: torch.Tensor) -> tuple[torch.Tensor, ...]:  # pragma: no cover
+        raise NotImplementedError
+
+    def score(self, out: torch.Tensor, features: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+
+class FSIMSplit(_Split):
+    """FSIM(c): phase congruency, gradient magnitude and the I/Q chroma of the reference."""
+
+    arch = "FSIM"
+
+    def __init__(self, net: Any) -> None:
+        super().__init__(net)
+        kw = dict(net.fsim.keywords)  # pyiqa keeps its settings in a functools.partial
+        self.chromatic = bool(kw.pop("chromatic"))
+        self.pc_kw = kw
+
+    def _features(self, img: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        import torch
+        import torch.nn.functional as F
+        from pyiqa.archs.fsim_arch import _phase_congruency
+        from pyiqa.archs.func_util import gradient_map
+        from pyiqa.utils.color_util import rgb2yiq
+
+        if img.shape[1] != 3:
+            raise ValueError(f"FSIM needs RGB images, got {img.shape[1]} channel(s)")
+        x = img / 1.0 * 255  # as pyiqa: the same rounding
+        x = F.avg_pool2d(x, max(1, round(min(x.shape[-2:]) / 256)))
+        yiq = rgb2yiq(x)
+        lum = yiq[:, :1]
+        pc = _phase_congruency(lum, **self.pc_kw)
+        scharr = torch.tensor([[[-3.0, 0.0, 3.0], [-10.0, 0.0, 10.0], [-3.0, 0.0, 3.0]]]) / 16
+        grad = gradient_map(lum, torch.stack([scharr, scharr.transpose(-1, -2)]))
+        return pc, grad, yiq[:, 1:2], yiq[:, 2:]
+
+    reference = _features
+
+    def score(self, out, features):
+        import torch
+        from pyiqa.archs.func_util import similarity_map
+
+        pc_x, grad_x, i_x, q_x = self._features(out)
+        pc_y, grad_y, i_y, q_y = features
+        t1, t2, t3, t4, lmbda = 0.85, 160, 200, 200, 0.03  # the paper's constants, as pyiqa
+        pc = similarity_map(pc_x, pc_y, t1)
+        gm = similarity_map(grad_x, grad_y, t2)
+        pc_max = torch.where(pc_x > pc_y, pc_x, pc_y)
+        s = gm * pc * pc_max
+        if self.chromatic:
+            s = s * torch.abs(similarity_map(i_x, i_y, t3) * similarity_map(q_x, q_y, t4)) ** lmbda
+        return s.sum(dim=[1, 2, 3]) / pc_max.sum(dim=[1, 2, 3])
+
+
+class GMSDSplit(_Split):
+    """GMSD: the reference's gradient magnitude on its 2x2-averaged (Y) image."""
+
+    arch = "GMSD"
+
+    def _gradient(self, img: torch.Tensor) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+        from pyiqa.utils.color_util import to_y_channel
+
+        channels = self.net.channels
+        if self.net.test_y_channel:
+            x, channels = to_y_channel(img, 255), 1
+        else:
+            x = img * 255.0
+        dx = (torch.Tensor([[1, 0, -1], [1, 0, -1], [1, 0, -1]]) / 3.0).unsqueeze(0).unsqueeze(0)
+        dy = (torch.Tensor([[1, 1, 1], [0, 0, 0], [-1, -1, -1]]) / 3.0).unsqueeze(0).unsqueeze(0)
+        dx, dy = dx.repeat(channels, 1, 1, 1).to(x), dy.repeat(channels, 1, 1, 1).to(x)
+        ave = torch.ones(channels, 1, 2, 2).to(x) / 4.0
+        y = F.conv2d(x, ave, stride=2, padding=0, groups=channels)
+        ix = F.conv2d(y, dx, stride=1, padding=1, groups=channels)
+        iy = F.conv2d(y, dy, stride=1, padding=1, groups=channels)
+        return torch.sqrt(ix**2 + iy**2 + 1e-12)
+
+    def reference(self, ref):
+        return (self._gradient(ref),)
+
+    def score(self, out, features):
+        import torch
+
+        g1, (g2,) = self._gradient(out), features
+        t = 170  # pyiqa's default stability constant
+        quality = (2 * g1 * g2 + t) / (g1**2 + g2**2 + t)
+        return torch.std(quality.view(quality.shape[0], -1), dim=1)
+
+
+class VIFSplit(_Split):
+    """VIF: the reference's steerable pyramid, its GSM parameters (covariance eigenvalues,
+    multipliers), its local means and variances, and the information it carries (the
+    denominator); the output's side estimates the distortion channel against them."""
+
+    arch = "VIF"
+
+    def _pyramid(self, img: torch.Tensor) -> list[torch.Tensor]:
+        from pyiqa.archs.vif_arch import SteerablePyramidSpace
+        from pyiqa.utils.color_util import to_y_channel
+
+        net = self.net
+        y = to_y_channel(img, 255)
+        return SteerablePyramidSpace(y, height=net.level, order=net.ori, channels=net.channels)[
+            ::-1
+        ]
+
+    def _window(self, sub: int) -> tuple[int, Any, list[int]]:
+        import numpy as np
+
+        lev = np.ceil((sub - 1) / 6)
+        winsize = int(2**lev + 1)
+        return winsize, np.ones((winsize, winsize)), [int(np.floor(self.net.M / 2))] * 2
+
+    def _local(self, y, win, winsize, start, end, square):
+        """Windowed mean and (with ``square``) windowed sum of squares, as pyiqa's vifsub_est_M."""
+        net = self.net
+        mean = net.corrDn_win(
+            y, win / (winsize**2), step=net.M, channels=net.channels, start=start, end=end
+        )
+        if not square:
+            return mean, None
+        ss = (
+            net.corrDn_win(y**2, win, step=net.M, channels=net.channels, start=start, end=end)
+            - (winsize**2) * mean**2
+        )
+        return mean, ss
+
+    def _crop(self, y):
+        m = self.net.M
+        return y[:, :, : int(math.floor(y.shape[2] / m) * m), : int(math.floor(y.shape[3] / m) * m)]
+
+    def _ends(self, y) -> list[int]:
+        m = self.net.M
+        return [int(y.shape[2] - math.ceil(m / 2)) + 1, int(y.shape[3] - math.ceil(m / 2)) + 1]
+
+    def reference(self, ref):
+        import torch
+        import torch.nn.functional as F
+
+        net = self.net
+        sp = self._pyramid(ref)
+        ss_arr, l_arr, _ = net.refparams_vecgsm(sp)
+        subs, means, sss, dens = [], [], [], []
+        for i, band in enumerate(net.subbands):
+            sub = band - 1
+            y = self._crop(sp[sub])
+            winsize, win, start = self._window(sub)
+            mean, ss = self._local(y, win, winsize, start, self._ends(y), square=True)
+            subs.append(y)
+            means.append(mean)
+            sss.append(F.relu(ss))
+            ss_i, lam = self._cropped(ss_arr[i], band), l_arr[i]
+            den = 0
+            for j in range(lam.shape[2]):
+                cc = lam[:, :, j].unsqueeze(2).unsqueeze(3)
+                den = den + torch.sum(torch.log2(1 + ss_i * cc / (net.sigma_nsq)), dim=[2, 3])
+            dens.append(den.mean(1))
+        den_total = torch.stack(dens, dim=1).sum(1)
+        return (
+            *subs,
+            *means,
+            *sss,
+            *(self._cropped(s, b) for s, b in zip(ss_arr, net.subbands, strict=True)),
+            *l_arr,
+            den_total,
+        )
+
+    def _cropped(self, t, band: int):
+        import numpy as np
+
+        lev = np.ceil((band - 1) / 6)
+        offset = int(np.ceil(((2**lev + 1) - 1) / 2 / self.net.M))
+        h, w = t.shape[-2:]
+        return t[:, :, offset : h - offset, offset : w - offset]
+
+    def score(self, out, features):
+        import torch
+        import torch.nn.functional as F
+
+        net = self.net
+        k = len(net.subbands)
+        subs, means, sss = features[:k], features[k : 2 * k], features[2 * k : 3 * k]
+        ss_c, lams, den = features[3 * k : 4 * k], features[4 * k : 5 * k], features[5 * k]
+        sp = self._pyramid(out)
+        num = []
+        for i, band in enumerate(net.subbands):
+            sub = band - 1
+            y, mean_x, ss_x = subs[i], means[i], sss[i]
+            yn = self._crop(sp[sub])
+            winsize, win, start = self._window(sub)
+            end = self._ends(y)
+            mean_y, ss_y = self._local(yn, win, winsize, start, end, square=True)
+            cov_xy = (
+                net.corrDn_win(y * yn, win, step=net.M, channels=net.channels, start=start, end=end)
+                - (winsize**2) * mean_x * mean_y
+            )
+            ss_y = F.relu(ss_y)
+            g, vv = self._channel(cov_xy, ss_x, ss_y, winsize)
+            g, vv = self._cropped(g, band), self._cropped(vv, band)
+            ss, lam = ss_c[i], lams[i]
+            total = 0
+            for j in range(lam.shape[2]):
+                cc = lam[:, :, j].unsqueeze(2).unsqueeze(3)
+                total = total + torch.sum(
+                    torch.log2(1 + g * g * ss * cc / (vv + net.sigma_nsq)), dim=[2, 3]
+                )
+            num.append(total.mean(1))
+        return torch.stack(num, dim=1).sum(1) / (den + 1e-12)
+
+    def _channel(self, cov_xy, ss_x, ss_y, winsize: int):
+        """The distortion channel's gain and noise variance, as pyiqa's ``vifsub_est_M``."""
+        import torch.nn.functional as F
+
+        tol = self.net.tol
+        g = cov_xy / (ss_x + tol)
+        vv = (ss_y - g * cov_xy) / (winsize**2)
+        g = g.masked_fill(ss_x < tol, 0)
+        small_x = (ss_x < tol).expand_as(vv)
+        vv[small_x] = ss_y[small_x]
+        g = g.masked_fill(ss_y < tol, 0)
+        vv = vv.masked_fill(ss_y < tol, 0)
+        vv[g < 0] = ss_y[g < 0]
+        g = F.relu(g)
+        vv = vv.masked_fill(vv < tol, tol)
+        return g, vv
+
+
+class LPIPSSplit(_Split):
+    """LPIPS (v0.1, learned or not, spatial or averaged): the reference's unit-normalised
+    backbone features. Its semantic-weighted variant is called whole."""
+
+    arch = "LPIPS"
+
+    def __init__(self, net: Any) -> None:
+        super().__init__(net)
+        if getattr(net, "semantic_weight_layer", -1) >= 0:
+            raise ValueError("LPIPS with semantic weights is not split")
+
+    def _features(self, img: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from pyiqa.archs.lpips_arch import normalize_tensor
+
+        net = self.net
+        x = 2 * img - 1  # pyiqa's default normalize=True: [0, 1] -> [-1, 1]
+        x = net.scaling_layer(x) if net.version == "0.1" else x
+        return tuple(normalize_tensor(f) for f in net.net.forward(x)[: net.L])
+
+    reference = _features
+
+    def score(self, out, features):
+        from pyiqa.archs.lpips_arch import spatial_average, upsample
+
+        net = self.net
+        diffs = [(r - o) ** 2 for r, o in zip(features, self._features(out), strict=True)]
+        size = out.shape[2:]
+        if net.lpips:
+            layers = [net.lins[k](d) for k, d in enumerate(diffs)]
+        else:
+            layers = [d.sum(dim=1, keepdim=True) for d in diffs]
+        if net.spatial:
+            res = [upsample(t, out_HW=size) for t in layers]
+        else:
+            res = [spatial_average(t, keepdim=True) for t in layers]
+        val = 0
+        for r in res:
+            val += r
+        return val.squeeze(-1).squeeze(-1)
+
+
+#: The splits, by the name of the pyiqa architecture class they reproduce.
+SPLITS: dict[str, type[_Split]] = {s.arch: s for s in (FSIMSplit, GMSDSplit, LPIPSSplit, VIFSplit)}
+
+
+def split_for(net: Any, device: str = "cpu") -> _Split | None:
+    """The split of pyiqa architecture ``net``, or None when there is none or it does not
+    reproduce pyiqa's own call on a test image (a pyiqa whose formulas differ)."""
+    cls = SPLITS.get(type(net).__name__)
+    if cls is None:
+        return None
+    import torch
+
+    from srforensics.metrics.base import repeat_features
+
+    ref, out = _check_images(device)
+    try:
+        split = cls(net)
+        with torch.no_grad():
+            whole = net(out, ref.expand(len(out), -1, -1, -1)).reshape(-1).double()
+            features = repeat_features([split.reference(ref)], [len(out)])
+            parts = split.score(out, features).reshape(-1).double()
+    except Exception:
+        return None
+    if parts.shape != whole.shape or not torch.allclose(parts, whole, rtol=CHECK_RTOL, atol=1e-7):
+        return None
+    return split
+
+
+def _check_images(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 128 px test image, smooth with texture (the reference), and two distortions of it."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 128), torch.linspace(0, 1, 128), indexing="ij")
+    base = torch.stack([(xx + yy) / 2, (torch.sin(8 * xx) + 1) / 2, (torch.cos(6 * yy) + 1) / 2])
+    ref = (0.8 * base + 0.2 * torch.rand(3, 128, 128, generator=g)).unsqueeze(0)
+    noisy = (ref + 0.05 * torch.randn(1, 3, 128, 128, generator=g)).clamp(0, 1)
+    blurred = torch.nn.functional.avg_pool2d(ref, 3, stride=1, padding=1, count_include_pad=False)
+    return ref.to(device), torch.cat([noisy, blurred]).to(device)
