@@ -15,7 +15,8 @@ colour changes, and photographic crops of its other sample images.
   beside them.
 - ``overhead_ratio``: audit wall time / (model sampling time + metric time),
   both measured alone on the same tensors in the same process (same LRs, same
-  model batches, same outputs). Each audit is bracketed by its parts measured
+  model batches, same outputs; the metrics as the audit computes them: each
+  HR's reference features once, then its outputs). Each audit is bracketed by its parts measured
   right before it (after the previous, identical, audit) and right after it, and
   divided by their mean: a paired measure, as this shared machine's speed drifts
   by a quarter within minutes; the figure is the median over the nine audits

@@ -202,8 +202,8 @@ def test_reference_features_give_the_scores_of_the_reference_itself(name):
 def test_pyiqa_metrics_split_into_reference_and_output_match_pyiqa(name):
     """pyiqa's FSIM, VIF and GMSD computed in two steps (the reference's features once, then
     each output) against pyiqa's own call with the reference per output. Reference: pyiqa
-    itself (``pyiqa.create_metric(name)``); tolerance 1e-5 relative (float32 arithmetic on
-    other batch shapes)."""
+    itself (``pyiqa.create_metric(name)``); tolerance 1e-4 relative: float32 arithmetic on
+    other batch shapes (pyiqa's own VIF varies by up to 3e-5 between batch sizes)."""
     import pyiqa
 
     from srforensics.metrics.base import repeat_features
@@ -216,7 +216,7 @@ def test_pyiqa_metrics_split_into_reference_and_output_match_pyiqa(name):
     expected = pyiqa.create_metric(name, device="cpu")(
         to_tensor(outs), to_tensor([refs[0]] * 3 + [refs[1]] * 2)
     )
-    np.testing.assert_allclose(once.numpy(), expected.double().reshape(-1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(once.numpy(), expected.double().reshape(-1).numpy(), rtol=1e-4)
     assert len(set(once.tolist())) == 5  # five different distortions, five different scores
     assert "computed once per input" in metric.info()["description"]
 

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     import torch
 
 #: Largest relative difference from pyiqa's own call accepted by :func:`split_for`'s check.
-CHECK_RTOL = 1e-5
+#: pyiqa's VIF in float32 itself varies by up to 3e-5 between batch sizes (its batched
+#: eigendecompositions); a changed formula differs by far more.
+CHECK_RTOL = 1e-4
 
 
 class _Split:
@@ -332,14 +334,15 @@ def split_for(net: Any, device: str = "cpu") -> _Split | None:
     return split
 
 
-def _check_images(device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 128 px test image, smooth with texture (the reference), and two distortions of it."""
+def _check_images(device: str, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """A small test image, smooth with texture (the reference), and two distortions of it
+    (small: the check runs whenever a metric is built, and takes tens of milliseconds)."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, 128), torch.linspace(0, 1, 128), indexing="ij")
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     base = torch.stack([(xx + yy) / 2, (torch.sin(8 * xx) + 1) / 2, (torch.cos(6 * yy) + 1) / 2])
-    ref = (0.8 * base + 0.2 * torch.rand(3, 128, 128, generator=g)).unsqueeze(0)
-    noisy = (ref + 0.05 * torch.randn(1, 3, 128, 128, generator=g)).clamp(0, 1)
+    ref = (0.8 * base + 0.2 * torch.rand(3, size, size, generator=g)).unsqueeze(0)
+    noisy = (ref + 0.05 * torch.randn(1, 3, size, size, generator=g)).clamp(0, 1)
     blurred = torch.nn.functional.avg_pool2d(ref, 3, stride=1, padding=1, count_include_pad=False)
     return ref.to(device), torch.cat([noisy, blurred]).to(device)
