@@ -28,7 +28,7 @@ import numpy as np
 
 from srforensics import __version__
 from srforensics.errors import SRForensicsError
-from srforensics.execution import torch_threads
+from srforensics.execution import allocator_settings, torch_threads
 from srforensics.images import (
     DEFAULT_MAX_PIXELS,
     encode_png,
@@ -651,12 +651,12 @@ class _Pipeline:
         )
         hr_t = to_tensor(hr).to(self.device)
         hr_embedding = self.identity.embed([hr])[0] if self.identity else None  # once per input
-        ref_features = self._reference_features(hr_t)  # once per input, for all its outputs
-        for lr in loaded.lrs:
-            unit = self._unit(idx, rec, stem, lr, hr, hr_t, hr_embedding)
-            if unit is not None:
-                unit.ref_features = ref_features
-                self._queue(unit)
+        units = [self._unit(idx, rec, stem, lr, hr, hr_t, hr_embedding) for lr in loaded.lrs]
+        units = [u for u in units if u is not None]
+        ref_features = self._reference_features(hr_t) if units else {}  # once per input
+        for unit in units:
+            unit.ref_features = ref_features
+            self._queue(unit)
 
     def _reference_features(self, hr_t) -> dict[str, Any]:
         """Each full-reference metric's share of the work on one HR (see
@@ -1286,7 +1286,7 @@ def _execute(
         "diversity_distance": pipe.distance_name,
         "packages": package_versions(),
         "git": git_commit(),
-        "environment": environment(device=pipe.device),
+        "environment": environment(device=pipe.device, allocator=allocator_settings()),
         "history": history,
         "started_at": history[0]["started_at"],
         "finished_at": None,

@@ -94,13 +94,13 @@ def git_commit(path: Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def environment(*, device: str = "cpu") -> dict[str, Any]:
-    """Where the numbers were computed. For a CUDA run, also the GPU, the CUDA and cuDNN
-    versions and whether TF32 (10-bit mantissa) was allowed for float32 convolutions and
-    matrix products: each changes a model's float32 outputs in their last bits."""
+def environment(*, device: str = "cpu", allocator: str | None = None) -> dict[str, Any]:
+    """Where the numbers were computed. ``allocator``: the C allocator's settings made for
+    this process (``srforensics.execution.allocator_settings()``), None for its defaults.
+    For a CUDA run, also the GPU, the CUDA and cuDNN versions and whether TF32 (10-bit
+    mantissa) was allowed for float32 convolutions and matrix products: each changes a
+    model's float32 outputs in their last bits."""
     import torch
-
-    from srforensics.execution import allocator_settings
 
     env: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -108,7 +108,7 @@ def environment(*, device: str = "cpu") -> dict[str, Any]:
         "machine": platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
-        "allocator": allocator_settings(),  # None: the C library's defaults
+        "allocator": allocator,
     }
     if device == "cuda":
         env["cuda"] = {

@@ -91,6 +91,19 @@ class Metric:
         are repeated along their first dimension to ``B`` (output ``b``'s reference at ``b``)."""
         raise NotImplementedError
 
+    def score_reference(
+        self, out: torch.Tensor, ref: torch.Tensor | None, *, lr: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``__call__`` of a metric with reference features: ``ref`` (one per output) checked,
+        its features computed, ``out`` scored against them."""
+        if ref is None:
+            raise ValueError(f"{self.name} needs a reference image")
+        if out.shape != ref.shape:
+            raise ValueError(
+                f"{self.name}: output {tuple(out.shape)} and reference {tuple(ref.shape)} differ"
+            )
+        return self.score_features(out, self.reference_features(ref), lr=lr)
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """Metadata of the metric (no instance needed): direction, FR/NR, range."""

@@ -92,13 +92,7 @@ class _Fidelity(Metric):
     requires_reference = True
 
     def __call__(self, out, ref=None, *, lr=None):
-        if ref is None:
-            raise ValueError(f"{self.name} needs a reference image")
-        if out.shape != ref.shape:
-            raise ValueError(
-                f"{self.name}: output {tuple(out.shape)} and reference {tuple(ref.shape)} differ"
-            )
-        return self.score_features(out, self.reference_features(ref), lr=lr)
+        return self.score_reference(out, ref, lr=lr)
 
     def _eight_bit(self, x: torch.Tensor) -> torch.Tensor:
         return crop(to_8bit_scale(x, y_channel=self.y_channel), self.config.border)
@@ -188,13 +182,7 @@ class LRPSNRHR(Metric):
     )
 
     def __call__(self, out, ref=None, *, lr=None):
-        if ref is None:
-            raise ValueError("lr_psnr_hr needs the HR reference")
-        if out.shape != ref.shape:
-            raise ValueError(
-                f"{self.name}: output {tuple(out.shape)} and reference {tuple(ref.shape)} differ"
-            )
-        return self.score_features(out, self.reference_features(ref), lr=lr)
+        return self.score_reference(out, ref, lr=lr)
 
     def _down(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] // self.config.scale, x.shape[-1] // self.config.scale

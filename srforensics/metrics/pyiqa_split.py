@@ -151,19 +151,30 @@ class VIFSplit(_Split):
         winsize = int(2**lev + 1)
         return winsize, np.ones((winsize, winsize)), [int(np.floor(self.net.M / 2))] * 2
 
-    def _local(self, y, win, winsize, start, end, square):
-        """Windowed mean and (with ``square``) windowed sum of squares, as pyiqa's vifsub_est_M."""
+    def _local(self, y, win, winsize, start, end):
+        """Windowed mean and windowed sum of squares about it, as pyiqa's ``vifsub_est_M``."""
         net = self.net
         mean = net.corrDn_win(
             y, win / (winsize**2), step=net.M, channels=net.channels, start=start, end=end
         )
-        if not square:
-            return mean, None
         ss = (
             net.corrDn_win(y**2, win, step=net.M, channels=net.channels, start=start, end=end)
             - (winsize**2) * mean**2
         )
         return mean, ss
+
+    @staticmethod
+    def _information(lam, signal, noise):
+        """Sum over the covariance eigenvalues ``c`` of ``log2(1 + signal * c / noise)``, summed
+        over the subband and averaged over channels: pyiqa's numerator and denominator terms
+        (``signal`` is ``g * g * s`` and ``s``; the same order of operations)."""
+        import torch
+
+        total = 0
+        for j in range(lam.shape[2]):
+            cc = lam[:, :, j].unsqueeze(2).unsqueeze(3)
+            total = total + torch.sum(torch.log2(1 + signal * cc / noise), dim=[2, 3])
+        return total.mean(1)
 
     def _crop(self, y):
         m = self.net.M
@@ -180,30 +191,19 @@ class VIFSplit(_Split):
         net = self.net
         sp = self._pyramid(ref)
         ss_arr, l_arr, _ = net.refparams_vecgsm(sp)
-        subs, means, sss, dens = [], [], [], []
+        subs, means, sss, ss_c, dens = [], [], [], [], []
         for i, band in enumerate(net.subbands):
             sub = band - 1
             y = self._crop(sp[sub])
             winsize, win, start = self._window(sub)
-            mean, ss = self._local(y, win, winsize, start, self._ends(y), square=True)
+            mean, ss = self._local(y, win, winsize, start, self._ends(y))
+            ss_i = self._cropped(ss_arr[i], band)
             subs.append(y)
             means.append(mean)
             sss.append(F.relu(ss))
-            ss_i, lam = self._cropped(ss_arr[i], band), l_arr[i]
-            den = 0
-            for j in range(lam.shape[2]):
-                cc = lam[:, :, j].unsqueeze(2).unsqueeze(3)
-                den = den + torch.sum(torch.log2(1 + ss_i * cc / (net.sigma_nsq)), dim=[2, 3])
-            dens.append(den.mean(1))
-        den_total = torch.stack(dens, dim=1).sum(1)
-        return (
-            *subs,
-            *means,
-            *sss,
-            *(self._cropped(s, b) for s, b in zip(ss_arr, net.subbands, strict=True)),
-            *l_arr,
-            den_total,
-        )
+            ss_c.append(ss_i)
+            dens.append(self._information(l_arr[i], ss_i, net.sigma_nsq))
+        return (*subs, *means, *sss, *ss_c, *l_arr, torch.stack(dens, dim=1).sum(1))
 
     def _cropped(self, t, band: int):
         import numpy as np
@@ -229,7 +229,7 @@ class VIFSplit(_Split):
             yn = self._crop(sp[sub])
             winsize, win, start = self._window(sub)
             end = self._ends(y)
-            mean_y, ss_y = self._local(yn, win, winsize, start, end, square=True)
+            mean_y, ss_y = self._local(yn, win, winsize, start, end)
             cov_xy = (
                 net.corrDn_win(y * yn, win, step=net.M, channels=net.channels, start=start, end=end)
                 - (winsize**2) * mean_x * mean_y
@@ -237,14 +237,8 @@ class VIFSplit(_Split):
             ss_y = F.relu(ss_y)
             g, vv = self._channel(cov_xy, ss_x, ss_y, winsize)
             g, vv = self._cropped(g, band), self._cropped(vv, band)
-            ss, lam = ss_c[i], lams[i]
-            total = 0
-            for j in range(lam.shape[2]):
-                cc = lam[:, :, j].unsqueeze(2).unsqueeze(3)
-                total = total + torch.sum(
-                    torch.log2(1 + g * g * ss * cc / (vv + net.sigma_nsq)), dim=[2, 3]
-                )
-            num.append(total.mean(1))
+            ss = ss_c[i]
+            num.append(self._information(lams[i], g * g * ss, vv + net.sigma_nsq))
         return torch.stack(num, dim=1).sum(1) / (den + 1e-12)
 
     def _channel(self, cov_xy, ss_x, ss_y, winsize: int):

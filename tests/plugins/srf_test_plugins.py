@@ -207,7 +207,7 @@ class CountedReference(Metric):
     references: list[str] = []
 
     def __call__(self, out, ref=None, *, lr=None):
-        return self.score_features(out, self.reference_features(ref), lr=lr)
+        return self.score_reference(out, ref, lr=lr)
 
     def reference_features(self, ref):
         import hashlib
