@@ -927,8 +927,6 @@ class _Pipeline:
         """
         if self.config.save_images == "none":
             return []
-        import pandas as pd
-
         from srforensics.analysis import gallery_picks
         from srforensics.metrics.diversity import pixel_std, std_map_image
 
@@ -939,14 +937,22 @@ class _Pipeline:
             for lr in g["lrs"]
         }
         ok = results[results["status"] == OK]
-        ok = ok[pd.MultiIndex.from_arrays([ok["record_id"], ok["variant"]]).isin(list(wanted))]
+        rows = list(
+            zip(
+                zip(ok["record_id"].tolist(), ok["variant"].tolist(), strict=True),
+                ok["sample"].tolist(),
+                ok["output_sha256"].tolist(),
+                ok["output_path"].isna().tolist(),
+                strict=True,
+            )
+        )  # plain lists: a pandas group per LR costs milliseconds each
         # The ledger's hashes of the wanted LRs whose images the run did not keep (an output
         # is saved only when it is bit-identical to its hash).
-        hashes = {
-            key: dict(zip(part["sample"], part["output_sha256"], strict=True))
-            for key, part in ok.groupby(["record_id", "variant"])
-            if part["output_path"].isna().any()
-        }
+        unsaved = {key for key, _, _, no_path in rows if no_path and key in wanted}
+        hashes: dict[tuple[str, int], dict[int, str]] = {}
+        for key, sample, sha, _ in rows:
+            if key in unsaved:
+                hashes.setdefault(key, {})[sample] = sha
         missing = sorted(hashes)
         problems: list[dict[str, Any]] = []
         saved: list[tuple[str, int]] = []
@@ -1437,7 +1443,9 @@ def run_audit(config: AuditConfig) -> AuditRun:
         raise SRForensicsError(
             f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
         )
-    with _helpers(config) as helpers:
+    # The run's thread count from the start: the model and the metrics load (and pyiqa's
+    # splits are checked) while the helpers start on the other CPUs.
+    with _helpers(config) as helpers, torch_threads(config.threads):
         pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir):
@@ -1447,8 +1455,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
                 run_dir / CONFIG_NAME,
                 json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
             )
-            with torch_threads(config.threads):
-                return _execute(pipe, run_dir, resumed=False, helpers=helpers)
+            return _execute(pipe, run_dir, resumed=False, helpers=helpers)
 
 
 def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -> AuditRun:

@@ -337,6 +337,24 @@ def test_lrs_scored_together_score_as_each_alone(tiny_dataset, tmp_path, monkeyp
     assert np.isfinite(together.query("status == 'ok'").vif).all()
 
 
+def test_the_model_and_metrics_load_with_the_runs_thread_count(tiny_dataset, tmp_path):
+    """Everything the run computes, loading included (a model's first calls, pyiqa's split
+    checks), uses ``--threads``: loading with this process's count would compete with the
+    helper processes starting meanwhile. The count is restored after the run."""
+    import srf_test_plugins
+    import torch
+
+    from srforensics.execution import torch_threads
+
+    srf_test_plugins.ThreadsAtLoad.loads.clear()
+    with torch_threads(2):
+        audit_in_process(
+            tiny_dataset, tmp_path / "r", model="srf_test_plugins:ThreadsAtLoad", threads=1
+        )
+        assert torch.get_num_threads() == 2
+    assert srf_test_plugins.ThreadsAtLoad.loads == [1]
+
+
 def test_reference_features_are_computed_once_per_input(tiny_dataset, tmp_path, monkeypatch):
     """A full-reference metric's share of the work on the HR (``reference_features``) is done
     once per input, never per variant or sample, alone or with LRs scored together; its

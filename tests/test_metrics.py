@@ -247,6 +247,31 @@ def test_a_split_that_does_not_reproduce_pyiqa_is_not_used(monkeypatch):
     assert torch.equal(metric(to_tensor(outs[:3]), to_tensor([refs[0]] * 3)), whole)
 
 
+def test_a_split_is_checked_once_per_process_for_each_setting():
+    """The check calls pyiqa's own FSIM once per architecture, settings and device in a
+    process: a second metric built the same way reuses the verdict; other settings (FSIM's
+    ``chromatic``) are checked again."""
+    from pyiqa.archs.fsim_arch import FSIM
+
+    from srforensics.metrics.pyiqa_split import FSIMSplit, split_for
+
+    calls = []
+
+    class Counted(FSIM):  # a class of its own: no verdict from earlier tests applies to it
+        def forward(self, x, y):
+            calls.append(self.fsim.keywords["chromatic"])
+            return super().forward(x, y)
+
+    Counted.__name__ = "FSIM"  # the split is looked up by the architecture's class name
+    assert isinstance(split_for(Counted()), FSIMSplit)
+    assert isinstance(split_for(Counted()), FSIMSplit)
+    assert calls == [True]
+    assert isinstance(split_for(Counted(chromatic=False)), FSIMSplit)
+    assert calls == [True, False]
+    split = split_for(Counted())
+    assert split.net is not None and calls == [True, False]  # bound to the new instance
+
+
 @pytest.mark.parametrize("spatial", [False, True])
 def test_lpips_split_matches_pyiqa_lpips(spatial, tmp_path, monkeypatch):
     """LPIPS (the metric, and the spatial maps of the diversity score) in two steps against

@@ -9,8 +9,9 @@ architecture's settings, in pyiqa's order of operations.
 They follow pyiqa 0.1.16's formulas (FSIM: Zhang et al. 2011; VIF: Sheikh and
 Bovik 2006, pyiqa's pixel-domain steerable-pyramid port of ``vifvec``; GMSD:
 Xue et al. 2014; LPIPS: Zhang et al. 2018). :func:`split_for` checks a split against pyiqa's own call on
-a test image before it is used, so a pyiqa whose formulas changed is called
-whole instead, never replaced by different numbers.
+a test image before it is used (once per process for each architecture, settings
+and device), so a pyiqa whose formulas changed is called whole instead, never
+replaced by different numbers.
 
 Each split is keyed by the name of the pyiqa architecture class it reproduces.
 """
@@ -304,12 +305,60 @@ class LPIPSSplit(_Split):
 SPLITS: dict[str, type[_Split]] = {s.arch: s for s in (FSIMSplit, GMSDSplit, LPIPSSplit, VIFSplit)}
 
 
+#: The checks' verdicts in this process, by architecture class, split class, device and the
+#: architecture's plain settings (see :func:`_check_key`): pyiqa's code cannot change while
+#: a process runs, so each combination is checked once per process.
+_VERDICTS: dict[tuple, bool] = {}
+
+
 def split_for(net: Any, device: str = "cpu") -> _Split | None:
     """The split of pyiqa architecture ``net``, or None when there is none or it does not
-    reproduce pyiqa's own call on a test image (a pyiqa whose formulas differ)."""
+    reproduce pyiqa's own call on a test image (a pyiqa whose formulas differ).
+
+    The check runs once per process for each architecture, settings and device."""
     cls = SPLITS.get(type(net).__name__)
     if cls is None:
         return None
+    key = _check_key(net, cls, device)
+    if key not in _VERDICTS:
+        _VERDICTS[key] = _reproduces(cls, net, device)
+    return cls(net) if _VERDICTS[key] else None
+
+
+def _check_key(net: Any, cls: type[_Split], device: str) -> tuple:
+    """What decides a check's verdict: the classes (their code), the device, and the
+    architecture's settings (flags such as FSIM's ``chromatic`` or LPIPS's ``spatial``, and
+    lists such as VIF's subbands, choose code paths; weights do not: a split computes with
+    the architecture's own layers)."""
+    settings = []
+    for name, value in sorted(vars(net).items()):
+        plain = _setting(value)
+        if plain is not _NOT_A_SETTING:
+            settings.append((name, plain))
+    return (type(net), cls, str(device), tuple(settings))
+
+
+_NOT_A_SETTING = object()
+
+
+def _setting(value: Any) -> Any:
+    """``value`` as a hashable setting: numbers, strings, their lists, and a
+    ``functools.partial`` (FSIM keeps its settings in one); anything else is not a setting."""
+    import functools
+
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        items = tuple(_setting(v) for v in value)
+        return _NOT_A_SETTING if _NOT_A_SETTING in items else items
+    if isinstance(value, functools.partial):
+        keywords = tuple((k, _setting(v)) for k, v in sorted(value.keywords.items()))
+        return (value.func, _setting(value.args), keywords)
+    return _NOT_A_SETTING
+
+
+def _reproduces(cls: type[_Split], net: Any, device: str) -> bool:
+    """Whether ``cls`` computes what ``net`` computes, on :func:`_check_images`."""
     import torch
 
     from srforensics.metrics.base import repeat_features
@@ -322,15 +371,16 @@ def split_for(net: Any, device: str = "cpu") -> _Split | None:
             features = repeat_features([split.reference(ref)], [len(out)])
             parts = split.score(out, features).reshape(-1).double()
     except Exception:
-        return None
-    if parts.shape != whole.shape or not torch.allclose(parts, whole, rtol=CHECK_RTOL, atol=1e-7):
-        return None
-    return split
+        return False
+    return parts.shape == whole.shape and bool(
+        torch.allclose(parts, whole, rtol=CHECK_RTOL, atol=1e-7)
+    )
 
 
 def _check_images(device: str, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
     """A small test image, smooth with texture (the reference), and two distortions of it
-    (small: the check runs whenever a metric is built, and takes tens of milliseconds)."""
+    (small: the check runs when a process first builds a metric, and takes tens of
+    milliseconds)."""
     import torch
 
     g = torch.Generator().manual_seed(0)

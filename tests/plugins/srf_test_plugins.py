@@ -220,3 +220,14 @@ class CountedReference(Metric):
 
     def score_features(self, out, features, *, lr=None):
         return (out - features[0]).abs().mean(dim=(1, 2, 3)).double()
+
+
+class ThreadsAtLoad(Bicubic):
+    """Bicubic that records torch's thread count when it is loaded (in ``loads``)."""
+
+    name = "threads-at-load"
+    loads: list[int] = []
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        ThreadsAtLoad.loads.append(torch.get_num_threads())
