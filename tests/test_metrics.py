@@ -198,22 +198,33 @@ def test_reference_features_give_the_scores_of_the_reference_itself(name):
     assert torch.equal(once, metric(to_tensor(outs), per_output))
 
 
-@pytest.mark.parametrize("name", ["fsim", "vif", "gmsd"])
-def test_pyiqa_metrics_split_into_reference_and_output_match_pyiqa(name):
-    """pyiqa's FSIM, VIF and GMSD computed in two steps (the reference's features once, then
-    each output) against pyiqa's own call with the reference per output. Reference: pyiqa
-    itself (``pyiqa.create_metric(name)``); tolerance 1e-4 relative: float32 arithmetic on
-    other batch shapes (pyiqa's own VIF varies by up to 3e-5 between batch sizes)."""
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("fsim", 128),
+        ("vif", 128),
+        ("gmsd", 128),
+        ("ms_ssim", 192),  # five scales of an 11 px window need 176 px
+        ("pyiqa:ssim", 128),  # Y channel
+        ("pyiqa:ssimc", 128),  # RGB: another setting of the same architecture
+    ],
+)
+def test_pyiqa_metrics_split_into_reference_and_output_match_pyiqa(name, size):
+    """pyiqa's FSIM, VIF, GMSD, MS-SSIM and SSIM computed in two steps (the reference's
+    features once, then each output) against pyiqa's own call with the reference per output.
+    Reference: pyiqa itself (``pyiqa.create_metric(name)``); tolerance 1e-4 relative: float32
+    arithmetic on other batch shapes (pyiqa's own VIF varies by up to 3e-5 between batch
+    sizes; SSIM and MS-SSIM compute in float64)."""
     import pyiqa
 
     from srforensics.metrics.base import repeat_features
 
-    refs, outs, counts = _refs_and_outputs(128)
+    refs, outs, counts = _refs_and_outputs(size)
     metric = build_metric(name, MetricConfig(scale=4))
     features = [metric.reference_features(to_tensor(r)) for r in refs]
     assert features[0] is not None, "the split did not pass its check against pyiqa"
     once = metric.score_features(to_tensor(outs), repeat_features(features, counts))
-    expected = pyiqa.create_metric(name, device="cpu")(
+    expected = pyiqa.create_metric(name.removeprefix("pyiqa:"), device="cpu")(
         to_tensor(outs), to_tensor([refs[0]] * 3 + [refs[1]] * 2)
     )
     np.testing.assert_allclose(once.numpy(), expected.double().reshape(-1).numpy(), rtol=1e-4)

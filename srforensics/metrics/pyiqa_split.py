@@ -8,7 +8,8 @@ architecture's settings, in pyiqa's order of operations.
 
 They follow pyiqa 0.1.16's formulas (FSIM: Zhang et al. 2011; VIF: Sheikh and
 Bovik 2006, pyiqa's pixel-domain steerable-pyramid port of ``vifvec``; GMSD:
-Xue et al. 2014; LPIPS: Zhang et al. 2018). :func:`split_for` checks a split against pyiqa's own call on
+Xue et al. 2014; LPIPS: Zhang et al. 2018; SSIM: Wang et al. 2004; MS-SSIM:
+Wang, Simoncelli and Bovik 2003). :func:`split_for` checks a split against pyiqa's own call on
 a test image before it is used (once per process for each architecture, settings
 and device), so a pyiqa whose formulas changed is called whole instead, never
 replaced by different numbers.
@@ -34,6 +35,8 @@ class _Split:
     """The reference's features (``reference``) and the output's score (``score``)."""
 
     arch: ClassVar[str]
+    #: Side of the check's test image (px): large enough for the architecture.
+    check_size: ClassVar[int] = 48
 
     def __init__(self, net: Any) -> None:
         self.net = net
@@ -126,6 +129,122 @@ class GMSDSplit(_Split):
         t = 170  # pyiqa's default stability constant
         quality = (2 * g1 * g2 + t) / (g1**2 + g2**2 + t)
         return torch.std(quality.view(quality.shape[0], -1), dim=1)
+
+
+def _ssim_prepare(net: Any, img: torch.Tensor) -> torch.Tensor:
+    """pyiqa's SSIM/MS-SSIM input: Y (or RGB) at 255, rounded as MATLAB, in float64."""
+    import torch
+    from pyiqa.archs.func_util import preprocess_rgb
+
+    return preprocess_rgb(img, net.test_y_channel, net.data_range, net.color_space).to(
+        torch.float64
+    )
+
+
+def _ssim_reference(y: torch.Tensor, *, downsample: bool) -> tuple[torch.Tensor, ...]:
+    """The reference's share of pyiqa's ``ssim_arch.ssim`` (11x11 Gaussian, sigma 1.5,
+    'valid'): the image (averaged down as pyiqa does with ``downsample``), its local mean,
+    squared mean and variance."""
+    import torch.nn.functional as F
+    from pyiqa.matlab_utils import filter2, fspecial
+
+    win = fspecial(11, 1.5, y.shape[1]).to(y)
+    f = max(1, round(min(y.size()[-2:]) / 256))
+    if f > 1 and downsample:
+        y = F.avg_pool2d(y, kernel_size=f)
+    mu2 = filter2(y, win, "valid")
+    mu2_sq = mu2.pow(2)
+    sigma2_sq = filter2(y * y, win, "valid") - mu2_sq
+    return y, mu2, mu2_sq, sigma2_sq
+
+
+def _ssim_score(
+    x: torch.Tensor, features: tuple[torch.Tensor, ...], *, downsample: bool, data_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """pyiqa's ``ssim_arch.ssim(..., get_cs=True)`` against :func:`_ssim_reference`'s
+    features: (SSIM, contrast-structure), in pyiqa's order of operations."""
+    import torch.nn.functional as F
+    from pyiqa.matlab_utils import filter2, fspecial
+
+    y, mu2, mu2_sq, sigma2_sq = features
+    win = fspecial(11, 1.5, x.shape[1]).to(x)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    f = max(1, round(min(x.size()[-2:]) / 256))
+    if f > 1 and downsample:
+        x = F.avg_pool2d(x, kernel_size=f)
+    mu1 = filter2(x, win, "valid")
+    mu1_sq = mu1.pow(2)
+    mu1_mu2 = mu1 * mu2
+    sigma1_sq = filter2(x * x, win, "valid") - mu1_sq
+    sigma12 = filter2(x * y, win, "valid") - mu1_mu2
+    cs_map = F.relu((2 * sigma12 + c2) / (sigma1_sq + sigma2_sq + c2))
+    ssim_map = ((2 * mu1_mu2 + c1) / (mu1_sq + mu2_sq + c1)) * cs_map
+    return ssim_map.mean([1, 2, 3]), cs_map.mean([1, 2, 3])
+
+
+class SSIMSplit(_Split):
+    """pyiqa's SSIM (``pyiqa:ssim``; Wang et al. 2004, on MATLAB-rounded Y): the
+    reference's local mean and variance."""
+
+    arch = "SSIM"
+
+    def _crop(self, img: torch.Tensor) -> torch.Tensor:
+        cb = self.net.crop_border
+        return img[..., cb:-cb, cb:-cb] if cb != 0 else img
+
+    def reference(self, ref):
+        y = _ssim_prepare(self.net, self._crop(ref))
+        return _ssim_reference(y, downsample=self.net.downsample)
+
+    def score(self, out, features):
+        x = _ssim_prepare(self.net, self._crop(out))
+        net = self.net
+        return _ssim_score(x, features, downsample=net.downsample, data_range=net.data_range)[0]
+
+
+class MSSSIMSplit(_Split):
+    """pyiqa's MS-SSIM (Wang, Simoncelli and Bovik 2003; five scales, halved by 2x2
+    averages): the reference's image, local mean and variance at each scale."""
+
+    arch = "MS_SSIM"
+    check_size = 192  # five scales of an 11 px window: at least 176 px
+    #: The scales' exponents (the paper's, as pyiqa).
+    WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+    def reference(self, ref):
+        import torch.nn.functional as F
+
+        y = _ssim_prepare(self.net, ref)
+        features: list[torch.Tensor] = []
+        for _ in self.WEIGHTS:
+            features.extend(_ssim_reference(y, downsample=self.net.downsample))
+            y = F.avg_pool2d(y, kernel_size=2, padding=(y.shape[2] % 2, y.shape[3] % 2))
+        return tuple(features)
+
+    def score(self, out, features):
+        import torch
+        import torch.nn.functional as F
+
+        net = self.net
+        x = _ssim_prepare(net, out)
+        weights = torch.FloatTensor(list(self.WEIGHTS)).to(x)
+        mcs = []
+        for level in range(len(self.WEIGHTS)):
+            ssim_val, cs = _ssim_score(
+                x,
+                features[4 * level : 4 * level + 4],
+                downsample=net.downsample,
+                data_range=net.data_range,
+            )
+            mcs.append(cs)
+            x = F.avg_pool2d(x, kernel_size=2, padding=(x.shape[2] % 2, x.shape[3] % 2))
+        mcs = torch.stack(mcs, dim=0)
+        if net.is_prod:
+            return torch.prod(mcs[:-1] ** weights[:-1].unsqueeze(1), dim=0) * (
+                ssim_val ** weights[-1]
+            )
+        weights = weights / torch.sum(weights)
+        return torch.sum(mcs[:-1] * weights[:-1].unsqueeze(1), dim=0) + ssim_val * weights[-1]
 
 
 class VIFSplit(_Split):
@@ -302,7 +421,9 @@ class LPIPSSplit(_Split):
 
 
 #: The splits, by the name of the pyiqa architecture class they reproduce.
-SPLITS: dict[str, type[_Split]] = {s.arch: s for s in (FSIMSplit, GMSDSplit, LPIPSSplit, VIFSplit)}
+SPLITS: dict[str, type[_Split]] = {
+    s.arch: s for s in (FSIMSplit, GMSDSplit, LPIPSSplit, MSSSIMSplit, SSIMSplit, VIFSplit)
+}
 
 
 #: The checks' verdicts in this process, by architecture class, split class, device and the
@@ -363,7 +484,7 @@ def _reproduces(cls: type[_Split], net: Any, device: str) -> bool:
 
     from srforensics.metrics.base import repeat_features
 
-    ref, out = _check_images(device)
+    ref, out = _check_images(device, cls.check_size)
     try:
         split = cls(net)
         with torch.no_grad():
