@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -213,6 +214,38 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class RunTiming:
+    """Where an audit's wall time went, measured in the process that ran it.
+
+    ``model_s``: the model's calls; ``metrics_s``: the metrics (the reference features, the
+    scores, the diversity and the per-pixel spread); ``identity_s``: face embeddings and
+    identity scores; ``protocol_s``: records read, prepared and degraded in this process
+    (loader processes' work runs beside it and is not counted). :attr:`own_s` is the rest:
+    srforensics's own work (loading the parts, output checks and hashes, the ledger, images,
+    the galleries' recomputation, tables, the report) and waiting for loader processes.
+    """
+
+    wall_s: float
+    model_s: float
+    metrics_s: float
+    identity_s: float
+    protocol_s: float
+
+    @property
+    def own_s(self) -> float:
+        return self.wall_s - self.model_s - self.metrics_s - self.identity_s - self.protocol_s
+
+    def describe(self) -> str:
+        """One line, as ``srforensics audit`` prints it."""
+        share = self.own_s / self.wall_s * 100 if self.wall_s > 0 else 0.0
+        return (
+            f"time: {self.wall_s:.1f} s: model {self.model_s:.1f} s, metrics "
+            f"{self.metrics_s:.1f} s, identity {self.identity_s:.1f} s, protocol in this "
+            f"process {self.protocol_s:.1f} s, srforensics {self.own_s:.1f} s ({share:.0f}%)"
+        )
+
+
+@dataclass(frozen=True)
 class AuditRun:
     run_dir: Path
     report: Path
@@ -220,6 +253,8 @@ class AuditRun:
     counts: Mapping[str, int]
     unavailable: Mapping[str, str] = field(default_factory=dict)
     verdicts: list | None = None
+    #: Where the time went; None when worker processes or Ray actors computed the records.
+    timing: RunTiming | None = None
 
 
 def _safe(text: str, limit: int = 40) -> str:
@@ -468,6 +503,8 @@ class _Pipeline:
         #: meanwhile get their records then (set by ``execution._process_local``).
         self.poll: Callable[[], None] = _no_poll
         self._pending: dict[tuple, list[_Unit]] = {}
+        #: Seconds spent in this process on each part of the work (see ``RunTiming``).
+        self.seconds = {"model": 0.0, "metrics": 0.0, "identity": 0.0, "protocol": 0.0}
         self.protocol = load_protocol(config.protocol)
         self.dataset = load_dataset(config.dataset, root=config.dataset_root)
         self.gate_file = None
@@ -612,16 +649,35 @@ class _Pipeline:
         return mode == "all" or (mode == "report" and idx < self.config.report_examples)
 
     # -- one record: HR, then its LRs, queued for the model --------------------------
+    @contextmanager
+    def _timed(self, part: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - t
+
+    def timing(self, wall_s: float) -> RunTiming:
+        sec = self.seconds
+        return RunTiming(
+            wall_s=wall_s,
+            model_s=sec["model"],
+            metrics_s=sec["metrics"],
+            identity_s=sec["identity"],
+            protocol_s=sec["protocol"],
+        )
+
     def load(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> LoadedRecord:
         """Decode, prepare and degrade ``rec`` here (what ``--loaders`` processes do ahead)."""
-        return load_record(
-            self.protocol,
-            idx,
-            rec,
-            pending,
-            run_seed=self.run_seed,
-            max_pixels=self.config.max_pixels,
-        )
+        with self._timed("protocol"):
+            return load_record(
+                self.protocol,
+                idx,
+                rec,
+                pending,
+                run_seed=self.run_seed,
+                max_pixels=self.config.max_pixels,
+            )
 
     def queue_loaded(self, loaded: LoadedRecord) -> None:
         """Record a loaded record in the ledger and queue its LRs for the model."""
@@ -650,10 +706,16 @@ class _Pipeline:
             hr_path=hr_path,
         )
         hr_t = to_tensor(hr).to(self.device)
-        hr_embedding = self.identity.embed([hr])[0] if self.identity else None  # once per input
+        hr_embedding = None
+        if self.identity:
+            with self._timed("identity"):
+                hr_embedding = self.identity.embed([hr])[0]  # once per input
         units = [self._unit(idx, rec, stem, lr, hr, hr_t, hr_embedding) for lr in loaded.lrs]
         units = [u for u in units if u is not None]
-        ref_features = self._reference_features(hr_t) if units else {}  # once per input
+        ref_features = {}
+        if units:
+            with self._timed("metrics"):
+                ref_features = self._reference_features(hr_t)  # once per input
         for unit in units:
             unit.ref_features = ref_features
             self._queue(unit)
@@ -729,14 +791,16 @@ class _Pipeline:
         The outputs of one call are committed in one transaction, so after a crash a
         resumed run forms the same batches again (and a batched model rounds the same).
         """
-        call = call_model(
-            self.model,
-            [u.lr_t for u in units],
-            scale=self.scale,
-            seeds=[u.seeds for u in units],
-            contexts=[u.context() for u in units],
-            timeout=self.config.model_timeout,
-        )
+        contexts = [u.context() for u in units]
+        with self._timed("model"):
+            call = call_model(
+                self.model,
+                [u.lr_t for u in units],
+                scale=self.scale,
+                seeds=[u.seeds for u in units],
+                contexts=contexts,
+                timeout=self.config.model_timeout,
+            )
         if call.error is not None:
             if len(units) > 1 and call.retry_alone:
                 for u in units:  # retry one by one, so one bad input does not fail the others
@@ -749,7 +813,8 @@ class _Pipeline:
         checked = []
         for b, unit in enumerate(units):
             checked.append(self._check(unit, call.outputs[b]))
-        scored = self._score_batch(checked, units)
+        with self._timed("metrics"):
+            scored = self._score_batch(checked, units)
         finished = []
         for unit, ch, sc in zip(units, checked, scored, strict=True):
             finished.append(self._finish(unit, ch, sc))
@@ -786,7 +851,8 @@ class _Pipeline:
         scores, notes = scored
         per_lr = self._spread(unit, images)
         if self.identity is not None and images:
-            id_scores, embs, lr_id = self.identity.score_lr(unit.hr_embedding, images)
+            with self._timed("identity"):
+                id_scores, embs, lr_id = self.identity.score_lr(unit.hr_embedding, images)
             for k, extra in enumerate(id_scores):
                 scores[k].update(extra)
             per_lr["lr_scores"].update(lr_id)
@@ -827,14 +893,15 @@ class _Pipeline:
                 "lr_notes": {"diversity": note, "pixel_std_mean": note},
             }
         stack = np.stack(images)
-        std = pixel_std(stack)
-        scores: dict[str, float | None] = {"pixel_std_mean": float(std.mean())}
         notes = {"diversity": f"distance maps: {self.distance_name}"}
-        try:
-            scores["diversity"] = ntire_diversity(self.distance(stack, unit.hr))
-        except Exception as exc:
-            scores["diversity"] = None
-            notes["diversity"] = f"diversity could not be computed: {_describe_error(exc)}"
+        with self._timed("metrics"):
+            std = pixel_std(stack)
+            scores: dict[str, float | None] = {"pixel_std_mean": float(std.mean())}
+            try:
+                scores["diversity"] = ntire_diversity(self.distance(stack, unit.hr))
+            except Exception as exc:
+                scores["diversity"] = None
+                notes["diversity"] = f"diversity could not be computed: {_describe_error(exc)}"
         path = self._save(std_map_image(std), f"{unit.out_stem}_std.png") if unit.out_stem else None
         return {"lr_scores": scores, "lr_notes": notes, "std_map_path": path}
 
@@ -1443,6 +1510,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
         raise SRForensicsError(
             f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
         )
+    started = time.perf_counter()
     # The run's thread count from the start: the model and the metrics load (and pyiqa's
     # splits are checked) while the helpers start on the other CPUs.
     with _helpers(config) as helpers, torch_threads(config.threads):
@@ -1455,7 +1523,8 @@ def run_audit(config: AuditConfig) -> AuditRun:
                 run_dir / CONFIG_NAME,
                 json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
             )
-            return _execute(pipe, run_dir, resumed=False, helpers=helpers)
+            run = _execute(pipe, run_dir, resumed=False, helpers=helpers)
+    return _with_timing(run, pipe, started)
 
 
 def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -> AuditRun:
@@ -1471,5 +1540,19 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
     if command is not None:
         data["command"] = list(command)
     config = AuditConfig.from_dict(data)
+    started = time.perf_counter()
     with run_lock(run_dir), _helpers(config) as helpers, torch_threads(config.threads):
-        return _execute(_Pipeline(config), run_dir, resumed=True, helpers=helpers)
+        pipe = _Pipeline(config)
+        run = _execute(pipe, run_dir, resumed=True, helpers=helpers)
+    return _with_timing(run, pipe, started)
+
+
+def _with_timing(run: AuditRun, pipe: _Pipeline, started: float) -> AuditRun:
+    """``run`` with its :class:`RunTiming` (helper processes stopped: the command's time),
+    when this process computed the records."""
+    from dataclasses import replace
+
+    config = pipe.config
+    if config.executor != "local" or config.workers > 0:
+        return run  # the model and the metrics ran in other processes
+    return replace(run, timing=pipe.timing(time.perf_counter() - started))

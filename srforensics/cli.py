@@ -549,6 +549,8 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         _say(f"srforensics: warning: {', '.join(names)} unavailable: {reason}", file=sys.stderr)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(run.counts.items()))
     _say(f"outputs: {counts}")
+    if run.timing is not None:
+        _say(run.timing.describe())
     failed = _print_verdicts(run.verdicts or [])
     _say(f"run folder: {run.run_dir}")
     _say(f"manifest SHA-256: {run.manifest_sha256}")

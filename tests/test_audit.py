@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def test_run_folder_contents(tiny_run, tiny_dataset):
     out, proc = tiny_run
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == str(out / "report.html") and Path(lines[-1]).is_file()
+    timing = next(line for line in lines if line.startswith("time: "))
+    assert re.fullmatch(
+        r"time: [\d.]+ s: model [\d.]+ s, metrics [\d.]+ s, identity [\d.]+ s, protocol in "
+        r"this process [\d.]+ s, srforensics [\d.]+ s \(\d+%\)",
+        timing,
+    ), timing
     assert "100%" in proc.stderr  # the progress bar ran to the end
     with sqlite3.connect(out / "ledger.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -353,6 +360,34 @@ def test_the_model_and_metrics_load_with_the_runs_thread_count(tiny_dataset, tmp
         )
         assert torch.get_num_threads() == 2
     assert srf_test_plugins.ThreadsAtLoad.loads == [1]
+
+
+def test_a_run_reports_where_its_time_went(tiny_dataset, tmp_path, monkeypatch):
+    """``AuditRun.timing`` separates the model's and the metrics' seconds from the rest: a
+    model that sleeps 0.1 s per call and a metric that sleeps 0.05 s per call are found where
+    they belong, each within what the run took; a worker run, whose records other processes
+    compute, has no timing."""
+    monkeypatch.setenv("SRF_SLEEP", "0.1")
+    run, res = audit_in_process(
+        tiny_dataset,
+        tmp_path / "r",
+        model="srf_test_plugins:SlowNoisy",
+        metrics=("psnr", "srf_test_plugins:Sleepy"),
+        samples=2,
+        batch_size=1,
+    )
+    t = run.timing
+    calls = res[res.status == "ok"].groupby(["record_id", "variant"]).ngroups  # one per LR
+    assert calls == 3
+    assert 0.1 * calls <= t.model_s < 0.1 * calls + 0.5
+    assert 0.05 * calls <= t.metrics_s < 0.05 * calls + 0.5
+    assert t.identity_s == 0.0 and t.protocol_s > 0  # read and degraded here (no loaders)
+    assert t.own_s > 0
+    assert t.wall_s == pytest.approx(
+        t.model_s + t.metrics_s + t.identity_s + t.protocol_s + t.own_s
+    )
+    workers, _ = audit_in_process(tiny_dataset, tmp_path / "w", workers=1)
+    assert workers.timing is None
 
 
 def test_reference_features_are_computed_once_per_input(tiny_dataset, tmp_path, monkeypatch):

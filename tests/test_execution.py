@@ -434,6 +434,7 @@ def test_the_benchmark_writes_its_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["overhead_ratio"] > 0 and data["complete"] is True
     assert {"throughput", "memory", "workers", "cli_help_s", "machine"} <= set(data)
+    assert all(t["in_run_ratio"] > 1 for t in data["throughput"])  # wall > model + metrics
 
 
 def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
