@@ -283,6 +283,38 @@ def test_a_split_is_checked_once_per_process_for_each_setting():
     assert split.net is not None and calls == [True, False]  # bound to the new instance
 
 
+def test_dists_split_matches_pyiqa_dists(tmp_path, monkeypatch):
+    """DISTS in two steps against pyiqa's own DISTS module on the same randomly initialised
+    network (no weights can be downloaded here: a random VGG16 stands in, in torchvision's
+    cache of a temporary TORCH_HOME, and DISTS's own weights keep pyiqa's random start).
+    Reference: pyiqa's ``DISTS.forward``; tolerance 1e-5 relative and 2.4e-7 absolute: the
+    score is 1 minus a sum near 1 in float32, whose last place is 1.2e-7 (two of them)."""
+    import torchvision
+    from pyiqa.archs.dists_arch import DISTS
+
+    from srforensics.metrics.base import repeat_features
+    from srforensics.metrics.pyiqa_split import DISTSSplit, split_for
+
+    torch.manual_seed(0)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    vgg = torchvision.models.vgg16().state_dict()
+    torch.save(vgg, tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth")
+    del vgg
+    net = DISTS(pretrained=False).eval()
+    split = split_for(net)
+    assert isinstance(split, DISTSSplit)
+    refs, outs, counts = _refs_and_outputs()
+    with torch.no_grad():
+        once = split.score(
+            to_tensor(outs), repeat_features([split.reference(to_tensor(r)) for r in refs], counts)
+        )
+        expected = net(to_tensor(outs), to_tensor([refs[0]] * 3 + [refs[1]] * 2))
+    assert once.shape == expected.shape == (5, 1)
+    np.testing.assert_allclose(once.numpy(), expected.numpy(), rtol=1e-5, atol=2.4e-7)
+    assert len({round(float(v), 9) for v in once.flatten()}) == 5
+
+
 @pytest.mark.parametrize("spatial", [False, True])
 def test_lpips_split_matches_pyiqa_lpips(spatial, tmp_path, monkeypatch):
     """LPIPS (the metric, and the spatial maps of the diversity score) in two steps against

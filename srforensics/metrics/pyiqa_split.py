@@ -8,8 +8,8 @@ architecture's settings, in pyiqa's order of operations.
 
 They follow pyiqa 0.1.16's formulas (FSIM: Zhang et al. 2011; VIF: Sheikh and
 Bovik 2006, pyiqa's pixel-domain steerable-pyramid port of ``vifvec``; GMSD:
-Xue et al. 2014; LPIPS: Zhang et al. 2018; SSIM: Wang et al. 2004; MS-SSIM:
-Wang, Simoncelli and Bovik 2003). :func:`split_for` checks a split against pyiqa's own call on
+Xue et al. 2014; LPIPS: Zhang et al. 2018; DISTS: Ding et al. 2020; SSIM: Wang
+et al. 2004; MS-SSIM: Wang, Simoncelli and Bovik 2003). :func:`split_for` checks a split against pyiqa's own call on
 a test image before it is used (once per process for each architecture, settings
 and device), so a pyiqa whose formulas changed is called whole instead, never
 replaced by different numbers.
@@ -420,9 +420,46 @@ class LPIPSSplit(_Split):
         return val.squeeze(-1).squeeze(-1)
 
 
+class DISTSSplit(_Split):
+    """DISTS (Ding et al. 2020): the reference's VGG16 features (with L2 pooling), their
+    spatial means and variances, per stage."""
+
+    arch = "DISTS"
+
+    def reference(self, ref):
+        feats = self.net.forward_once(ref)
+        means = [f.mean([2, 3], keepdim=True) for f in feats]
+        variances = [
+            ((f - m) ** 2).mean([2, 3], keepdim=True) for f, m in zip(feats, means, strict=True)
+        ]
+        return (*feats, *means, *variances)
+
+    def score(self, out, features):
+        import torch
+
+        net = self.net
+        k = len(net.chns)
+        feats1, means1, vars1 = features[:k], features[k : 2 * k], features[2 * k :]
+        feats0 = net.forward_once(out)
+        dist1, dist2, c1, c2 = 0, 0, 1e-6, 1e-6
+        w_sum = net.alpha.sum() + net.beta.sum()
+        alpha = torch.split(net.alpha / w_sum, net.chns, dim=1)
+        beta = torch.split(net.beta / w_sum, net.chns, dim=1)
+        for i in range(k):
+            x_mean, y_mean = feats0[i].mean([2, 3], keepdim=True), means1[i]
+            s1 = (2 * x_mean * y_mean + c1) / (x_mean**2 + y_mean**2 + c1)
+            dist1 = dist1 + (alpha[i] * s1).sum(1, keepdim=True)
+            x_var = ((feats0[i] - x_mean) ** 2).mean([2, 3], keepdim=True)
+            xy_cov = (feats0[i] * feats1[i]).mean([2, 3], keepdim=True) - x_mean * y_mean
+            s2 = (2 * xy_cov + c2) / (x_var + vars1[i] + c2)
+            dist2 = dist2 + (beta[i] * s2).sum(1, keepdim=True)
+        return (1 - (dist1 + dist2)).squeeze(-1).squeeze(-1)
+
+
 #: The splits, by the name of the pyiqa architecture class they reproduce.
 SPLITS: dict[str, type[_Split]] = {
-    s.arch: s for s in (FSIMSplit, GMSDSplit, LPIPSSplit, MSSSIMSplit, SSIMSplit, VIFSplit)
+    s.arch: s
+    for s in (DISTSSplit, FSIMSplit, GMSDSplit, LPIPSSplit, MSSSIMSplit, SSIMSplit, VIFSplit)
 }
 
 
