@@ -217,15 +217,18 @@ class AuditConfig:
 class RunTiming:
     """Where an audit's wall time went, measured in the process that ran it.
 
-    ``model_s``: the model's calls; ``metrics_s``: the metrics (the reference features, the
-    scores, the diversity and the per-pixel spread); ``identity_s``: face embeddings and
-    identity scores; ``protocol_s``: records read, prepared and degraded in this process
-    (loader processes' work runs beside it and is not counted). :attr:`own_s` is the rest:
-    srforensics's own work (loading the parts, output checks and hashes, the ledger, images,
-    the galleries' recomputation, tables, the report) and waiting for loader processes.
+    ``loading_s``: loading the protocol, the dataset's list, the model and the metrics (their
+    libraries' imports, weights, pyiqa's split checks); ``model_s``: the model's calls;
+    ``metrics_s``: the metrics (the reference features, the scores, the diversity and the
+    per-pixel spread); ``identity_s``: face embeddings and identity scores; ``protocol_s``:
+    records read, prepared and degraded in this process (loader processes' work runs beside
+    it and is not counted). :attr:`own_s` is the rest: srforensics's own work (output checks
+    and hashes, the ledger, images, the galleries' recomputation, tables, the report) and
+    waiting for helper processes.
     """
 
     wall_s: float
+    loading_s: float
     model_s: float
     metrics_s: float
     identity_s: float
@@ -233,13 +236,15 @@ class RunTiming:
 
     @property
     def own_s(self) -> float:
-        return self.wall_s - self.model_s - self.metrics_s - self.identity_s - self.protocol_s
+        parts = self.loading_s + self.model_s + self.metrics_s + self.identity_s
+        return self.wall_s - parts - self.protocol_s
 
     def describe(self) -> str:
         """One line, as ``srforensics audit`` prints it."""
         share = self.own_s / self.wall_s * 100 if self.wall_s > 0 else 0.0
         return (
-            f"time: {self.wall_s:.1f} s: model {self.model_s:.1f} s, metrics "
+            f"time: {self.wall_s:.1f} s: loading {self.loading_s:.1f} s, model "
+            f"{self.model_s:.1f} s, metrics "
             f"{self.metrics_s:.1f} s, identity {self.identity_s:.1f} s, protocol in this "
             f"process {self.protocol_s:.1f} s, srforensics {self.own_s:.1f} s ({share:.0f}%)"
         )
@@ -494,6 +499,7 @@ class _Pipeline:
     """The loaded parts of one audit (protocol, dataset, model, metrics) and its ledger."""
 
     def __init__(self, config: AuditConfig) -> None:
+        started = time.perf_counter()
         from srforensics.data import load_dataset
         from srforensics.degradations.protocol import load_protocol
 
@@ -504,7 +510,13 @@ class _Pipeline:
         self.poll: Callable[[], None] = _no_poll
         self._pending: dict[tuple, list[_Unit]] = {}
         #: Seconds spent in this process on each part of the work (see ``RunTiming``).
-        self.seconds = {"model": 0.0, "metrics": 0.0, "identity": 0.0, "protocol": 0.0}
+        self.seconds = {
+            "loading": 0.0,
+            "model": 0.0,
+            "metrics": 0.0,
+            "identity": 0.0,
+            "protocol": 0.0,
+        }
         self.protocol = load_protocol(config.protocol)
         self.dataset = load_dataset(config.dataset, root=config.dataset_root)
         self.gate_file = None
@@ -519,6 +531,7 @@ class _Pipeline:
         with weights_policy(trust_pickles=config.trust_weights) as log:
             self.weights_log = log
             self._load_parts(config)
+        self.seconds["loading"] = time.perf_counter() - started
 
     def _load_parts(self, config: AuditConfig) -> None:
         from srforensics.metrics import (
@@ -661,6 +674,7 @@ class _Pipeline:
         sec = self.seconds
         return RunTiming(
             wall_s=wall_s,
+            loading_s=sec["loading"],
             model_s=sec["model"],
             metrics_s=sec["metrics"],
             identity_s=sec["identity"],

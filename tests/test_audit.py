@@ -34,7 +34,8 @@ def test_run_folder_contents(tiny_run, tiny_dataset):
     assert lines[-1] == str(out / "report.html") and Path(lines[-1]).is_file()
     timing = next(line for line in lines if line.startswith("time: "))
     assert re.fullmatch(
-        r"time: [\d.]+ s: model [\d.]+ s, metrics [\d.]+ s, identity [\d.]+ s, protocol in "
+        r"time: [\d.]+ s: loading [\d.]+ s, model [\d.]+ s, metrics [\d.]+ s, identity [\d.]+ s, "
+        r"protocol in "
         r"this process [\d.]+ s, srforensics [\d.]+ s \(\d+%\)",
         timing,
     ), timing
@@ -383,8 +384,9 @@ def test_a_run_reports_where_its_time_went(tiny_dataset, tmp_path, monkeypatch):
     assert 0.05 * calls <= t.metrics_s < 0.05 * calls + 0.5
     assert t.identity_s == 0.0 and t.protocol_s > 0  # read and degraded here (no loaders)
     assert t.own_s > 0
+    assert 0 < t.loading_s < t.wall_s
     assert t.wall_s == pytest.approx(
-        t.model_s + t.metrics_s + t.identity_s + t.protocol_s + t.own_s
+        t.loading_s + t.model_s + t.metrics_s + t.identity_s + t.protocol_s + t.own_s
     )
     workers, _ = audit_in_process(tiny_dataset, tmp_path / "w", workers=1)
     assert workers.timing is None
