@@ -283,60 +283,23 @@ def test_a_split_is_checked_once_per_process_for_each_setting():
     assert split.net is not None and calls == [True, False]  # bound to the new instance
 
 
-def test_dists_split_matches_pyiqa_dists(tmp_path, monkeypatch):
-    """DISTS in two steps against pyiqa's own DISTS module on the same randomly initialised
-    network (no weights can be downloaded here: a random VGG16 stands in, in torchvision's
-    cache of a temporary TORCH_HOME, and DISTS's own weights keep pyiqa's random start).
-    Reference: pyiqa's ``DISTS.forward``; tolerance 1e-5 relative and 2.4e-7 absolute: the
-    score is 1 minus a sum near 1 in float32, whose last place is 1.2e-7 (two of them)."""
-    import torchvision
-    from pyiqa.archs.dists_arch import DISTS
-
-    from srforensics.metrics.base import repeat_features
-    from srforensics.metrics.pyiqa_split import DISTSSplit, split_for
-
+def _random_backbone_cache(tmp_path, monkeypatch, build, filename):
+    """A temporary TORCH_HOME whose torchvision cache holds a randomly initialised backbone
+    under the file name of its published weights (no weights can be downloaded here)."""
     torch.manual_seed(0)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    vgg = torchvision.models.vgg16().state_dict()
-    torch.save(vgg, tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth")
-    del vgg
-    net = DISTS(pretrained=False).eval()
-    split = split_for(net)
-    assert isinstance(split, DISTSSplit)
-    refs, outs, counts = _refs_and_outputs()
-    with torch.no_grad():
-        once = split.score(
-            to_tensor(outs), repeat_features([split.reference(to_tensor(r)) for r in refs], counts)
-        )
-        expected = net(to_tensor(outs), to_tensor([refs[0]] * 3 + [refs[1]] * 2))
-    assert once.shape == expected.shape == (5, 1)
-    np.testing.assert_allclose(once.numpy(), expected.numpy(), rtol=1e-5, atol=2.4e-7)
-    assert len({round(float(v), 9) for v in once.flatten()}) == 5
+    torch.save(build().state_dict(), tmp_path / "hub" / "checkpoints" / filename)
 
 
-@pytest.mark.parametrize("spatial", [False, True])
-def test_lpips_split_matches_pyiqa_lpips(spatial, tmp_path, monkeypatch):
-    """LPIPS (the metric, and the spatial maps of the diversity score) in two steps against
-    pyiqa's own LPIPS module on the same randomly initialised network (no weights can be
-    downloaded here: a random AlexNet stands in, in torchvision's cache of a temporary
-    TORCH_HOME). Reference: pyiqa's ``LPIPS.forward``; tolerance 1e-5 relative."""
-    import torchvision
-    from pyiqa.archs.lpips_arch import LPIPS
-
+def _split_and_whole(net, split_cls):
+    """``net``'s split scoring the test outputs with each reference's features computed
+    once, and ``net`` itself called with the reference per output."""
     from srforensics.metrics.base import repeat_features
-    from srforensics.metrics.pyiqa_split import LPIPSSplit, split_for
+    from srforensics.metrics.pyiqa_split import split_for
 
-    torch.manual_seed(0)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    alexnet = torchvision.models.alexnet().state_dict()
-    torch.save(alexnet, tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
-    net = LPIPS(pretrained=False, spatial=spatial).eval()
-    for lin in net.lins:  # LPIPS's linear layers are non-negative (trained with clamping)
-        lin.model[-1].weight.data.abs_()
     split = split_for(net)
-    assert isinstance(split, LPIPSSplit)
+    assert isinstance(split, split_cls)
     refs, outs, counts = _refs_and_outputs()
     with torch.no_grad():
         once = split.score(
@@ -344,5 +307,43 @@ def test_lpips_split_matches_pyiqa_lpips(spatial, tmp_path, monkeypatch):
         )
         expected = net(to_tensor(outs), to_tensor([refs[0]] * 3 + [refs[1]] * 2))
     assert once.shape == expected.shape
+    return once, expected
+
+
+def test_dists_split_matches_pyiqa_dists(tmp_path, monkeypatch):
+    """DISTS in two steps against pyiqa's own DISTS module on the same randomly initialised
+    network (a random VGG16 stands in for the weights, and DISTS's own weights keep pyiqa's
+    random start). Reference: pyiqa's ``DISTS.forward``; tolerance 1e-5 relative and 2.4e-7
+    absolute: the score is 1 minus a sum near 1 in float32, whose last place is 1.2e-7."""
+    import torchvision
+    from pyiqa.archs.dists_arch import DISTS
+
+    from srforensics.metrics.pyiqa_split import DISTSSplit
+
+    _random_backbone_cache(tmp_path, monkeypatch, torchvision.models.vgg16, "vgg16-397923af.pth")
+    once, expected = _split_and_whole(DISTS(pretrained=False).eval(), DISTSSplit)
+    assert once.shape == (5, 1)
+    np.testing.assert_allclose(once.numpy(), expected.numpy(), rtol=1e-5, atol=2.4e-7)
+    assert len({round(float(v), 9) for v in once.flatten()}) == 5
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_lpips_split_matches_pyiqa_lpips(spatial, tmp_path, monkeypatch):
+    """LPIPS (the metric, and the spatial maps of the diversity score) in two steps against
+    pyiqa's own LPIPS module on the same randomly initialised network (a random AlexNet
+    stands in for the weights). Reference: pyiqa's ``LPIPS.forward``; tolerance 1e-5
+    relative."""
+    import torchvision
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    from srforensics.metrics.pyiqa_split import LPIPSSplit
+
+    _random_backbone_cache(
+        tmp_path, monkeypatch, torchvision.models.alexnet, "alexnet-owt-7be5be79.pth"
+    )
+    net = LPIPS(pretrained=False, spatial=spatial).eval()
+    for lin in net.lins:  # LPIPS's linear layers are non-negative (trained with clamping)
+        lin.model[-1].weight.data.abs_()
+    once, expected = _split_and_whole(net, LPIPSSplit)
     np.testing.assert_allclose(once.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
     assert len({round(float(v), 9) for v in once.flatten(1).mean(1)}) == 5
