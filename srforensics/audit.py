@@ -225,6 +225,10 @@ class RunTiming:
     it and is not counted). :attr:`own_s` is the rest: srforensics's own work (output checks
     and hashes, the ledger, images, the galleries' recomputation, tables, the report) and
     waiting for helper processes.
+
+    On a GPU, work is counted where this process waits for it: the model's and the metrics'
+    calls copy their results to the CPU and so wait for them; the reference features' GPU
+    work may be counted in the next call that waits.
     """
 
     wall_s: float
@@ -661,9 +665,9 @@ class _Pipeline:
         mode = self.config.save_images
         return mode == "all" or (mode == "report" and idx < self.config.report_examples)
 
-    # -- one record: HR, then its LRs, queued for the model --------------------------
     @contextmanager
     def _timed(self, part: str) -> Iterator[None]:
+        """Add the block's seconds to ``part`` of :attr:`seconds`."""
         t = time.perf_counter()
         try:
             yield
@@ -671,6 +675,7 @@ class _Pipeline:
             self.seconds[part] += time.perf_counter() - t
 
     def timing(self, wall_s: float) -> RunTiming:
+        """This process's seconds so far, in a run that took ``wall_s``."""
         sec = self.seconds
         return RunTiming(
             wall_s=wall_s,
@@ -681,6 +686,7 @@ class _Pipeline:
             protocol_s=sec["protocol"],
         )
 
+    # -- one record: HR, then its LRs, queued for the model --------------------------
     def load(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> LoadedRecord:
         """Decode, prepare and degrade ``rec`` here (what ``--loaders`` processes do ahead)."""
         with self._timed("protocol"):
