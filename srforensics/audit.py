@@ -217,8 +217,9 @@ class AuditConfig:
 class RunTiming:
     """Where an audit's wall time went, measured in the process that ran it.
 
-    ``loading_s``: loading the protocol, the dataset's list, the model and the metrics (their
-    libraries' imports, weights, pyiqa's split checks); ``model_s``: the model's calls;
+    ``loading_s``: from the start until the protocol, the dataset's list, the model and the
+    metrics are loaded (their libraries' imports, torch's among them, weights, pyiqa's split
+    checks; helper processes start meanwhile); ``model_s``: the model's calls;
     ``metrics_s``: the metrics (the reference features, the scores, the diversity and the
     per-pixel spread); ``identity_s``: face embeddings and identity scores; ``protocol_s``:
     records read, prepared and degraded in this process (loader processes' work runs beside
@@ -503,7 +504,6 @@ class _Pipeline:
     """The loaded parts of one audit (protocol, dataset, model, metrics) and its ledger."""
 
     def __init__(self, config: AuditConfig) -> None:
-        started = time.perf_counter()
         from srforensics.data import load_dataset
         from srforensics.degradations.protocol import load_protocol
 
@@ -535,7 +535,6 @@ class _Pipeline:
         with weights_policy(trust_pickles=config.trust_weights) as log:
             self.weights_log = log
             self._load_parts(config)
-        self.seconds["loading"] = time.perf_counter() - started
 
     def _load_parts(self, config: AuditConfig) -> None:
         from srforensics.metrics import (
@@ -1535,6 +1534,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
     # splits are checked) while the helpers start on the other CPUs.
     with _helpers(config) as helpers, torch_threads(config.threads):
         pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
+        pipe.seconds["loading"] = time.perf_counter() - started  # torch's import included
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir):
             if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
@@ -1563,6 +1563,7 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
     started = time.perf_counter()
     with run_lock(run_dir), _helpers(config) as helpers, torch_threads(config.threads):
         pipe = _Pipeline(config)
+        pipe.seconds["loading"] = time.perf_counter() - started
         run = _execute(pipe, run_dir, resumed=True, helpers=helpers)
     return _with_timing(run, pipe, started)
 
