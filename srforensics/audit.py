@@ -241,8 +241,7 @@ class RunTiming:
 
     @property
     def own_s(self) -> float:
-        parts = self.loading_s + self.model_s + self.metrics_s + self.identity_s
-        return self.wall_s - parts - self.protocol_s
+        return self.wall_s - sum(getattr(self, f"{p}_s") for p in TIMED_PARTS)
 
     def describe(self) -> str:
         """One line, as ``srforensics audit`` prints it."""
@@ -253,6 +252,10 @@ class RunTiming:
             f"{self.metrics_s:.1f} s, identity {self.identity_s:.1f} s, protocol in this "
             f"process {self.protocol_s:.1f} s, srforensics {self.own_s:.1f} s ({share:.0f}%)"
         )
+
+
+#: The parts of :class:`RunTiming` this process times (its fields, less ``wall_s``).
+TIMED_PARTS = tuple(f.name.removesuffix("_s") for f in fields(RunTiming) if f.name != "wall_s")
 
 
 @dataclass(frozen=True)
@@ -503,7 +506,10 @@ def _no_poll() -> None:
 class _Pipeline:
     """The loaded parts of one audit (protocol, dataset, model, metrics) and its ledger."""
 
-    def __init__(self, config: AuditConfig) -> None:
+    def __init__(self, config: AuditConfig, *, started: float | None = None) -> None:
+        """``started``: when the audit started (``time.perf_counter()``), for the loading
+        time; default: now."""
+        started = time.perf_counter() if started is None else started
         from srforensics.data import load_dataset
         from srforensics.degradations.protocol import load_protocol
 
@@ -514,13 +520,7 @@ class _Pipeline:
         self.poll: Callable[[], None] = _no_poll
         self._pending: dict[tuple, list[_Unit]] = {}
         #: Seconds spent in this process on each part of the work (see ``RunTiming``).
-        self.seconds = {
-            "loading": 0.0,
-            "model": 0.0,
-            "metrics": 0.0,
-            "identity": 0.0,
-            "protocol": 0.0,
-        }
+        self.seconds = dict.fromkeys(TIMED_PARTS, 0.0)
         self.protocol = load_protocol(config.protocol)
         self.dataset = load_dataset(config.dataset, root=config.dataset_root)
         self.gate_file = None
@@ -535,6 +535,7 @@ class _Pipeline:
         with weights_policy(trust_pickles=config.trust_weights) as log:
             self.weights_log = log
             self._load_parts(config)
+        self.seconds["loading"] = time.perf_counter() - started
 
     def _load_parts(self, config: AuditConfig) -> None:
         from srforensics.metrics import (
@@ -675,15 +676,7 @@ class _Pipeline:
 
     def timing(self, wall_s: float) -> RunTiming:
         """This process's seconds so far, in a run that took ``wall_s``."""
-        sec = self.seconds
-        return RunTiming(
-            wall_s=wall_s,
-            loading_s=sec["loading"],
-            model_s=sec["model"],
-            metrics_s=sec["metrics"],
-            identity_s=sec["identity"],
-            protocol_s=sec["protocol"],
-        )
+        return RunTiming(wall_s=wall_s, **{f"{p}_s": s for p, s in self.seconds.items()})
 
     # -- one record: HR, then its LRs, queued for the model --------------------------
     def load(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> LoadedRecord:
@@ -1533,8 +1526,9 @@ def run_audit(config: AuditConfig) -> AuditRun:
     # The run's thread count from the start: the model and the metrics load (and pyiqa's
     # splits are checked) while the helpers start on the other CPUs.
     with _helpers(config) as helpers, torch_threads(config.threads):
-        pipe = _Pipeline(config)  # everything is loaded and checked before the run folder is made
-        pipe.seconds["loading"] = time.perf_counter() - started  # torch's import included
+        # Everything is loaded and checked before the run folder is made; loading is timed
+        # from the start (torch's first import, when the thread count is set, included).
+        pipe = _Pipeline(config, started=started)
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir):
             if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
@@ -1562,8 +1556,7 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
     config = AuditConfig.from_dict(data)
     started = time.perf_counter()
     with run_lock(run_dir), _helpers(config) as helpers, torch_threads(config.threads):
-        pipe = _Pipeline(config)
-        pipe.seconds["loading"] = time.perf_counter() - started
+        pipe = _Pipeline(config, started=started)
         run = _execute(pipe, run_dir, resumed=True, helpers=helpers)
     return _with_timing(run, pipe, started)
 

@@ -404,6 +404,7 @@ def machine() -> dict[str, Any]:
     threads, allocator settings), with the CPU, the torch version and the GPU, if any."""
     import torch
 
+    from srforensics.execution import allocator_settings
     from srforensics.provenance import environment
 
     cpu = platform.processor() or platform.machine()
@@ -414,8 +415,6 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    from srforensics.execution import allocator_settings
-
     return {
         **environment(allocator=allocator_settings()),
         "cpu": cpu,

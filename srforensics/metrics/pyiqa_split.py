@@ -197,8 +197,8 @@ class SSIMSplit(_Split):
         return _ssim_reference(y, downsample=self.net.downsample)
 
     def score(self, out, features):
-        x = _ssim_prepare(self.net, self._crop(out))
         net = self.net
+        x = _ssim_prepare(net, self._crop(out))
         return _ssim_score(x, features, downsample=net.downsample, data_range=net.data_range)[0]
 
 
@@ -211,33 +211,38 @@ class MSSSIMSplit(_Split):
     #: The scales' exponents (the paper's, as pyiqa).
     WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
-    def reference(self, ref):
+    @staticmethod
+    def _halve(t: torch.Tensor) -> torch.Tensor:
+        """The next scale: 2x2 averages, an odd side padded (as pyiqa)."""
         import torch.nn.functional as F
 
+        return F.avg_pool2d(t, kernel_size=2, padding=(t.shape[2] % 2, t.shape[3] % 2))
+
+    def reference(self, ref):
         y = _ssim_prepare(self.net, ref)
         features: list[torch.Tensor] = []
         for _ in self.WEIGHTS:
             features.extend(_ssim_reference(y, downsample=self.net.downsample))
-            y = F.avg_pool2d(y, kernel_size=2, padding=(y.shape[2] % 2, y.shape[3] % 2))
+            y = self._halve(y)
         return tuple(features)
 
     def score(self, out, features):
         import torch
-        import torch.nn.functional as F
 
         net = self.net
         x = _ssim_prepare(net, out)
         weights = torch.FloatTensor(list(self.WEIGHTS)).to(x)
+        per_scale = len(features) // len(self.WEIGHTS)  # _ssim_reference's tensors
         mcs = []
         for level in range(len(self.WEIGHTS)):
             ssim_val, cs = _ssim_score(
                 x,
-                features[4 * level : 4 * level + 4],
+                features[per_scale * level : per_scale * (level + 1)],
                 downsample=net.downsample,
                 data_range=net.data_range,
             )
             mcs.append(cs)
-            x = F.avg_pool2d(x, kernel_size=2, padding=(x.shape[2] % 2, x.shape[3] % 2))
+            x = self._halve(x)
         mcs = torch.stack(mcs, dim=0)
         if net.is_prod:
             return torch.prod(mcs[:-1] ** weights[:-1].unsqueeze(1), dim=0) * (
