@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor",
         choices=("local", "ray"),
         default=None,
-        help="local (default) or ray: shards on a Ray cluster (pip install 'srforensics[ray]')",
+        help="local (default) or ray: shards on --workers Ray actors, with --device cuda one GPU "
+        "each or an even share of fewer (pip install 'srforensics[ray]')",
     )
     a.add_argument(
         "--ray-address",

@@ -13,6 +13,7 @@ call, in shard order. The ledger keeps a single writer.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -765,6 +766,34 @@ def _run_pool(work: Iterable[Shard], workers: Workers, *, done) -> None:
     )
 
 
+def gpu_share(cluster_gpus: float, workers: int) -> float:
+    """The GPUs each of ``workers`` Ray actors asks for with ``--device cuda``.
+
+    One each while the cluster has one per actor; where it has fewer, an even share (rounded
+    down to Ray's 1e-4 resolution), so that every actor is placed and the GPUs are split among
+    them instead of the surplus actors waiting forever for a whole GPU. Ray then sets each
+    actor's ``CUDA_VISIBLE_DEVICES`` to the GPU it was placed on.
+
+    Parameters
+    ----------
+    cluster_gpus : float
+        The cluster's ``GPU`` resource (``ray.cluster_resources()``).
+    workers : int
+        The number of actors (``--workers``).
+
+    Raises
+    ------
+    SRForensicsError
+        The cluster has no GPU.
+    """
+    if cluster_gpus <= 0:
+        raise SRForensicsError(
+            "--device cuda with --executor ray: the Ray cluster has no GPU. Use --device cpu, "
+            "or start the cluster's nodes where torch sees a CUDA device (ray start --num-gpus N)"
+        )
+    return min(1.0, math.floor(cluster_gpus / workers * 10_000) / 10_000)
+
+
 def _run_ray(pipe, work: Iterable[Shard], *, workers: int, address: str | None, done) -> None:
     try:
         import ray
@@ -782,7 +811,11 @@ def _run_ray(pipe, work: Iterable[Shard], *, workers: int, address: str | None, 
         )
         started = True
     try:
-        gpus = 1 if pipe.device == "cuda" else 0
+        gpus = (
+            gpu_share(ray.cluster_resources().get("GPU", 0), workers)
+            if pipe.device == "cuda"
+            else 0
+        )
 
         @ray.remote(num_cpus=1, num_gpus=gpus)
         class ShardWorker:

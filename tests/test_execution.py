@@ -364,6 +364,22 @@ def test_ray_executor_gives_the_results_of_a_local_run(local_run, tiny_dataset, 
     assert run_cli("verify", str(out), "--full").returncode == 0
 
 
+def test_ray_actors_share_the_gpus_when_there_are_fewer_than_actors():
+    """Whole GPUs while there is one per actor; else an even share, floored to Ray's 1e-4
+    resolution (a fraction must be in (0, 1]), so every actor is placed; none: a clear error."""
+    from srforensics.errors import SRForensicsError
+    from srforensics.execution import gpu_share
+
+    assert gpu_share(4, 2) == 1.0
+    assert gpu_share(2, 2) == 1.0
+    assert gpu_share(1, 2) == 0.5
+    assert gpu_share(1, 3) == 0.3333
+    assert gpu_share(2, 3) == 0.6666
+    assert 3 * gpu_share(1, 3) <= 1 and 3 * gpu_share(2, 3) <= 2
+    with pytest.raises(SRForensicsError, match="the Ray cluster has no GPU.*--device cpu"):
+        gpu_share(0, 2)
+
+
 def test_bad_executor_settings_are_refused():
     from srforensics.audit import AuditConfig
     from srforensics.errors import SRForensicsError

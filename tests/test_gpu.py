@@ -25,6 +25,7 @@ pytestmark = [
 ]
 
 KEYS = ["record_id", "variant", "sample"]
+RRDB = "srforensics.bench:RandomRRDBNet"
 #: Largest |cuda - cpu| allowed per column (psnr-like in dB, id_angle in degrees, the rest on
 #: their own scales). Measured on an H100 (torch 2.11, cuDNN 9.19, TF32 convolutions allowed,
 #: as torch's default): ``bicubic`` gave bit-identical outputs and differences of at most
@@ -47,9 +48,10 @@ TOLERANCE = {
 }
 
 
-def _audit(tmp_path, device: str, model: str, face_weights) -> tuple[pd.DataFrame, dict]:
+def _audit(tmp_path, device: str, model: str, face_weights, **how) -> tuple[pd.DataFrame, dict]:
     run = run_audit(
         AuditConfig(
+            **how,
             model=model,
             protocol="faces",
             samples=2,
@@ -80,7 +82,7 @@ def differences(cpu: pd.DataFrame, cuda: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize("model", ["bicubic", "srforensics.bench:RandomRRDBNet"])
+@pytest.mark.parametrize("model", ["bicubic", RRDB])
 def test_a_cuda_audit_scores_as_the_cpu_audit(model, face_weights, tmp_path):
     cpu, cpu_manifest = _audit(tmp_path, "cpu", model, face_weights)
     cuda, manifest = _audit(tmp_path, "cuda", model, face_weights)
@@ -104,3 +106,25 @@ def test_a_cuda_audit_scores_as_the_cpu_audit(model, face_weights, tmp_path):
     over = {c: d for c, d in diffs.items() if not d <= TOLERANCE[c]}
     assert not over, f"cuda differs from cpu by more than the tolerance: {over} (all: {diffs})"
     assert cuda.loc[ok, "face_detected"].equals(cpu.loc[ok, "face_detected"])
+
+
+@pytest.fixture(scope="module")
+def local_cuda_run(face_weights, tmp_path_factory) -> pd.DataFrame:
+    return _audit(tmp_path_factory.mktemp("local"), "cuda", RRDB, face_weights)[0]
+
+
+@pytest.mark.parametrize(
+    "how", [dict(workers=2), dict(executor="ray", workers=2)], ids=["workers", "ray"]
+)
+def test_cuda_workers_and_ray_give_the_results_of_a_local_cuda_run(
+    how, local_cuda_run, face_weights, tmp_path
+):
+    """Issue 10: local, multi-worker and Ray runs of the same audit give identical results
+    columns, on the GPU too. With one GPU and two Ray actors, each actor asks for half of it
+    (``gpu_share``): whole GPUs would leave the second actor unplaced, and the run waiting."""
+    if how.get("executor") == "ray":
+        pytest.importorskip("ray")
+    results, manifest = _audit(tmp_path, "cuda", RRDB, face_weights, **how)
+    assert manifest["device"] == "cuda"
+    assert (results.status == "ok").sum() > 0
+    pd.testing.assert_frame_equal(local_cuda_run, results)
