@@ -311,3 +311,15 @@ def test_a_ledger_is_created_with_all_its_tables_or_none(tmp_path):
     with sqlite3.connect(path) as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert names == {"other", "outputs"}  # not "meta", "records", ... created before the clash
+
+
+def test_package_versions_are_importlib_metadatas():
+    """The manifest's versions read from the metadata's header: the same as
+    ``importlib.metadata.version``, for every tracked distribution (and None for a missing one)."""
+    from importlib import metadata
+
+    from srforensics.provenance import TRACKED_PACKAGES, package_versions
+
+    names = (*TRACKED_PACKAGES, "pytest", "no-such-distribution-srf")
+    expected = {n: metadata.version(n) for n in names[:-1]}
+    assert package_versions(names) == {**expected, "no-such-distribution-srf": None}
