@@ -227,6 +227,55 @@ def test_processes_that_become_ready_get_records_at_the_next_poll(tmp_path, monk
         _assert_same_load(loaded, pipe.load(idx, rec, pending))
 
 
+def test_loader_processes_warm_up_matplotlib_once_every_record_is_sent(tmp_path, monkeypatch):
+    """Once every record is sent, each loader process draws a histogram (queued after the
+    records: it delays none), so that the report's histograms it draws at the run's end do
+    not pay for the first figure; in a thread, the warm-up leaves the axes the next reuses."""
+    import threading
+
+    from srforensics.audit import AuditConfig, _Pipeline
+    from srforensics.bench import make_photos
+    from srforensics.execution import Loaders
+    from srforensics.report import figures
+
+    root = make_photos(tmp_path / "ds", 6, size=64)
+    config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
+    pipe = _Pipeline(config)
+    with Loaders(config.to_dict(), processes=2, ahead=2) as loaders:
+        assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
+        order, warm_ups = [], []
+        submit, send = loaders.submit, loaders._submit
+        monkeypatch.setattr(
+            loaders, "_submit", lambda item, seed: order.append(item[1]) or send(item, seed)
+        )
+
+        def recording(fn, *args, **kwargs):
+            order.append(fn.__name__)
+            warm_ups.append(submit(fn, *args, **kwargs))
+            return warm_ups[-1]
+
+        monkeypatch.setattr(loaders, "submit", recording)
+        feed = loaders.iterate(_items(pipe), pipe)
+        got = list(feed)
+        feed.poll()  # once only
+        assert [r is None for r in (f.result(timeout=60) for f in warm_ups)] == [True, True]
+    assert len(got) == 6 and loaders.failure is None
+    assert order[-2:] == ["warm_up", "warm_up"] and sorted(order[:-2]) == order[:-2]
+
+    axes = []
+
+    def warm_then_draw():
+        figures.warm_up()
+        axes.append(figures._HISTOGRAM.axes)
+        figures.distribution([1.0, 2.0, 2.5], title="x", higher_is_better=True)
+        axes.append(figures._HISTOGRAM.axes)
+
+    t = threading.Thread(target=warm_then_draw)
+    t.start()
+    t.join()
+    assert len(axes) == 2 and axes[0] is axes[1]
+
+
 def test_an_audit_polls_its_loaders_between_the_lrs_of_a_batch(tiny_dataset, tmp_path, monkeypatch):
     from srforensics.audit import _Pipeline
     from srforensics.execution import LoaderFeed
@@ -615,6 +664,42 @@ def test_histograms_no_helper_has_started_are_drawn_here():
     assert drawn == {k: distribution(**kw) for k, kw in wanted.items()}
     # Read as a mapping (as the report reads it), it is what was collected, not drawn again.
     assert dict(drawing) == drawn and drawing.collect() is drawn
+
+
+def test_without_matplotlib_here_the_helpers_draw_every_histogram():
+    """Where matplotlib is not loaded in this process (``help_here=False``; a CLI run), it
+    waits for the helpers instead of importing it for a figure; it draws what they leave
+    only if they stall for ``patience`` seconds."""
+    import threading
+    import time
+
+    from srforensics import audit
+    from srforensics.report.figures import distribution
+
+    results, metrics, wanted = _three_histograms()
+    expected = {k: distribution(**kw) for k, kw in wanted.items()}
+    helpers = _ThreadHelpers(1)
+    with helpers.pool:
+        drawing = audit._Histograms(results, metrics, audit._Helpers(loaders=helpers))
+        assert len(drawing.futures) == 1  # one at a time: the next as it finishes
+        drawn = drawing.collect(timeout=30, help_here=False, patience=30)
+    assert set(drawing.futures) == set(wanted)  # all three drawn by the helper
+    assert all(f.done() and not f.cancelled() for f in drawing.futures.values())
+    assert drawn == expected
+
+    helpers = _ThreadHelpers(1)
+    with helpers.pool:
+        busy = threading.Event()
+        blocker = helpers.pool.submit(busy.wait, 30)  # a stalled helper
+        drawing = audit._Histograms(results, metrics, audit._Helpers(loaders=helpers))
+        t = time.monotonic()
+        drawn = drawing.collect(timeout=5, help_here=False, patience=0.3)
+        waited = time.monotonic() - t
+        busy.set()
+        blocker.result()
+    assert 0.3 <= waited < 5  # its patience, then it drew them all here
+    assert all(f.cancelled() for f in drawing.futures.values())
+    assert drawn == expected
 
 
 def test_helpers_take_the_next_histogram_as_they_finish_one():
