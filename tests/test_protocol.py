@@ -297,13 +297,21 @@ def test_same_seed_record_variant_is_bit_identical_across_processes_and_order():
 
 
 def test_a_protocol_names_the_slow_imports_of_its_steps():
-    """Helper processes import them before they start (the fork server does, once)."""
+    """Helper processes import them before they start (the fork server does, once), with
+    the modules of the protocol's operators."""
+    import importlib
+
     from srforensics.execution import _protocol_imports
 
     faces = load_protocol("faces").imports()
     assert faces[0] == "facenet_pytorch"
     assert load_protocol("bicubic-x4").imports() == ()
-    assert _protocol_imports({"protocol": "faces-x8"}) == faces
+    x8 = load_protocol("faces-x8")
+    operators = {type(s).__module__ for s in (*x8.hr_steps, *x8.steps)}
+    assert {"srforensics.faces.align", "srforensics.degradations.ops"} <= operators
+    got = _protocol_imports({"protocol": "faces-x8"})
+    assert len(got) == len(set(got)) and set(got) == operators | set(faces)
+    assert all(importlib.import_module(m) for m in got)
     assert _protocol_imports({"protocol": "no-such-protocol"}) == ()  # the driver says why
 
 
