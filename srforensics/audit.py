@@ -1220,7 +1220,11 @@ def _helpers(config: AuditConfig) -> Iterator[_Helpers]:
     from srforensics.execution import Loaders, Workers
 
     if config.loaders:
-        with Loaders(config.to_dict(), processes=config.loaders) as loaders:
+        from srforensics.report.figures import warm_up
+
+        # Idle once every record is sent, they warm up for the report's histograms, which
+        # they draw at the run's end (_Histograms).
+        with Loaders(config.to_dict(), processes=config.loaders, when_idle=warm_up) as loaders:
             yield _Helpers(loaders=loaders)
     elif config.workers > 0 and config.executor == "local":
         with Workers(config.to_dict(), processes=config.workers) as workers:
@@ -1251,8 +1255,8 @@ class _Histograms(Mapping):
         self.futures: dict[str, Any] = {}
         self._drawn: dict[str, str] | None = None
         self._todo: deque[str] = deque()  # not handed over yet: the helpers take from its head
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # a histogram handed over, or refused
+        # Guards the queue; notified as a histogram is handed over, or refused.
+        self._lock = threading.Condition()
         self._refused = False
         self._helpers = helpers
         if helpers is None or not helpers.processes:
@@ -1268,7 +1272,7 @@ class _Histograms(Mapping):
         """Send the next histogram to the helpers (also called as one of theirs finishes)."""
         from srforensics.report.figures import distribution
 
-        with self._changed:
+        with self._lock:
             try:
                 if not self._todo:
                     return
@@ -1280,17 +1284,17 @@ class _Histograms(Mapping):
                     return
                 self.futures[key] = fut
             finally:
-                self._changed.notify_all()
+                self._lock.notify_all()
         fut.add_done_callback(self._hand_over)
 
     def _wait_for_helpers(self, patience: float) -> None:
         """Wait while the helpers draw every histogram; stop early if they take no more work,
         or if ``patience`` seconds pass without one handing over its next."""
-        with self._changed:
+        with self._lock:
             while not self._refused and (
                 self._todo or not all(f.done() for f in self.futures.values())
             ):
-                if not self._changed.wait(timeout=patience):
+                if not self._lock.wait(timeout=patience):
                     return
 
     def collect(
@@ -1310,12 +1314,12 @@ class _Histograms(Mapping):
             return self._drawn
         import concurrent.futures as cf
 
+        from srforensics.report.figures import distribution, drawing_loaded
+
         if help_here is None:
-            help_here = "matplotlib.backends.backend_agg" in sys.modules
+            help_here = drawing_loaded()
         if not help_here:
             self._wait_for_helpers(patience)
-
-        from srforensics.report.figures import distribution
 
         drawn: dict[str, str] = {}
         while True:

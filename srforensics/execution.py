@@ -388,6 +388,9 @@ class Loaders(_HelperPool):
         Less than a batch's worth leaves the processes idle while this one runs a batch.
     share : bool, default True
         Load here a record that no process has taken yet, rather than wait for it.
+    when_idle : callable, optional
+        Run once in each process after every record has been sent (the audit's: warm up
+        for the report's histograms, which the processes draw at the run's end).
     """
 
     def __init__(
@@ -397,8 +400,10 @@ class Loaders(_HelperPool):
         processes: int,
         ahead: int | None = None,
         share: bool = True,
+        when_idle: Callable[[], Any] | None = None,
     ):
         super().__init__(config, processes=processes, initializer=_loader_init)
+        self.when_idle = when_idle
         self.ahead = ahead or max(2 * int(config.get("batch_size") or 8), 4 * processes)
         self.share = share
         self.ready = False  # the processes have started, with the run's protocol file
@@ -428,14 +433,11 @@ class Loaders(_HelperPool):
         self.ready = True
 
     def all_sent(self) -> None:
-        """Every record has been sent. Each process, idle once it has loaded its last, draws
-        a histogram meanwhile (:func:`~srforensics.report.figures.warm_up`): at the run's end
-        they draw the report's (``audit._Histograms``), and a first figure costs more than
-        twice the next. Queued after the records, it delays none."""
-        from srforensics.report.figures import warm_up
-
-        for _ in range(self.processes):
-            self.submit(warm_up)
+        """Every record has been sent: each process, idle once it has loaded its last, runs
+        ``when_idle`` (queued after the records, it delays none)."""
+        if self.when_idle is not None:
+            for _ in range(self.processes):
+                self.submit(self.when_idle)
 
     def iterate(self, items: Iterable[tuple[int, int, Any, Pending]], pipe) -> LoaderFeed:
         """``(number, loaded record)`` for each ``(number, idx, record, pending)``, in order."""
@@ -529,9 +531,12 @@ class LoaderFeed:
         """
         loaders, pipe = self._loaders, self._pipe
         loaders._check(pipe.protocol.sha256)
-        while loaders.ready and loaders.failure is None and len(self._window) < loaders.ahead:
-            if self._all_sent:
-                break
+        while (
+            not self._all_sent
+            and loaders.ready
+            and loaders.failure is None
+            and len(self._window) < loaders.ahead
+        ):
             ahead = next(self._source, None)
             if ahead is None:
                 self._all_sent = True

@@ -241,7 +241,7 @@ def test_loader_processes_warm_up_matplotlib_once_every_record_is_sent(tmp_path,
     root = make_photos(tmp_path / "ds", 6, size=64)
     config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
     pipe = _Pipeline(config)
-    with Loaders(config.to_dict(), processes=2, ahead=2) as loaders:
+    with Loaders(config.to_dict(), processes=2, ahead=2, when_idle=figures.warm_up) as loaders:
         assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
         order, warm_ups = [], []
         submit, send = loaders.submit, loaders._submit
@@ -261,6 +261,10 @@ def test_loader_processes_warm_up_matplotlib_once_every_record_is_sent(tmp_path,
         assert [r is None for r in (f.result(timeout=60) for f in warm_ups)] == [True, True]
     assert len(got) == 6 and loaders.failure is None
     assert order[-2:] == ["warm_up", "warm_up"] and sorted(order[:-2]) == order[:-2]
+    from srforensics.audit import _helpers
+
+    with _helpers(AuditConfig(protocol="bicubic-x4", loaders=1)) as started:
+        assert started.loaders.when_idle is figures.warm_up  # what an audit's loaders run
 
     axes = []
 
