@@ -36,3 +36,27 @@ def test_no_face_raises_no_face_found():
 
     with pytest.raises(NoFaceFound):
         FaceAlign().fit((data.coffee() / 255.0).astype(np.float32))
+
+
+def test_channels_last_detector_finds_what_facenet_pytorchs_default_finds():
+    """The detector runs channels-last for speed; the reference is facenet-pytorch's own
+    MTCNN, as constructed by default (contiguous). Tolerance: 0.01 px on boxes and
+    landmarks, 1e-5 on probabilities (the layouts sum in different orders, in float32)."""
+    import torch
+    from facenet_pytorch import MTCNN
+    from PIL import Image
+    from skimage import data
+
+    from srforensics.faces.align import detect_faces
+
+    reference = MTCNN(keep_all=True, min_face_size=20, device="cpu")
+    for rgb in (data.astronaut(), np.repeat(data.camera()[..., None], 3, -1)):
+        with torch.no_grad():
+            boxes, probs, points = reference.detect(Image.fromarray(rgb), landmarks=True)
+        faces = detect_faces((rgb / 255.0).astype(np.float32))
+        assert len(faces) == len(boxes) >= 1
+        np.testing.assert_allclose([f["box"] for f in faces], np.asarray(boxes, float), atol=0.01)
+        np.testing.assert_allclose(
+            [f["landmarks"] for f in faces], np.asarray(points, float), atol=0.01
+        )
+        np.testing.assert_allclose([f["prob"] for f in faces], np.asarray(probs, float), atol=1e-5)

