@@ -207,10 +207,13 @@ def test_reference_features_give_the_scores_of_the_reference_itself(name):
         ("ms_ssim", 192),  # five scales of an 11 px window need 176 px
         ("pyiqa:ssim", 128),  # Y channel
         ("pyiqa:ssimc", 128),  # RGB: another setting of the same architecture
+        ("pyiqa:nlpd", 128),
+        ("pyiqa:cw_ssim", 128),  # float64
+        ("pyiqa:mad", 128),
     ],
 )
 def test_pyiqa_metrics_split_into_reference_and_output_match_pyiqa(name, size):
-    """pyiqa's FSIM, VIF, GMSD, MS-SSIM and SSIM computed in two steps (the reference's
+    """pyiqa's FSIM, VIF, GMSD, MS-SSIM, SSIM, NLPD, CW-SSIM and MAD computed in two steps (the reference's
     features once, then each output) against pyiqa's own call with the reference per output.
     Reference: pyiqa itself (``pyiqa.create_metric(name)``); tolerance 1e-4 relative: float32
     arithmetic on other batch shapes (pyiqa's own VIF varies by up to 3e-5 between batch
@@ -292,15 +295,15 @@ def _random_backbone_cache(tmp_path, monkeypatch, build, filename):
     torch.save(build().state_dict(), tmp_path / "hub" / "checkpoints" / filename)
 
 
-def _split_and_whole(net, split_cls):
-    """``net``'s split scoring the test outputs with each reference's features computed
-    once, and ``net`` itself called with the reference per output."""
+def _split_and_whole(net, split_cls, size=64):
+    """``net``'s split scoring the test outputs (``size`` px) with each reference's features
+    computed once, and ``net`` itself called with the reference per output."""
     from srforensics.metrics.base import repeat_features
     from srforensics.metrics.pyiqa_split import split_for
 
     split = split_for(net)
     assert isinstance(split, split_cls)
-    refs, outs, counts = _refs_and_outputs()
+    refs, outs, counts = _refs_and_outputs(size)
     with torch.no_grad():
         once = split.score(
             to_tensor(outs), repeat_features([split.reference(to_tensor(r)) for r in refs], counts)
@@ -347,3 +350,20 @@ def test_lpips_split_matches_pyiqa_lpips(spatial, tmp_path, monkeypatch):
     once, expected = _split_and_whole(net, LPIPSSplit)
     np.testing.assert_allclose(once.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
     assert len({round(float(v), 9) for v in once.flatten(1).mean(1)}) == 5
+
+
+def test_pieapp_split_matches_pyiqa_pieapp():
+    """PieAPP in two steps against pyiqa's own PieAPP module on the same randomly
+    initialised network (no weights can be downloaded here; the split computes with the
+    module's own layers, whatever their weights). 118 px images: 3 x 3 patches of 64 px,
+    every 27 px, as pyiqa takes them. Reference: pyiqa's ``PieAPP.forward``; tolerance
+    1e-5 relative (float32, other batch shapes)."""
+    from pyiqa.archs.pieapp_arch import PieAPP
+
+    from srforensics.metrics.pyiqa_split import PieAPPSplit
+
+    torch.manual_seed(0)
+    once, expected = _split_and_whole(PieAPP(pretrained=False).eval(), PieAPPSplit, size=118)
+    assert once.shape == (5, 1)
+    np.testing.assert_allclose(once.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert len({round(float(v), 6) for v in once.flatten()}) == 5

@@ -9,7 +9,9 @@ architecture's settings, in pyiqa's order of operations.
 They follow pyiqa 0.1.16's formulas (FSIM: Zhang et al. 2011; VIF: Sheikh and
 Bovik 2006, pyiqa's pixel-domain steerable-pyramid port of ``vifvec``; GMSD:
 Xue et al. 2014; LPIPS: Zhang et al. 2018; DISTS: Ding et al. 2020; SSIM: Wang
-et al. 2004; MS-SSIM: Wang, Simoncelli and Bovik 2003). :func:`split_for` checks a split against pyiqa's own call on
+et al. 2004; MS-SSIM: Wang, Simoncelli and Bovik 2003; NLPD: Laparra et al. 2016;
+CW-SSIM: Sampat et al. 2009; MAD: Larson and Chandler 2010; PieAPP: Prashnani et al.
+2018). :func:`split_for` checks a split against pyiqa's own call on
 a test image before it is used (once per process for each architecture, settings
 and device), so a pyiqa whose formulas changed is called whole instead, never
 replaced by different numbers.
@@ -461,10 +463,255 @@ class DISTSSplit(_Split):
         return (1 - (dist1 + dist2)).squeeze(-1).squeeze(-1)
 
 
+class NLPDSplit(_Split):
+    """NLPD (Laparra et al. 2016): the reference's normalised Laplacian pyramid."""
+
+    arch = "NLPD"
+
+    def _pyramid(self, img: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from pyiqa.utils.color_util import to_y_channel
+
+        net = self.net
+        if net.test_y_channel and net.channels == 1:
+            img = to_y_channel(img)
+        return tuple(net.pyramid(img))
+
+    reference = _pyramid
+
+    def score(self, out, features):
+        import torch
+
+        total = [
+            torch.sqrt(torch.mean((z1 - z2) ** 2, (1, 2, 3)))
+            for z1, z2 in zip(self._pyramid(out), features, strict=True)
+        ]
+        return torch.stack(total, dim=1).mean(1)
+
+
+class CWSSIMSplit(_Split):
+    """CW-SSIM (Sampat et al. 2009): the reference's complex steerable pyramid bands at the
+    coarsest level used, and their power."""
+
+    arch = "CW_SSIM"
+    check_size = 64  # four levels of pyiqa's pyramid
+
+    def _bands(self, img: torch.Tensor) -> tuple[list[torch.Tensor], Any]:
+        """The bands of the level pyiqa compares (its guard band cut off), and their size
+        before the cut (pyiqa's weighting window is made from it)."""
+        import numpy as np
+        import torch
+        from pyiqa.matlab_utils import SCFpyr_PyTorch
+        from pyiqa.utils.color_util import to_y_channel
+
+        net = self.net
+        x = img.to(torch.float64)
+        if net.test_y_channel and x.shape[1] == 3:
+            x = to_y_channel(x, 255, net.color_space)
+        pyr = SCFpyr_PyTorch(height=net.level, nbands=net.ori, scale_factor=2, device=x.device)
+        level = pyr.build(x)[net.level]
+        s = np.array(level[0].size()[1:3])
+        gb = int(net.guardb / (2 ** (net.level - 1)))
+        return [b[:, gb : s[0] - gb, gb : s[1] - gb, :] for b in level[: net.ori]], s
+
+    def reference(self, ref):
+        from pyiqa.matlab_utils import math_util
+
+        bands, _ = self._bands(ref)
+        return (*bands, *(math_util.abs(b) ** 2 for b in bands))
+
+    def score(self, out, features):
+        import torch
+        import torch.nn.functional as F
+        from pyiqa.matlab_utils import fspecial, math_util
+
+        net = self.net
+        bands1, s = self._bands(out)
+        bands2, powers2 = features[: net.ori], features[net.ori :]
+        w = fspecial(s - 7 + 1, s[0] / 4, 1).to(out.device)
+        win7 = net.win7.to(torch.float64)  # pyiqa: its window in the images' float64
+        band_cssim = []
+        for band1, band2, power2 in zip(bands1, bands2, powers2, strict=True):
+            corr_band = net.conv2d_complex(net.conj(band1, band2), win7, groups=net.channels)
+            varr = (math_util.abs(band1) ** 2 + power2).unsqueeze(1)
+            varr_band = F.conv2d(varr, win7, stride=1, padding=0, groups=net.channels)
+            cssim_map = (2 * math_util.abs(corr_band) + net.K) / (varr_band + net.K)
+            band_cssim.append(
+                (cssim_map * w.repeat(cssim_map.shape[0], 1, 1, 1)).sum([2, 3]).mean(1)
+            )
+        return torch.stack(band_cssim, dim=1).mean(1)
+
+
+def _mad_csf(img: torch.Tensor) -> torch.Tensor:
+    """pyiqa's MAD: an image filtered by the contrast sensitivity function (in ``hi_index``)."""
+    import torch
+    from pyiqa.archs.mad_arch import make_csf
+    from pyiqa.matlab_utils import math_util
+
+    _, c, h, w = img.shape
+    csf = make_csf(h, w, 32)
+    csf = torch.from_numpy(csf.reshape(1, 1, h, w, 1)).float().repeat(1, c, 1, 1, 2).to(img.device)
+    x1 = math_util.batch_fftshift2d(torch.fft.fft2(img))
+    return torch.fft.ifft2(math_util.batch_ifftshift2d(x1 * csf)).real
+
+
+class MADSplit(_Split):
+    """MAD (Larson and Chandler 2010): for its detection part, the reference's CSF-filtered
+    luminance, local means, masked local contrast and contrast index; for its appearance
+    part, the statistics (deviation, skewness, kurtosis) of the reference's 20 log-Gabor
+    subbands."""
+
+    arch = "MAD"
+    #: pyiqa's ``hi_index`` constants.
+    K, G, C_SLOPE, CI_THRESH, CD_THRESH, BSIZE, EPS = 0.02874, 0.5, 1, -5, -5, 16, 1e-12
+    #: pyiqa's ``lo_index`` weights of the Gabor scales (indexed by orientation, as pyiqa).
+    LO_WEIGHTS = (0.5 / 13.25, 0.75 / 13.25, 1 / 13.25, 5 / 13.25, 6 / 13.25)
+
+    def _prepare(self, img: torch.Tensor) -> torch.Tensor:
+        from pyiqa.utils.color_util import to_y_channel
+
+        if self.net.test_y_channel and img.shape[1] == 3:
+            return to_y_channel(img, 255.0)
+        return img * 255
+
+    @staticmethod
+    def _gabor_stats(img: torch.Tensor) -> list[torch.Tensor]:
+        from pyiqa.archs.mad_arch import gaborconvolve, ical_stat
+        from pyiqa.matlab_utils import math_util
+
+        gabor = gaborconvolve(img)
+        return [
+            t for o in range(4) for j in range(5) for t in ical_stat(math_util.abs(gabor[o][j]))
+        ]
+
+    def reference(self, ref):
+        import torch
+        from pyiqa.archs.mad_arch import MAX, ical_std
+
+        ref = self._prepare(ref)
+        ref_f = _mad_csf(self.K * (ref + 1e-12) ** (2.2 / 3))
+        m1_1, std_1 = ical_std(ref_f)
+        _, _, h1, w1 = m1_1.shape
+        std_1 = (-MAX(-std_1) / 2)[:, :, :h1, :w1]
+        ci_ref = torch.log(torch.abs((std_1 + self.EPS) / (m1_1 + self.EPS)))
+        return (ref, ref_f, m1_1, ci_ref, *self._gabor_stats(ref))
+
+    def _hi(self, dst_img, ref_img, ref_f, m1_1, ci_ref) -> torch.Tensor:
+        """pyiqa's ``hi_index`` (detection-based strategy), the reference's share given."""
+        import math
+
+        import torch
+        import torch.nn.functional as F
+        from pyiqa.archs.mad_arch import ical_std
+
+        dst = _mad_csf(self.K * (torch.abs(dst_img) + 1e-12) ** (2.2 / 3))
+        _, std_2 = ical_std(dst - ref_f)
+        ci_dst = torch.log(torch.abs((std_2 + self.EPS) / (m1_1 + self.EPS)))
+        ci_dst = ci_dst.masked_fill(m1_1 < self.G, -1000)
+        c_slope, ci_t, cd_t = self.C_SLOPE, self.CI_THRESH, self.CD_THRESH
+        idx1 = (ci_ref > ci_t) & (ci_dst > (c_slope * (ci_ref - ci_t) + cd_t))
+        idx2 = (ci_ref <= ci_t) & (ci_dst > cd_t)
+        msk = ci_ref.clone()
+        msk = msk.masked_fill(~idx1, 0)
+        msk = msk.masked_fill(~idx2, 0)
+        msk[idx1] = ci_dst[idx1] - (c_slope * (ci_ref[idx1] - ci_t) + cd_t)
+        msk[idx2] = ci_dst[idx2] - cd_t
+        c = ref_img.shape[1]
+        win = torch.ones((1, 1, self.BSIZE, self.BSIZE)).repeat(c, 1, 1, 1).to(dst.device)
+        lmse = F.conv2d((ref_img - dst_img) ** 2, win / self.BSIZE**2, stride=4, groups=c)
+        mp = msk * lmse
+        b, c, h, w = mp.shape
+        return torch.norm(mp.reshape(b, c, -1), dim=2) / math.sqrt(h * w) * 200
+
+    def _lo(self, dst: torch.Tensor, ref_stats) -> torch.Tensor:
+        """pyiqa's ``lo_index`` (appearance-based strategy), the reference's share given."""
+        import numpy as np
+        import torch
+
+        dst_stats = self._gabor_stats(dst)
+        mp = 0
+        for band in range(20):
+            std_r, skw_r, krt_r = ref_stats[3 * band : 3 * band + 3]
+            std_d, skw_d, krt_d = dst_stats[3 * band : 3 * band + 3]
+            mp = mp + self.LO_WEIGHTS[band // 5] * (
+                torch.abs(std_r - std_d) + 2 * torch.abs(skw_r - skw_d) + torch.abs(krt_r - krt_d)
+            )
+        b, c, rows, cols = mp.shape
+        return torch.norm(mp.reshape(b, c, -1), dim=2) / np.sqrt(rows * cols)
+
+    def score(self, out, features):
+        import math
+
+        ref_img, ref_f, m1_1, ci_ref, *ref_stats = features
+        dst = self._prepare(out)
+        hi = self._hi(dst, ref_img, ref_f, m1_1, ci_ref)
+        lo = self._lo(dst, ref_stats)
+        thresh1, thresh2 = 2.55, 3.35
+        b1 = math.exp(-thresh1 / thresh2)
+        b2 = 1 / (math.log(10) * thresh2)
+        sig = 1 / (1 + b1 * hi**b2)
+        return (lo ** (1 - sig) * hi ** (sig)).mean(1)
+
+
+class PieAPPSplit(_Split):
+    """PieAPP (Prashnani et al. 2018): the reference patches' multi-scale and coarse
+    features (one backbone pass per output instead of two)."""
+
+    arch = "PieAPP"
+    check_size = 118  # 64 px patches every 27 px: 3 x 3 of them
+
+    def __init__(self, net: Any) -> None:
+        super().__init__(net)
+        if net.training:
+            raise ValueError("PieAPP in training mode scores whole images: not split")
+
+    def _features(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from pyiqa.archs.func_util import extract_2d_patches
+
+        net = self.net
+        patches = extract_2d_patches(
+            net.preprocess(img), net.patch_size, net.stride, padding="none"
+        )
+        bsz, n, c, psz, _ = patches.shape
+        multi_scale, coarse = net.compute_features(patches.reshape(bsz * n, c, psz, psz))
+        return multi_scale.reshape(bsz, n, -1), coarse.reshape(bsz, n, -1)
+
+    reference = _features
+
+    def score(self, out, features):
+        import torch.nn.functional as F
+
+        net = self.net
+        a_multi_scale, a_coarse = self._features(out)
+        ref_multi_scale, ref_coarse = features
+        bsz, n = a_multi_scale.shape[:2]
+        diff_ms = (ref_multi_scale - a_multi_scale).reshape(bsz * n, -1)
+        diff_coarse = (ref_coarse - a_coarse).reshape(bsz * n, -1)
+        per_patch_score = net.ref_score_subtract(
+            0.01 * net.fc2_score(F.relu(net.fc1_score(diff_ms)))
+        ).view((-1, n))
+        per_patch_weight = (net.fc2_weight(F.relu(net.fc1_weight(diff_coarse))) + 1e-6).view(
+            (-1, n)
+        )
+        score = (per_patch_weight * per_patch_score).sum(dim=-1) / per_patch_weight.sum(dim=-1)
+        return score.reshape(bsz, 1)
+
+
 #: The splits, by the name of the pyiqa architecture class they reproduce.
 SPLITS: dict[str, type[_Split]] = {
     s.arch: s
-    for s in (DISTSSplit, FSIMSplit, GMSDSplit, LPIPSSplit, MSSSIMSplit, SSIMSplit, VIFSplit)
+    for s in (
+        CWSSIMSplit,
+        DISTSSplit,
+        FSIMSplit,
+        GMSDSplit,
+        LPIPSSplit,
+        MADSplit,
+        MSSSIMSplit,
+        NLPDSplit,
+        PieAPPSplit,
+        SSIMSplit,
+        VIFSplit,
+    )
 }
 
 
