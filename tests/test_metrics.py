@@ -210,10 +210,11 @@ def test_reference_features_give_the_scores_of_the_reference_itself(name):
         ("pyiqa:nlpd", 128),
         ("pyiqa:cw_ssim", 128),  # float64
         ("pyiqa:mad", 128),
+        ("pyiqa:vsi", 128),  # float64
     ],
 )
 def test_pyiqa_metrics_split_into_reference_and_output_match_pyiqa(name, size):
-    """pyiqa's FSIM, VIF, GMSD, MS-SSIM, SSIM, NLPD, CW-SSIM and MAD computed in two steps (the reference's
+    """pyiqa's FSIM, VIF, GMSD, MS-SSIM, SSIM, NLPD, CW-SSIM, MAD and VSI computed in two steps (the reference's
     features once, then each output) against pyiqa's own call with the reference per output.
     Reference: pyiqa itself (``pyiqa.create_metric(name)``); tolerance 1e-4 relative: float32
     arithmetic on other batch shapes (pyiqa's own VIF varies by up to 3e-5 between batch

@@ -11,7 +11,7 @@ Bovik 2006, pyiqa's pixel-domain steerable-pyramid port of ``vifvec``; GMSD:
 Xue et al. 2014; LPIPS: Zhang et al. 2018; DISTS: Ding et al. 2020; SSIM: Wang
 et al. 2004; MS-SSIM: Wang, Simoncelli and Bovik 2003; NLPD: Laparra et al. 2016;
 CW-SSIM: Sampat et al. 2009; MAD: Larson and Chandler 2010; PieAPP: Prashnani et al.
-2018). :func:`split_for` checks a split against pyiqa's own call on
+2018; VSI: Zhang, Shen and Li 2014). :func:`split_for` checks a split against pyiqa's own call on
 a test image before it is used (once per process for each architecture, settings
 and device), so a pyiqa whose formulas changed is called whole instead, never
 replaced by different numbers.
@@ -696,6 +696,65 @@ class PieAPPSplit(_Split):
         return score.reshape(bsz, 1)
 
 
+class VSISplit(_Split):
+    """VSI (Zhang, Shen and Li 2014): the reference's visual saliency map (SDSP), its LMN
+    colour channels and its gradient magnitude."""
+
+    arch = "VSI"
+
+    def __init__(self, net: Any) -> None:
+        super().__init__(net)
+        self.kw = dict(net.vsi.keywords)  # pyiqa keeps its settings in a functools.partial
+
+    def _side(self, img: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        import torch
+        from pyiqa.archs.func_util import gradient_map, scharr_filter
+        from pyiqa.archs.vsi_arch import sdsp
+        from pyiqa.utils.color_util import rgb2lmn
+        from torch.nn.functional import avg_pool2d, pad
+
+        kw = self.kw
+        x = img.double()
+        if x.size(1) == 1:  # pyiqa: a grey image as RGB
+            x = x.repeat(1, 3, 1, 1)
+        x = x * 255.0 / kw["data_range"]
+        saliency = {k: kw[k] for k in ("omega_0", "sigma_f", "sigma_d", "sigma_c")}
+        vs = sdsp(x, data_range=255, **saliency)
+        lmn = rgb2lmn(x)
+        kernel_size = max(1, round(min(vs.size()[-2:]) / 256))
+        padding = kernel_size // 2
+        if padding:
+            pad_to_use = [padding, (kernel_size - 1) // 2, padding, (kernel_size - 1) // 2]
+            vs = pad(vs, pad=pad_to_use, mode="replicate")
+            lmn = pad(lmn, pad=pad_to_use, mode="replicate")
+        vs = avg_pool2d(vs, kernel_size=kernel_size)
+        lmn = avg_pool2d(lmn, kernel_size=kernel_size)
+        kernels = torch.stack([scharr_filter(), scharr_filter().transpose(1, 2)]).to(lmn)
+        return vs, lmn, gradient_map(lmn[:, :1], kernels)
+
+    reference = _side
+
+    def score(self, out, features):
+        import torch
+        from pyiqa.archs.func_util import similarity_map
+
+        kw = self.kw
+        (vs_x, x_lmn, gm_x), (vs_y, y_lmn, gm_y) = self._side(out), features
+        s_vs = similarity_map(vs_x, vs_y, kw["c1"])
+        s_gm = similarity_map(gm_x, gm_y, kw["c2"])
+        s_m = similarity_map(x_lmn[:, 1:2], y_lmn[:, 1:2], kw["c3"])
+        s_n = similarity_map(x_lmn[:, 2:], y_lmn[:, 2:], kw["c3"])
+        s_c = s_m * s_n
+        s_c_complex = [s_c.abs(), torch.atan2(torch.zeros_like(s_c), s_c)]
+        s_c_complex_pow = [s_c_complex[0] ** kw["beta"], s_c_complex[1] * kw["beta"]]
+        s_c_real_pow = s_c_complex_pow[0] * torch.cos(s_c_complex_pow[1])
+        s = s_vs * s_gm.pow(kw["alpha"]) * s_c_real_pow
+        vs_max = torch.max(vs_x, vs_y)
+        eps = torch.finfo(vs_max.dtype).eps
+        output = s * vs_max
+        return ((output.sum(dim=(-1, -2)) + eps) / (vs_max.sum(dim=(-1, -2)) + eps)).squeeze(-1)
+
+
 #: The splits, by the name of the pyiqa architecture class they reproduce.
 SPLITS: dict[str, type[_Split]] = {
     s.arch: s
@@ -711,6 +770,7 @@ SPLITS: dict[str, type[_Split]] = {
         PieAPPSplit,
         SSIMSplit,
         VIFSplit,
+        VSISplit,
     )
 }
 
