@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,12 @@ import numpy as np
 
 from srforensics import __version__
 from srforensics.errors import SRForensicsError
-from srforensics.execution import allocator_settings, torch_threads
+from srforensics.execution import (
+    allocator_settings,
+    collection_paused,
+    heap_frozen,
+    torch_threads,
+)
 from srforensics.images import (
     DEFAULT_MAX_PIXELS,
     encode_png,
@@ -1558,10 +1563,13 @@ def run_audit(config: AuditConfig) -> AuditRun:
     started = time.perf_counter()
     # The run's thread count from the start: the model and the metrics load (and pyiqa's
     # splits are checked) while the helpers start on the other CPUs.
-    with _helpers(config) as helpers, torch_threads(config.threads):
+    with ExitStack() as stack:
         # Everything is loaded and checked before the run folder is made; loading is timed
         # from the start (torch's first import, when the thread count is set, included).
-        pipe = _Pipeline(config, started=started)
+        with collection_paused():  # imports, and objects that live through the run
+            helpers = stack.enter_context(_helpers(config))
+            stack.enter_context(torch_threads(config.threads))
+            pipe = _Pipeline(config, started=started)
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir):
             if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
@@ -1570,7 +1578,8 @@ def run_audit(config: AuditConfig) -> AuditRun:
                 run_dir / CONFIG_NAME,
                 json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
             )
-            run = _execute(pipe, run_dir, resumed=False, helpers=helpers)
+            with heap_frozen():  # what is loaded is not scanned by the collector
+                run = _execute(pipe, run_dir, resumed=False, helpers=helpers)
     return _with_timing(run, pipe, started)
 
 
@@ -1588,9 +1597,14 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
         data["command"] = list(command)
     config = AuditConfig.from_dict(data)
     started = time.perf_counter()
-    with run_lock(run_dir), _helpers(config) as helpers, torch_threads(config.threads):
-        pipe = _Pipeline(config, started=started)
-        run = _execute(pipe, run_dir, resumed=True, helpers=helpers)
+    with ExitStack() as stack:
+        with collection_paused():
+            stack.enter_context(run_lock(run_dir))
+            helpers = stack.enter_context(_helpers(config))
+            stack.enter_context(torch_threads(config.threads))
+            pipe = _Pipeline(config, started=started)
+        with heap_frozen():
+            run = _execute(pipe, run_dir, resumed=True, helpers=helpers)
     return _with_timing(run, pipe, started)
 
 

@@ -363,6 +363,36 @@ def test_the_model_and_metrics_load_with_the_runs_thread_count(tiny_dataset, tmp
     assert srf_test_plugins.ThreadsAtLoad.loads == [1]
 
 
+def test_the_collector_pauses_while_loading_and_spares_what_was_loaded_during_the_run(
+    tiny_dataset, tmp_path
+):
+    """Loading (imports, the pipeline) runs without automatic collections; the run runs with
+    them, the objects that existed when it started frozen (out of the collector's scans),
+    and unfrozen after. A caller's own frozen heap is left frozen."""
+    import gc
+
+    import srf_test_plugins
+
+    watcher = srf_test_plugins.CollectorWatcher
+    watcher.seen.clear()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    audit_in_process(tiny_dataset, tmp_path / "r", model="srf_test_plugins:CollectorWatcher")
+    (load, *calls) = watcher.seen
+    assert load[:2] == ("load", False)  # loading: no automatic collection
+    assert calls and all(on and frozen > 10_000 for _, on, frozen in calls)
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # as they were
+
+    gc.freeze()
+    try:
+        kept = gc.get_freeze_count()
+        audit_in_process(tiny_dataset, tmp_path / "r2", model="srf_test_plugins:CollectorWatcher")
+        # The caller's freeze is not undone (unfrozen, the count would be 0; frozen
+        # objects that are freed leave it, so it can shrink a little).
+        assert gc.get_freeze_count() > kept // 2
+    finally:
+        gc.unfreeze()
+
+
 def test_a_run_reports_where_its_time_went(tiny_dataset, tmp_path, monkeypatch):
     """``AuditRun.timing`` separates the model's and the metrics' seconds from the rest: a
     model that sleeps 0.1 s per call and a metric that sleeps 0.05 s per call are found where

@@ -812,3 +812,22 @@ def test_helper_processes_tune_their_allocator(tiny_dataset):
         with pool(config, processes=1) as helpers:
             got = helpers.pool.submit(allocator_settings).result(timeout=300)
         assert got is not None and "M_MMAP_THRESHOLD=33554432" in got, pool
+
+
+def test_helper_processes_freeze_what_they_loaded(tmp_path):
+    """A loader process, once ready, and a worker process, once its pipeline is loaded, have
+    their heaps frozen (out of the collector's scans: torch's objects, and the rest)."""
+    import gc
+
+    from srforensics.audit import AuditConfig, _Pipeline
+    from srforensics.bench import make_photos
+    from srforensics.execution import Loaders, Workers
+
+    root = make_photos(tmp_path / "ds", 2, size=64)
+    config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
+    pipe = _Pipeline(config)
+    with Loaders(config.to_dict(), processes=1) as loaders:
+        assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
+        assert loaders.submit(gc.get_freeze_count).result(timeout=60) > 10_000
+    with Workers(config.to_dict(), processes=1) as workers:
+        assert workers.submit(gc.get_freeze_count).result(timeout=300) > 10_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -244,3 +245,19 @@ class Sleepy(Metric):
 
         time.sleep(0.05)
         return (out - ref).abs().mean(dim=(1, 2, 3)).double()
+
+
+class CollectorWatcher(Bicubic):
+    """Bicubic that records, when loaded and at each call, whether automatic garbage
+    collection is on and how many objects the collector has frozen (in ``seen``)."""
+
+    name = "collector-watcher"
+    seen: list[tuple[str, bool, int]] = []
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        CollectorWatcher.seen.append(("load", gc.isenabled(), gc.get_freeze_count()))
+
+    def upscale(self, lr, *, scale):
+        CollectorWatcher.seen.append(("call", gc.isenabled(), gc.get_freeze_count()))
+        return super().upscale(lr, scale=scale)
