@@ -22,7 +22,14 @@ def png_data_uri(data: bytes) -> str:
 def _figure_png(fig) -> str:
     buf = io.BytesIO()
     # Figures are laid out by "constrained" layout: one draw, no bbox_inches="tight" second pass.
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    # zlib level 3, not Pillow's 6: a third of a histogram's time less, files a tenth larger.
+    fig.savefig(
+        buf,
+        format="png",
+        dpi=100,
+        metadata={"Software": None},
+        pil_kwargs={"compress_level": 3},
+    )
     return png_data_uri(buf.getvalue())
 
 
