@@ -533,7 +533,8 @@ class Ledger:
             f", MAX(CASE WHEN metric = ? THEN value END) AS s{i}" for i in range(len(metric_names))
         )
         q = f"""
-        SELECT o.record_id, r.subject, r.attributes, o.variant, o.sample, o.seed, o.status, o.error,
+        SELECT o.record_id, r.subject, r.attributes, o.variant, o.sample,
+               CAST(o.seed AS TEXT) AS seed, o.status, o.error,
                r.path AS input_path, r.sha256 AS input_sha256, l.lr_sha256, o.output_sha256,
                r.hr_path, l.lr_path, o.output_path{picks}
         FROM outputs o JOIN records r USING (record_id)
@@ -577,8 +578,12 @@ class Ledger:
             ],
             axis=1,
         )
-        # Nullable integers: a 63-bit seed must not pass through float64 (NaN rows).
-        return merged.astype({"variant": "Int64", "sample": "Int64", "seed": "Int64"})
+        # Nullable integers. A 63-bit seed must not pass through float64, where a column
+        # with a missing value (a failed output's) puts it: read as text, made an integer.
+        merged["seed"] = pd.array(
+            [None if pd.isna(v) else int(v) for v in df["seed"]], dtype="Int64"
+        )
+        return merged.astype({"variant": "Int64", "sample": "Int64"})
 
     def notes(self) -> pd.DataFrame:
         import pandas as pd

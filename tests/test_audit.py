@@ -363,6 +363,32 @@ def test_the_model_and_metrics_load_with_the_runs_thread_count(tiny_dataset, tmp
     assert srf_test_plugins.ThreadsAtLoad.loads == [1]
 
 
+@pytest.mark.parametrize("loaders", [0, 1])
+def test_each_output_is_made_with_the_seed_of_the_documented_scheme(
+    loaders, tiny_dataset, tmp_path
+):
+    """The ledger's seed of every output is ``model_seed(run_seed, record, variant, sample)``
+    (the manifest's scheme), whether its record was loaded here or by a loader process."""
+    from srforensics.seeding import model_seed
+
+    run, results = audit_in_process(
+        tiny_dataset,
+        tmp_path / "r",
+        protocol="realistic-x4",  # two variants
+        samples=3,
+        loaders=loaders,
+        batch_size=1,
+    )
+    run_seed = json.loads((run.run_dir / "manifest.json").read_text())["seeds"]["run_seed"]
+    ok = results[results.status == "ok"]
+    assert len(ok) == 3 * 2 * 3  # three readable images, two variants, three samples
+    expected = [
+        model_seed(run_seed, r.record_id, int(r.variant), int(r.sample)) for r in ok.itertuples()
+    ]
+    assert ok.seed.astype("int64").tolist() == expected
+    assert len(set(expected)) == len(expected)
+
+
 def test_the_collector_pauses_while_loading_and_spares_what_was_loaded_during_the_run(
     tiny_dataset, tmp_path
 ):
