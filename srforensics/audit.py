@@ -439,6 +439,7 @@ class LoadedLR:
     lr: np.ndarray | None = None
     lr_sha: str | None = None
     error: str | None = None
+    seeds: list[int] = field(default_factory=list)  # the model's seed for each of ``todo``
 
 
 @dataclass
@@ -492,7 +493,8 @@ def load_record(
         return out
     out.hr, out.hr_sha = hr, pixel_sha256(hr)
     for variant, todo in pending.items():
-        lr = LoadedLR(variant, todo)
+        # The model's seeds too: pure, and here they are not computed where the model runs.
+        lr = LoadedLR(variant, todo, seeds=[model_seed(run_seed, rec.id, variant, s) for s in todo])
         try:
             lr.params = protocol.sample(degradation_rng(run_seed, rec.id, variant))
             lr.lr = protocol.apply(hr, lr.params)
@@ -773,9 +775,15 @@ class _Pipeline:
         self._tick(len(pending))
 
     def _unit(self, idx, rec, stem, lr: LoadedLR, hr, hr_t, hr_embedding=None) -> _Unit | None:
-        seeds = [model_seed(self.run_seed, rec.id, lr.variant, s) for s in lr.todo]
         unit = _Unit(
-            rec.id, lr.variant, list(lr.todo), seeds, hr, hr_t, hr_embedding, dict(rec.attributes)
+            rec.id,
+            lr.variant,
+            list(lr.todo),
+            lr.seeds,
+            hr,
+            hr_t,
+            hr_embedding,
+            dict(rec.attributes),
         )
         unit.params, unit.params_json = lr.params, lr.params_json
         if lr.error is not None:
