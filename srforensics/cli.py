@@ -667,12 +667,20 @@ def _cmd_protocols(args: argparse.Namespace) -> int:
         def mark(ok: bool) -> str:
             return "match" if ok else "MISMATCH"
 
+        _say(f"recorded by:       {r.recorded_by}")
+        _say(f"replayed by:       {r.replayed_by}")
         _say(f"input file:        {mark(r.input_matches)}")
         _say(f"prepared HR:       {mark(r.hr_matches)}")
         _say(f"parameters (seed): {mark(r.params_match)}")
         _say(
             f"LR SHA-256:        {mark(r.lr_matches)} (ledger {r.recorded_lr_sha256}, replayed {r.replayed_lr_sha256})"
         )
+        if not r.ok and r.recorded_by != r.replayed_by:
+            _say(
+                "note: another srforensics recorded this run; face detection and the "
+                "operators' arithmetic can change between versions in their last bits, which "
+                "changes hashes (`srforensics verify` recomputes with the recorded parameters)"
+            )
         return 0 if r.ok else 1
     p = load_protocol(args.name)
     _say(f"# {p.source}")

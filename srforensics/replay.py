@@ -146,6 +146,11 @@ class ReplayResult:
     params_match: bool
     recorded_lr_sha256: str
     replayed_lr_sha256: str
+    #: The srforensics that recorded the run and the one replaying it (version, and git
+    #: commit when run from a checkout): face detection and the operators' arithmetic may
+    #: change between versions in their last bits.
+    recorded_by: str = ""
+    replayed_by: str = ""
 
     @property
     def lr_matches(self) -> bool:
@@ -175,8 +180,9 @@ def manifest_protocol(run_dir: Path, manifest: dict[str, Any]):
 
 def replay_lr(run_dir: str | Path, record_id: str, *, variant: int = 0) -> ReplayResult:
     """Recreate one LR of a run from its recorded parameters and compare hashes with the ledger."""
+    from srforensics import __version__
     from srforensics.ledger import LEDGER_NAME, Ledger
-    from srforensics.provenance import MANIFEST_NAME, read_manifest
+    from srforensics.provenance import MANIFEST_NAME, git_commit, read_manifest
 
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
@@ -206,4 +212,14 @@ def replay_lr(run_dir: str | Path, record_id: str, *, variant: int = 0) -> Repla
         params_match=_canonical(fresh) == _canonical(lr_row["params"]),
         recorded_lr_sha256=lr_row["lr_sha256"],
         replayed_lr_sha256=pixel_sha256(lr),
+        recorded_by=_software(manifest.get("srforensics_version"), manifest.get("git")),
+        replayed_by=_software(__version__, git_commit()),
     )
+
+
+def _software(version: str | None, git: dict[str, Any] | None) -> str:
+    """``srforensics 0.1.0 (git 4263232..., dirty)``, as the manifest records it."""
+    where = ""
+    if git:
+        where = f" (git {git.get('commit', '?')}{', dirty' if git.get('dirty') else ''})"
+    return f"srforensics {version or '?'}{where}"

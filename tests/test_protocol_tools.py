@@ -95,6 +95,12 @@ def test_replay_cli_detects_tampered_parameters(tmp_path):
     assert (
         proc.returncode == 0 and proc.stdout.count("match") == 4 and "MISMATCH" not in proc.stdout
     )
+    recorded, replayed = (
+        line.split(":", 1)[1].strip()
+        for line in proc.stdout.splitlines()
+        if line.startswith(("recorded by:", "replayed by:"))
+    )
+    assert recorded == replayed and recorded.startswith("srforensics ")
     with sqlite3.connect(run.run_dir / "ledger.sqlite") as db:
         (params,) = db.execute(
             "SELECT params FROM lrs WHERE record_id='camera' AND variant=1"
@@ -109,7 +115,17 @@ def test_replay_cli_detects_tampered_parameters(tmp_path):
     assert (
         "parameters (seed): MISMATCH" in proc.stdout
         and "LR SHA-256:        MISMATCH" in proc.stdout
+        and "another srforensics" not in proc.stdout  # the same one recorded it
     )
+    # Recorded by another version: the replay says so, beside the mismatch.
+    manifest_path = run.run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["srforensics_version"], manifest["git"] = "0.0.1", {"commit": "0" * 40}
+    manifest_path.write_text(json.dumps(manifest))
+    proc = run_cli("protocols", "replay", str(run.run_dir), "camera", "--variant", "1")
+    assert proc.returncode == 1
+    assert f"recorded by:       srforensics 0.0.1 (git {'0' * 40})" in proc.stdout
+    assert "note: another srforensics recorded this run" in proc.stdout
     proc = run_cli("protocols", "replay", str(run.run_dir), "nobody")
     assert proc.returncode == 2 and "record 'nobody' is not in the run" in proc.stderr
 
