@@ -1569,15 +1569,9 @@ def run_audit(config: AuditConfig) -> AuditRun:
             f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
         )
     started = time.perf_counter()
-    # The run's thread count from the start: the model and the metrics load (and pyiqa's
-    # splits are checked) while the helpers start on the other CPUs.
     with ExitStack() as stack:
-        # Everything is loaded and checked before the run folder is made; loading is timed
-        # from the start (torch's first import, when the thread count is set, included).
-        with collection_paused():  # imports, and objects that live through the run
-            helpers = stack.enter_context(_helpers(config))
-            stack.enter_context(torch_threads(config.threads))
-            pipe = _Pipeline(config, started=started)
+        # Everything is loaded and checked before the run folder is made.
+        helpers, pipe = _load(stack, config, started)
         run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(run_dir):
             if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
@@ -1586,8 +1580,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
                 run_dir / CONFIG_NAME,
                 json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
             )
-            with heap_frozen():  # what is loaded is not scanned by the collector
-                run = _execute(pipe, run_dir, resumed=False, helpers=helpers)
+            run = _execute(pipe, run_dir, resumed=False, helpers=helpers)
     return _with_timing(run, pipe, started)
 
 
@@ -1606,14 +1599,28 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
     config = AuditConfig.from_dict(data)
     started = time.perf_counter()
     with ExitStack() as stack:
-        with collection_paused():
-            stack.enter_context(run_lock(run_dir))
-            helpers = stack.enter_context(_helpers(config))
-            stack.enter_context(torch_threads(config.threads))
-            pipe = _Pipeline(config, started=started)
-        with heap_frozen():
-            run = _execute(pipe, run_dir, resumed=True, helpers=helpers)
+        stack.enter_context(run_lock(run_dir))
+        helpers, pipe = _load(stack, config, started)
+        run = _execute(pipe, run_dir, resumed=True, helpers=helpers)
     return _with_timing(run, pipe, started)
+
+
+def _load(stack: ExitStack, config: AuditConfig, started: float) -> tuple[_Helpers, _Pipeline]:
+    """Start the helpers, set the run's thread count and load the pipeline, each kept
+    open on ``stack`` until the run ends.
+
+    Loading (imports, then objects that live through the run) runs with automatic garbage
+    collection paused; after it, what is loaded is frozen out of the collector's scans
+    until the run ends (:func:`~srforensics.execution.heap_frozen`). Loading is timed from
+    ``started`` (torch's first import, when the thread count is set, included); the model
+    and the metrics load with the run's thread count while the helpers start on the other
+    CPUs."""
+    with collection_paused():
+        helpers = stack.enter_context(_helpers(config))
+        stack.enter_context(torch_threads(config.threads))
+        pipe = _Pipeline(config, started=started)
+    stack.enter_context(heap_frozen())
+    return helpers, pipe
 
 
 def _with_timing(run: AuditRun, pipe: _Pipeline, started: float) -> AuditRun:
