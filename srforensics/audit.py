@@ -230,7 +230,10 @@ class RunTiming:
     records read, prepared and degraded in this process (loader processes' work runs beside
     it and is not counted). :attr:`own_s` is the rest: srforensics's own work (output checks
     and hashes, the ledger, images, the galleries' recomputation, tables, the report) and
-    waiting for helper processes.
+    waiting for helper processes. ``loader_metrics_s`` is not part of the wall time: the
+    seconds loader processes spent, beside this one, on the reference features of the
+    records whose features this process took from them (on the CPU, see
+    :attr:`~srforensics.metrics.Metric.loader_features`).
 
     On a GPU, work is counted where this process waits for it: the model's and the metrics'
     calls copy their results to the CPU and so wait for them; the reference features' GPU
@@ -243,6 +246,7 @@ class RunTiming:
     metrics_s: float
     identity_s: float
     protocol_s: float
+    loader_metrics_s: float = 0.0
 
     @property
     def own_s(self) -> float:
@@ -256,11 +260,20 @@ class RunTiming:
             f"{self.model_s:.1f} s, metrics "
             f"{self.metrics_s:.1f} s, identity {self.identity_s:.1f} s, protocol in this "
             f"process {self.protocol_s:.1f} s, srforensics {self.own_s:.1f} s ({share:.0f}%)"
+            + (
+                f"; beside it, loader processes' reference features {self.loader_metrics_s:.1f} s"
+                if self.loader_metrics_s
+                else ""
+            )
         )
 
 
 #: The parts of :class:`RunTiming` this process times (its fields, less ``wall_s``).
-TIMED_PARTS = tuple(f.name.removesuffix("_s") for f in fields(RunTiming) if f.name != "wall_s")
+TIMED_PARTS = tuple(
+    f.name.removesuffix("_s")
+    for f in fields(RunTiming)
+    if f.name not in ("wall_s", "loader_metrics_s")
+)
 
 
 @dataclass(frozen=True)
@@ -457,6 +470,10 @@ class LoadedRecord:
     hr_params: Any = None
     hr_sha: str | None = None
     lrs: list[LoadedLR] = field(default_factory=list)
+    #: Reference features a loader process computed: ``{metric: (key, features)}``, and
+    #: its seconds on them.
+    features: dict[str, Any] = field(default_factory=dict)
+    features_s: float = 0.0
 
 
 def load_record(
@@ -506,6 +523,66 @@ def load_record(
     return out
 
 
+def build_metrics(
+    names: Sequence[str], config, *, loader: bool = False
+) -> tuple[list[Any], list[dict[str, Any]], dict[str, str]]:
+    """The metrics ``names`` (each named as the user named it), the infos of all of them,
+    and why each unavailable one is.
+
+    ``loader``: only those whose reference features a loader process may compute
+    (:attr:`~srforensics.metrics.Metric.loader_features`), the others not even built."""
+    from srforensics.metrics import METRICS, MetricUnavailable, build_metric
+
+    metrics, infos, unavailable = [], [], {}
+    for name in names:
+        canonical = METRICS.canonical(name)
+        if loader and not getattr(METRICS.get(name), "loader_features", False):
+            continue
+        try:
+            metric = build_metric(name, config)
+        except MetricUnavailable as exc:
+            infos.append(dict(METRICS.get(name).describe(), name=canonical))
+            unavailable[canonical] = str(exc)
+            continue
+        metric.name = canonical  # type: ignore[misc]  # the column is the name the user gave
+        if loader and not (metric.loader_features and metric.requires_reference):
+            continue
+        metrics.append(metric)
+        infos.append(metric.info())
+    return metrics, infos, unavailable
+
+
+def metric_key(metric) -> str:
+    """What must agree for a metric built in a loader process to stand for the driver's:
+    its class, metadata and configuration (downloads aside: a loader downloads nothing)."""
+    c = metric.config
+    ident = {
+        "class": f"{type(metric).__module__}:{type(metric).__qualname__}",
+        "info": metric.info(),
+        "config": [c.scale, c.border, str(c.device)],
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def loader_features(metrics: Sequence[tuple[Any, str]], hr: np.ndarray) -> dict[str, Any]:
+    """Reference features of ``hr`` for each ``(metric, key)``, ready to cross processes:
+    ``{name: (key, portable features)}``. A metric that fails here is left out: the driver
+    computes it again, and reports its failure as its own."""
+    import torch
+
+    from srforensics.metrics.base import portable_features
+
+    hr_t = to_tensor(hr)
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        for metric, key in metrics:
+            try:
+                out[metric.name] = (key, portable_features(metric.reference_features(hr_t)))
+            except Exception:
+                continue
+    return out
+
+
 def _no_poll() -> None:
     """The pipeline's ``poll`` when no loader processes feed it."""
 
@@ -545,12 +622,7 @@ class _Pipeline:
         self.seconds["loading"] = time.perf_counter() - started
 
     def _load_parts(self, config: AuditConfig) -> None:
-        from srforensics.metrics import (
-            DEFAULT_METRICS,
-            MetricConfig,
-            MetricUnavailable,
-            build_metric,
-        )
+        from srforensics.metrics import DEFAULT_METRICS, MetricConfig
 
         self.model = config.load_model(self.device)
         self.card = self.model.card()
@@ -562,30 +634,19 @@ class _Pipeline:
             )
         self.run_seed = self.protocol.seed if config.seed is None else config.seed
         self.variants = self.protocol.variants if config.variants is None else config.variants
-        names = config.metrics or self.protocol.metrics or DEFAULT_METRICS
         mconf = MetricConfig(
             scale=self.scale,
             crop_border=config.crop_border,
             device=self.device,
             allow_downloads=config.allow_downloads,
         )
-        self.metrics = []
-        infos, unavailable = [], {}
-        from srforensics.metrics import METRICS
-
-        for name in names:
-            canonical = METRICS.canonical(name)
-            try:
-                metric = build_metric(name, mconf)
-            except MetricUnavailable as exc:
-                info = dict(METRICS.get(name).describe(), name=canonical)
-                infos.append(info)
-                unavailable[canonical] = str(exc)
-                continue
-            metric.name = canonical  # type: ignore[misc]  # the column is the name the user gave
-            self.metrics.append(metric)
-            infos.append(metric.info())
-        self.metric_infos, self.unavailable = infos, unavailable
+        names = config.metrics or self.protocol.metrics or DEFAULT_METRICS
+        self.metrics, self.metric_infos, self.unavailable = build_metrics(names, mconf)
+        #: Per metric whose reference features a loader process may compute, its key.
+        self.feature_keys = {m.name: metric_key(m) for m in self.metrics if m.loader_features}
+        #: Reference features taken from loader processes (metric computations not made
+        #: here), and the loaders' seconds on the records they came with.
+        self.features_taken, self.loader_metrics_s = 0, 0.0
         from srforensics.metrics.diversity import distance_backend
 
         self.distance_name, self.distance = distance_backend(config.diversity, device=self.device)
@@ -683,7 +744,11 @@ class _Pipeline:
 
     def timing(self, wall_s: float) -> RunTiming:
         """This process's seconds so far, in a run that took ``wall_s``."""
-        return RunTiming(wall_s=wall_s, **{f"{p}_s": s for p, s in self.seconds.items()})
+        return RunTiming(
+            wall_s=wall_s,
+            **{f"{p}_s": s for p, s in self.seconds.items()},
+            loader_metrics_s=self.loader_metrics_s,
+        )
 
     # -- one record: HR, then its LRs, queued for the model --------------------------
     def load(self, idx: int, rec, pending: Mapping[int, Sequence[int]]) -> LoadedRecord:
@@ -733,24 +798,40 @@ class _Pipeline:
         units = [u for u in units if u is not None]
         ref_features = {}
         if units:
-            with self._timed("metrics"):
-                ref_features = self._reference_features(hr_t)  # once per input
+            with self._timed("metrics"):  # once per input; a loader may have computed them
+                taken = self.features_taken
+                ref_features = self._reference_features(hr_t, loaded.features)
+            if self.features_taken > taken:
+                self.loader_metrics_s += loaded.features_s
         for unit in units:
             unit.ref_features = ref_features
             self._queue(unit)
 
-    def _reference_features(self, hr_t) -> dict[str, Any]:
+    def _reference_features(
+        self, hr_t, computed: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Each full-reference metric's share of the work on one HR (see
-        ``Metric.reference_features``), or the exception it raised, reported when scoring."""
+        ``Metric.reference_features``), or the exception it raised, reported when scoring.
+
+        ``computed``: what a loader process computed (:func:`loader_features`), taken for each
+        metric whose key it carries; the others are computed here."""
+        from srforensics.metrics.base import restore_features
+
         features: dict[str, Any] = {}
         for metric in self.metrics:
-            if metric.requires_reference:
+            if not metric.requires_reference:
+                continue
+            key, shipped = (computed or {}).get(metric.name, (None, None))
+            if key is not None and key == self.feature_keys.get(metric.name):
+                f = restore_features(shipped)
+                self.features_taken += 1
+            else:
                 try:
                     f = metric.reference_features(hr_t)
                 except Exception as exc:
                     f = exc
-                if f is not None:
-                    features[metric.name] = f
+            if f is not None:
+                features[metric.name] = f
         return features
 
     def _record_failed(self, base, sha, pending, status: str, error: str) -> None:

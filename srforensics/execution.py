@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -195,6 +196,24 @@ def _protocol_imports(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*(type(s).__module__ for s in steps), *protocol.imports())))
 
 
+def _metric_imports(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """What building the run's metrics imports, for the fork server: each metric's module,
+    and the slow imports it names (``imports()``: pyiqa's, about 5 s in each loader process
+    otherwise, which builds the metrics whose reference features it computes)."""
+    from srforensics.degradations.protocol import load_protocol
+    from srforensics.metrics import DEFAULT_METRICS, METRICS
+
+    modules: list[str] = []
+    try:
+        names = config.get("metrics") or load_protocol(config["protocol"]).metrics
+        for name in names or DEFAULT_METRICS:
+            factory = METRICS.get(name)
+            modules += [factory.__module__, *getattr(factory, "imports", tuple)()]
+    except Exception:  # the driver reports a bad name, with the reason
+        return ()
+    return tuple(dict.fromkeys(modules))
+
+
 def _submit_in_background(pool, fn: Callable[..., Any], *args: Any):
     """``pool.submit(fn, *args)``, made from a thread: a future that follows its result,
     and an event set once the task is submitted (and its process started).
@@ -264,16 +283,41 @@ def _loader_init(config: dict[str, Any], environment: dict[str, str]) -> None:
     protocol = load_protocol(config["protocol"])
     _LOADER["protocol"] = protocol
     _LOADER["max_pixels"] = config["max_pixels"]
-    _warm_up(protocol)
+    _LOADER["metrics"] = _loader_metrics(config, protocol)
+    _warm_up(protocol, _LOADER["metrics"])
     _freeze_heap()
 
 
-def _warm_up(protocol) -> None:
-    """Run the protocol once on a photograph (scikit-image's astronaut, a face): first calls
-    pay for lazy loading (MTCNN's weights and each of its stages, kernels; about 2 s), which
-    is better paid before the process says it is ready than by a record the driver waits
-    for. Nothing of it is kept; the run's seeds are not used."""
+def _loader_metrics(config: dict[str, Any], protocol) -> list[tuple[Any, str]]:
+    """The run's metrics whose reference features this loader computes ahead, with their keys
+    (:func:`srforensics.audit.metric_key`): on the CPU only (a GPU run computes them on its
+    device, in the driver), built as the driver builds them, downloading nothing. Any
+    that cannot be built here are left to the driver."""
+    from srforensics.audit import build_metrics, metric_key, resolve_device
+    from srforensics.metrics import DEFAULT_METRICS, MetricConfig
+    from srforensics.weights import weights_policy
+
+    try:
+        if resolve_device(config["device"]) != "cpu":
+            return []
+        mconf = MetricConfig(scale=protocol.scale, crop_border=config["crop_border"], device="cpu")
+        names = config["metrics"] or protocol.metrics or DEFAULT_METRICS
+        with weights_policy(trust_pickles=False):
+            metrics, _, _ = build_metrics(names, mconf, loader=True)
+    except Exception:
+        return []
+    return [(m, metric_key(m)) for m in metrics]
+
+
+def _warm_up(protocol, metrics: Sequence[tuple[Any, str]] = ()) -> None:
+    """Run the protocol once on a photograph (scikit-image's astronaut, a face), and the
+    ``metrics``' reference features of its HR: first calls pay for lazy loading (MTCNN's
+    weights and each of its stages, kernels; about 2 s), which is better paid before the
+    process says it is ready than by a record the driver waits for. Nothing of it is kept;
+    the run's seeds are not used."""
     import numpy as np
+
+    from srforensics.audit import loader_features
 
     # Her face, 128 px (a small picture: the detector's first calls cost least on it).
     photo = _astronaut()[:256:2, 96:352:2].astype(np.float32) / 255.0
@@ -285,6 +329,7 @@ def _warm_up(protocol) -> None:
         protocol.apply(hr, protocol.sample(np.random.default_rng(0)))
     except Exception:
         pass
+    loader_features(metrics, hr)
 
 
 def _astronaut():
@@ -308,10 +353,11 @@ def _loader_probe() -> str | None:
 
 
 def _loader_run(idx: int, rec, pending: Pending, run_seed: int):
-    """Load one record; the run seed is the driver's (resolved once, in the driver)."""
-    from srforensics.audit import load_record
+    """Load one record, and the reference features of its HR for the metrics this loader
+    computes ahead; the run seed is the driver's (resolved once, in the driver)."""
+    from srforensics.audit import load_record, loader_features
 
-    return load_record(
+    loaded = load_record(
         _LOADER["protocol"],
         idx,
         rec,
@@ -319,6 +365,11 @@ def _loader_run(idx: int, rec, pending: Pending, run_seed: int):
         run_seed=run_seed,
         max_pixels=_LOADER["max_pixels"],
     )
+    if loaded.hr is not None and any(lr.error is None for lr in loaded.lrs):
+        t = time.perf_counter()
+        loaded.features = loader_features(_LOADER["metrics"], loaded.hr)
+        loaded.features_s = time.perf_counter() - t
+    return loaded
 
 
 _OTHER_PROTOCOL = (
@@ -338,10 +389,15 @@ class _HelperPool:
     def __init__(self, config: dict[str, Any], *, processes: int, initializer) -> None:
         from concurrent.futures import ProcessPoolExecutor
 
+        from srforensics.metrics.quality import hub_policy
+
+        # As this process sets it before it imports pyiqa: a fork server that starts now
+        # imports pyiqa for the helpers (see _metric_imports) with the same setting.
+        hub_policy(allow_downloads=bool(config.get("allow_downloads")))
         self.processes = processes
         self.pool = ProcessPoolExecutor(
             max_workers=processes,
-            mp_context=process_context(_protocol_imports(config)),
+            mp_context=process_context((*_protocol_imports(config), *_metric_imports(config))),
             initializer=initializer,
             initargs=(config, dict(os.environ)),
         )

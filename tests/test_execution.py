@@ -136,6 +136,117 @@ def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tm
     assert statuses == {"ok", "no_face", "failed"}
 
 
+#: Full-reference metrics whose reference features a loader computes (fidelity, pyiqa splits
+#: without weight files), one it does not (a plug-in's, not marked), and a no-reference one.
+FEATURE_METRICS = ("psnr", "ssim_rgb", "lr_psnr_hr", "fsim", "vif", "gmsd", "piqe")
+
+
+def test_a_loader_process_computes_the_reference_features_this_process_would(tmp_path):
+    """On the CPU a loader process computes the HR's reference features of each metric marked
+    ``loader_features``: the same tensors, bit for bit, with the same strides and offset, as
+    this process computes; the pipeline takes them (keyed to its own metrics) instead of
+    computing them, and computes the others itself."""
+    import torch
+
+    from srforensics.audit import AuditConfig, _Pipeline
+    from srforensics.bench import make_faces
+    from srforensics.execution import Loaders, torch_threads
+    from srforensics.images import to_tensor
+
+    root = make_faces(tmp_path / "ds", 2)
+    metrics = (*FEATURE_METRICS, "srf_test_plugins:CountedReference")
+    config = AuditConfig(
+        protocol="faces", dataset=str(root), samples=2, identity="off", metrics=metrics
+    )
+    pipe = _Pipeline(config)
+    assert set(pipe.feature_keys) == set(FEATURE_METRICS) - {"piqe"}
+    with Loaders(config.to_dict(), processes=1, share=False) as loaders:
+        assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
+        got = [loaded for _, loaded in loaders.iterate(_items(pipe), pipe)]
+        assert loaders.loaded_here == 0
+    with torch_threads(config.threads):
+        for loaded in got:
+            assert loaded.status == "ok" and loaded.features_s > 0
+            assert set(loaded.features) == set(pipe.feature_keys)
+            hr_t = to_tensor(loaded.hr)
+            taken_before = pipe.features_taken
+            taken = pipe._reference_features(hr_t, loaded.features)
+            assert pipe.features_taken - taken_before == len(pipe.feature_keys)
+            here = pipe._reference_features(hr_t)
+            assert set(taken) == set(here) == set(pipe.feature_keys) | {metrics[-1]}
+            for name, features in here.items():
+                for a, b in zip(taken[name], features, strict=True):
+                    assert (a.dtype, a.shape, a.stride(), a.storage_offset()) == (
+                        b.dtype, b.shape, b.stride(), b.storage_offset()
+                    )  # fmt: skip
+                    assert torch.equal(a, b), name
+            # Features under another metric's key are not taken: computed here.
+            wrong = {n: ("0" * 64, f) for n, (_, f) in loaded.features.items()}
+            taken_before = pipe.features_taken
+            pipe._reference_features(hr_t, wrong)
+            assert pipe.features_taken == taken_before
+
+
+def test_an_audit_takes_its_loaders_reference_features_and_gives_the_same_results(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """With loaders ready from the first record, the reference features of a metric marked
+    ``loader_features`` are computed there (the features carry the process id; the first
+    record, which the audit loads itself rather than wait for it, aside), the others here, a
+    reference whose features fail is still that input's note, and the results are those of
+    the audit without loaders, column for column."""
+    import os
+
+    import srf_test_plugins
+
+    from srforensics import execution
+
+    where, counted = "srf_test_plugins:WhereFeatures", "srf_test_plugins:CountedReference"
+    setup = dict(
+        metrics=("psnr", "ssim_rgb", "fsim", where, counted),
+        samples=2,
+        variants=2,
+        model="srf_test_plugins:NoisyModel",
+    )
+    srf_test_plugins.CountedReference.references.clear()
+    srf_test_plugins.WhereFeatures.seen.clear()
+    local, expected = audit_in_process(tiny_dataset, tmp_path / "local", **setup)
+    assert set(srf_test_plugins.WhereFeatures.seen) == {os.getpid()}
+    assert local.timing.loader_metrics_s == 0
+    iterate = execution.Loaders.iterate
+
+    def when_ready(self, items, pipe):  # the CLI's loaders are ready before its first record
+        assert self.wait_ready(pipe.protocol.sha256, timeout=300)
+        return iterate(self, items, pipe)
+
+    monkeypatch.setattr(execution.Loaders, "iterate", when_ready)
+    srf_test_plugins.CountedReference.references.clear()
+    srf_test_plugins.WhereFeatures.seen.clear()
+    run, results = audit_in_process(tiny_dataset, tmp_path / "loaders", loaders=1, **setup)
+    seen = srf_test_plugins.WhereFeatures.seen
+    loader = set(seen) - {os.getpid()}
+    assert len(loader) == 1  # the loader's: the second and third readable records' outputs
+    assert seen.count(loader.pop()) == 8 and seen.count(os.getpid()) == 4  # 2 variants x 2
+    assert len(srf_test_plugins.CountedReference.references) == 3  # here: not marked
+    assert run.timing.loader_metrics_s > 0
+    assert "loader processes' reference features" in run.timing.describe()
+    pd.testing.assert_frame_equal(results, expected)
+    assert results.loc[results.record_id == "astronaut.png", counted].isna().all()
+
+
+def test_helper_processes_import_what_building_the_metrics_imports():
+    """The fork server imports each metric's module and the slow imports it names (pyiqa's)
+    once, rather than each loader process on its start."""
+    from srforensics.execution import _metric_imports
+
+    assert _metric_imports({"protocol": "bicubic-x4", "metrics": ["psnr"]}) == (
+        "srforensics.metrics.fidelity",
+    )
+    got = _metric_imports({"protocol": "faces", "metrics": None})  # the protocol's metrics
+    assert got == ("srforensics.metrics.fidelity", "srforensics.metrics.quality", "pyiqa")
+    assert _metric_imports({"protocol": "bicubic-x4", "metrics": ["no-such"]}) == ()
+
+
 def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path, monkeypatch):
     """While the processes start, this process loads the records it needs; records sent then
     would be theirs (queued, they cannot be taken back) and loaded twice. Once the processes

@@ -368,3 +368,59 @@ def test_pieapp_split_matches_pyiqa_pieapp():
     assert once.shape == (5, 1)
     np.testing.assert_allclose(once.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     assert len({round(float(v), 6) for v in once.flatten()}) == 5
+
+
+def test_which_metrics_a_loader_process_may_compute_the_reference_features_of():
+    """Only where the features depend on the reference and the configuration alone: the
+    fidelity metrics, pyiqa's full-reference metrics with a split and no weight file; not a
+    metric with weight files, a no-reference metric, nor any metric that does not say so."""
+    from srforensics.metrics import METRICS
+    from srforensics.metrics.base import Metric
+
+    cfg = MetricConfig(scale=4)
+    for name in ("psnr", "ssim", "psnr_rgb", "ssim_rgb", "lr_psnr_hr", "fsim", "vif", "gmsd"):
+        assert METRICS.get(name).loader_features, name
+        assert build_metric(name, cfg).loader_features, name
+    for name in ("lpips", "dists", "piqe", "niqe", "musiq"):
+        assert not METRICS.get(name).loader_features, name
+    assert not build_metric("piqe", cfg).loader_features
+    assert not build_metric("lr_psnr", cfg).loader_features  # no reference
+    assert Metric.loader_features is False  # a plug-in's default
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.rand(2, 3, 8, 8, dtype=torch.float64),
+        lambda: torch.rand(2, 3, 8, 8).contiguous(memory_format=torch.channels_last),
+        lambda: torch.rand(4, 3, 8, 8)[1:3, :, 2:6].transpose(-1, -2),  # a view, offset
+        lambda: torch.rand(1, 3, 8, 8).expand(5, -1, -1, -1),  # stride 0
+        lambda: torch.polar(torch.rand(3, 8), torch.rand(3, 8)),  # complex
+        lambda: torch.arange(6).reshape(2, 3),
+    ],
+)
+def test_features_cross_processes_with_their_values_and_layout(make):
+    """Pickled (as a loader sends them), the features come back with the same bits, size,
+    strides and offset: kernels given another layout may round differently."""
+    import pickle
+
+    from srforensics.metrics.base import portable_features, restore_features
+
+    t = make()
+    (back, none) = restore_features(pickle.loads(pickle.dumps(portable_features((t, None)))))
+    assert none is None
+    assert (back.dtype, back.shape, back.stride(), back.storage_offset()) == (
+        t.dtype, t.shape, t.stride(), t.storage_offset()
+    )  # fmt: skip
+    assert torch.equal(back, t)
+    assert back.untyped_storage().data_ptr() % 64 == 0  # torch's alignment, as the original's
+    assert restore_features(portable_features(None)) is None
+
+
+def test_features_that_cannot_cross_processes_are_refused():
+    from srforensics.metrics.base import PortableTensor
+
+    with pytest.raises(ValueError, match="across processes"):
+        PortableTensor.of(torch.rand(2, requires_grad=True))
+    with pytest.raises(ValueError, match="across processes"):
+        PortableTensor.of(torch.polar(torch.rand(2), torch.rand(2)).conj())

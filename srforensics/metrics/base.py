@@ -54,6 +54,12 @@ class Metric:
     score_range: ClassVar[tuple[float, float] | None] = None
     unit: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: Whether :meth:`reference_features` depends on nothing but the reference and the
+    #: :class:`MetricConfig` (no weight file, no random state), so that the same metric built
+    #: in another process computes the same tensors, bit for bit: an audit's loader
+    #: processes then compute them ahead, beside the model and the metrics (on the CPU).
+    #: False by default; set it only where that holds.
+    loader_features: ClassVar[bool] = False
 
     def __init__(self, config: MetricConfig) -> None:
         self.config = config
@@ -146,3 +152,49 @@ def repeat_features(
         torch.cat([rep(t, n) for t, n in zip(parts, counts, strict=True)])
         for parts in zip(*features, strict=True)
     )
+
+
+@dataclass(frozen=True)
+class PortableTensor:
+    """A CPU tensor as it crosses to another process: its whole storage, with its size,
+    strides and offset (a pickled copy of the values alone could come back with other strides,
+    and kernels that see another layout may sum in another order)."""
+
+    data: Any  # numpy array: the storage's elements
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> PortableTensor:
+        if t.device.type != "cpu" or t.requires_grad or t.is_conj() or t.is_neg():
+            raise ValueError(f"cannot carry a {t.device.type} tensor of this kind across processes")
+        n = t.untyped_storage().nbytes() // t.element_size()
+        whole = t.detach().as_strided((n,), (1,), 0)
+        return cls(whole.numpy().copy(), tuple(t.shape), tuple(t.stride()), t.storage_offset())
+
+    def tensor(self) -> torch.Tensor:
+        """The tensor: same values, size, strides and offset, in memory torch allocated (with
+        torch's alignment, as the original's)."""
+        import torch
+
+        src = torch.from_numpy(self.data)
+        whole = torch.empty(src.shape, dtype=src.dtype)
+        whole.copy_(src)
+        return whole.as_strided(self.size, self.stride, self.offset)
+
+
+def portable_features(features: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """:meth:`Metric.reference_features` in a form that crosses processes (see
+    :class:`PortableTensor`); :func:`restore_features` undoes it."""
+    import torch
+
+    if features is None:
+        return None
+    return tuple(PortableTensor.of(f) if isinstance(f, torch.Tensor) else f for f in features)
+
+
+def restore_features(features: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    if features is None:
+        return None
+    return tuple(f.tensor() if isinstance(f, PortableTensor) else f for f in features)

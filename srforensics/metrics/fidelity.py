@@ -90,6 +90,7 @@ class _Fidelity(Metric):
 
     y_channel: ClassVar[bool] = True
     requires_reference = True
+    loader_features = True  # arithmetic on the reference alone
 
     def __call__(self, out, ref=None, *, lr=None):
         return self.score_reference(out, ref, lr=lr)
@@ -175,6 +176,7 @@ class LRPSNRHR(Metric):
     name = "lr_psnr_hr"
     unit = "dB"
     requires_reference = True
+    loader_features = True  # the reference downscaled
     score_range = (0.0, float("inf"))
     description = (
         "PSNR (RGB) between the output and the HR, both downscaled with MATLAB bicubic "

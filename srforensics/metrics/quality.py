@@ -23,11 +23,16 @@ from srforensics.errors import SRForensicsError
 from srforensics.metrics.base import Metric, MetricConfig, MetricUnavailable
 
 
-def _import_pyiqa(*, allow_downloads: bool = False):
+def hub_policy(*, allow_downloads: bool) -> None:
+    """Without downloads, set ``HF_HUB_OFFLINE``: huggingface_hub reads it when first imported
+    (with pyiqa, here or in a fork server that imports pyiqa for the helper processes), and a
+    hub lookup then fails at once instead of downloading (or retrying for minutes offline)."""
     if not allow_downloads:
-        # huggingface_hub reads this when first imported: a hub lookup then fails at once
-        # instead of downloading (or retrying for minutes offline).
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _import_pyiqa(*, allow_downloads: bool = False):
+    hub_policy(allow_downloads=allow_downloads)
     try:
         import pyiqa
     except Exception as exc:  # pyiqa pulls in many optional packages
@@ -150,6 +155,12 @@ class PyIQAFactory:
             raise SRForensicsError(f"pyiqa has no metric {self.pyiqa_name!r}{hint}")
         return configs[self.pyiqa_name]
 
+    @staticmethod
+    def imports() -> tuple[str, ...]:
+        """What building the metric imports (pyiqa: seconds), for helper processes to import
+        once, in their fork server."""
+        return ("pyiqa",)
+
     def describe(self) -> dict[str, Any]:
         from srforensics import weights as W
 
@@ -167,6 +178,18 @@ class PyIQAFactory:
             "description": f"pyiqa {self.pyiqa_name} ({cfg.get('metric_mode')})"
             + (f"; weights verified by {checks}" if checks else ""),
         }
+
+    @property
+    def loader_features(self) -> bool:
+        """Whether the metric it builds may have its reference features computed in a
+        loader process (see :attr:`Metric.loader_features`): a full-reference metric
+        whose architecture reads no weight file (its built metric says the last word)."""
+        from srforensics import weights as W
+
+        try:
+            return self._config().get("metric_mode") == "FR" and not W.for_metric(self.pyiqa_name)
+        except SRForensicsError:
+            return False
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -214,6 +237,8 @@ class PyIQAMetric(Metric):
         )
         if self._split is not None:
             self.description += "; the reference's features computed once per input"  # type: ignore[misc]
+        #: pyiqa's own formulas on the reference, with no weight file: the same in any process.
+        self.loader_features = self._split is not None and not W.for_metric(pyiqa_name)  # type: ignore[misc]
 
     def __call__(self, out, ref=None, *, lr=None):
         import torch

@@ -223,6 +223,27 @@ class CountedReference(Metric):
         return (out - features[0]).abs().mean(dim=(1, 2, 3)).double()
 
 
+class WhereFeatures(Metric):
+    """Mean absolute error against reference features a loader process may compute
+    (``loader_features``); the features carry the id of the process that computed them, and
+    scoring records it (in ``seen``, in the process that scores)."""
+
+    name = "where-features"
+    higher_is_better = False
+    loader_features = True
+    seen: list[int] = []
+
+    def __call__(self, out, ref=None, *, lr=None):
+        return self.score_reference(out, ref, lr=lr)
+
+    def reference_features(self, ref):
+        return (ref.clone(), torch.full((len(ref),), os.getpid(), dtype=torch.int64))
+
+    def score_features(self, out, features, *, lr=None):
+        type(self).seen.extend(features[1].tolist())
+        return (out - features[0]).abs().mean(dim=(1, 2, 3)).double()
+
+
 class ThreadsAtLoad(Bicubic):
     """Bicubic that records torch's thread count when it is loaded (in ``loads``)."""
 
