@@ -622,7 +622,7 @@ class _Pipeline:
         self.seconds["loading"] = time.perf_counter() - started
 
     def _load_parts(self, config: AuditConfig) -> None:
-        from srforensics.metrics import DEFAULT_METRICS, MetricConfig
+        from srforensics.metrics import MetricConfig, run_metric_names
 
         self.model = config.load_model(self.device)
         self.card = self.model.card()
@@ -640,7 +640,7 @@ class _Pipeline:
             device=self.device,
             allow_downloads=config.allow_downloads,
         )
-        names = config.metrics or self.protocol.metrics or DEFAULT_METRICS
+        names = run_metric_names(config.metrics, self.protocol.metrics)
         self.metrics, self.metric_infos, self.unavailable = build_metrics(names, mconf)
         #: Per metric whose reference features a loader process may compute, its key.
         self.feature_keys = {m.name: metric_key(m) for m in self.metrics if m.loader_features}

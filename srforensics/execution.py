@@ -201,12 +201,12 @@ def _metric_imports(config: Mapping[str, Any]) -> tuple[str, ...]:
     and the slow imports it names (``imports()``: pyiqa's, about 5 s in each loader process
     otherwise, which builds the metrics whose reference features it computes)."""
     from srforensics.degradations.protocol import load_protocol
-    from srforensics.metrics import DEFAULT_METRICS, METRICS
+    from srforensics.metrics import METRICS, run_metric_names
 
     modules: list[str] = []
     try:
-        names = config.get("metrics") or load_protocol(config["protocol"]).metrics
-        for name in names or DEFAULT_METRICS:
+        protocol = load_protocol(config["protocol"])
+        for name in run_metric_names(config.get("metrics"), protocol.metrics):
             factory = METRICS.get(name)
             modules += [factory.__module__, *getattr(factory, "imports", tuple)()]
     except Exception:  # the driver reports a bad name, with the reason
@@ -294,16 +294,14 @@ def _loader_metrics(config: dict[str, Any], protocol) -> list[tuple[Any, str]]:
     device, in the driver), built as the driver builds them, downloading nothing. Any
     that cannot be built here are left to the driver."""
     from srforensics.audit import build_metrics, metric_key, resolve_device
-    from srforensics.metrics import DEFAULT_METRICS, MetricConfig
-    from srforensics.weights import weights_policy
+    from srforensics.metrics import MetricConfig, run_metric_names
 
     try:
         if resolve_device(config["device"]) != "cpu":
             return []
         mconf = MetricConfig(scale=protocol.scale, crop_border=config["crop_border"], device="cpu")
-        names = config["metrics"] or protocol.metrics or DEFAULT_METRICS
-        with weights_policy(trust_pickles=False):
-            metrics, _, _ = build_metrics(names, mconf, loader=True)
+        names = run_metric_names(config["metrics"], protocol.metrics)
+        metrics, _, _ = build_metrics(names, mconf, loader=True)  # no weight file read
     except Exception:
         return []
     return [(m, metric_key(m)) for m in metrics]

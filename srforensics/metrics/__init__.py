@@ -38,6 +38,12 @@ METRICS.register_prefix("pyiqa", "srforensics.metrics.quality:pyiqa_factory")
 DEFAULT_METRICS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb", "lr_psnr")
 
 
+def run_metric_names(chosen, protocol_metrics) -> tuple[str, ...]:
+    """A run's metric names: those chosen (``--metrics``), else its protocol's, else
+    :data:`DEFAULT_METRICS`."""
+    return tuple(chosen or protocol_metrics or DEFAULT_METRICS)
+
+
 def build_metric(name: str, config: MetricConfig) -> Metric:
     """Build a metric by name; raises :class:`MetricUnavailable` with the reason if it cannot run."""
     factory = METRICS.get(name)
@@ -70,4 +76,5 @@ __all__ = [
     "MetricUnavailable",
     "build_metric",
     "describe_metric",
+    "run_metric_names",
 ]

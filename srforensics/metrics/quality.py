@@ -238,7 +238,7 @@ class PyIQAMetric(Metric):
         if self._split is not None:
             self.description += "; the reference's features computed once per input"  # type: ignore[misc]
         #: pyiqa's own formulas on the reference, with no weight file: the same in any process.
-        self.loader_features = self._split is not None and not W.for_metric(pyiqa_name)  # type: ignore[misc]
+        self.loader_features = self._split is not None and factory.loader_features  # type: ignore[misc]
 
     def __call__(self, out, ref=None, *, lr=None):
         import torch
