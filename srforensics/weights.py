@@ -8,6 +8,17 @@ safetensors; a pickle that needs more is refused unless the user trusts it for
 one run (``--trust-weights``, see :func:`weights_policy`). Every file loaded is
 logged, with its SHA-256 and how it was read, for the run's manifest.
 
+Files that another library unpickles itself (pyiqa and torchvision call
+``torch.load(..., weights_only=False)``) are first loaded here with
+``weights_only=True``: a pickle that loads that way refers to nothing but tensors
+and plain containers, so the library's full unpickling of the same bytes runs no
+other code. That proof is what makes a file usable whose full SHA-256 is not
+published (``verify="prefix"``: an 8-hex prefix is found by brute force in
+minutes, so it says nothing about who made the file). A file that fails it is
+refused unless the user passes ``--trust-weights``. The check and the library's
+read are moments apart: someone who can write to the cache folder in between can
+also replace this package, and is outside what the check defends against.
+
 The cache folder is ``$SRFORENSICS_CACHE/weights`` when that variable is set,
 else ``$XDG_CACHE_HOME/srforensics/weights`` (``~/.cache/srforensics/weights``).
 """
@@ -42,9 +53,10 @@ class WeightSpec:
 
     ``verify``: ``sha256`` (the full hash is known), ``prefix`` (only the 8-hex SHA-256
     prefix that the torch.hub naming convention puts in the file name is known, and
-    ``sha256`` holds it; torch.hub checks the same prefix), or ``none`` (no hash is
-    published; allowed only for numeric MATLAB ``.mat`` files, which load without
-    running code). ``target`` is the folder the file must be in: srforensics' cache,
+    ``sha256`` holds it; torch.hub checks the same prefix, which identifies the file
+    but cannot authenticate it, so such a file is used only when it also loads with
+    ``weights_only=True``), or ``none`` (no hash is published; allowed only for
+    numeric MATLAB ``.mat`` files, which load without running code). ``target`` is the folder the file must be in: srforensics' cache,
     pyiqa's (``$TORCH_HOME/hub/pyiqa``) or torch.hub's (``$TORCH_HOME/hub/checkpoints``).
     ``metrics`` names the pyiqa metrics that need the file.
     """
@@ -123,7 +135,7 @@ def for_metric(metric: str) -> list[WeightSpec]:
 def verification(s: WeightSpec) -> str:
     return {
         "sha256": "full SHA-256",
-        "prefix": "SHA-256 prefix in the file name only",
+        "prefix": "SHA-256 prefix in the file name, and a weights_only=True load",
         "none": "none (no published hash; numeric .mat file)",
     }[s.verify]
 
@@ -146,10 +158,16 @@ def require(name: str) -> Path:
     return path
 
 
-def check_spec(path: Path, s: WeightSpec) -> None:
-    """Verify ``path`` as far as ``s`` allows; raise :class:`WeightsError` if it does not match."""
+def check_spec(path: Path, s: WeightSpec) -> str:
+    """Verify ``path`` as far as ``s`` allows; raise :class:`WeightsError` if it does not match.
+
+    Returns how the file was vetted, for the run's log. A pickle that a library will
+    unpickle itself (``target`` pyiqa or torch-hub), and any file known only by a hash
+    prefix, must also pass :func:`check_plain_tensors`.
+    """
     if s.verify == "sha256":
         check_sha256(path, s.sha256 or "", what=f"weights {s.name!r}")
+        how = "full SHA-256"
     elif s.verify == "prefix":
         actual = sha256_file(path)
         if not actual.startswith(s.sha256 or ""):
@@ -157,6 +175,46 @@ def check_spec(path: Path, s: WeightSpec) -> None:
                 f"weights {s.name!r}: {path} has SHA-256 {actual}, which does not start with {s.sha256} "
                 "as its published file name says; refusing to use it"
             )
+        how = "SHA-256 prefix (the full hash is not published)"
+    else:
+        return "no published hash (numeric .mat file)"
+    if s.verify == "prefix" or s.target in ("pyiqa", "torch-hub"):
+        how += "; " + check_plain_tensors(path, what=f"weights {s.name!r}")
+    return how
+
+
+def check_plain_tensors(path: str | Path, *, what: str = "weights") -> str:
+    """Show that the pickle ``path`` holds only tensors and plain containers, or refuse it.
+
+    ``torch.load(weights_only=True)`` accepts only an allow-list of constructors; a file
+    it loads runs nothing else when another library unpickles it fully. A file it refuses
+    (it names other Python objects, as a payload must) raises :class:`WeightsError`,
+    unless :func:`weights_policy` trusts pickles (``--trust-weights``). Safetensors and
+    ``.mat`` files hold no code and pass as they are.
+    """
+    import torch
+
+    path = Path(path)
+    if path.suffix in (".safetensors", ".mat"):
+        return f"{path.suffix[1:]} (no code)"
+    try:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # mmap needs the zip format; legacy files load without it
+            if "mmap" not in str(exc):
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if _TRUST_PICKLES.get():
+            return "needs full unpickling: trusted by --trust-weights"
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise WeightsError(
+            f"{what}: {path} does not load with torch.load(weights_only=True) "
+            f"({type(exc).__name__}: {first[:200]}); unpickling it fully could run code that "
+            "is in it, so it is refused. Use the published file, or, only if you trust where "
+            "this one came from, pass --trust-weights (the manifest records it)"
+        ) from None
+    return "loads with torch.load(weights_only=True)"
 
 
 def check_sha256(path: Path, expected: str, *, what: str) -> str:
@@ -183,9 +241,14 @@ def _place(src: Path, s: WeightSpec) -> Path:
     return dest
 
 
-def import_file(path: str | Path) -> WeightSpec:
-    """Copy a local file into the cache, only when its SHA-256 matches a registered entry."""
-    src = Path(path)
+def import_file(path: str | Path, *, trust_pickles: bool = False) -> WeightSpec:
+    """Copy a local file into the cache, only when it passes its registered entry's checks
+    (:func:`check_spec`); ``trust_pickles`` admits a pickle that needs full unpickling."""
+    with weights_policy(trust_pickles=trust_pickles):
+        return _import_file(Path(path))
+
+
+def _import_file(src: Path) -> WeightSpec:
     if not src.is_file():
         raise WeightsError(f"cannot import {src}: no such file")
     digest = sha256_file(src)
@@ -237,9 +300,10 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
 @dataclass(frozen=True)
 class CacheEntry:
     path: Path
-    status: str  # "ok", "altered", "unknown"
+    status: str  # "ok", "altered", "unsafe", "unverified", "unknown"
     name: str | None
     sha256: str
+    detail: str = ""
 
 
 def verify_cache() -> list[CacheEntry]:
@@ -260,17 +324,21 @@ def verify_cache() -> list[CacheEntry]:
     ]
     for path, s in known:
         digest = sha256_file(path)
+        detail = ""
         if s is None:
             status = "unknown"
         elif s.verify == "none":
-            status = "unverified"
+            status, detail = "unverified", verification(s)
         else:
             try:
-                check_spec(path, s)
+                detail = check_spec(path, s)
                 status = "ok"
-            except WeightsError:
-                status = "altered"
-        out.append(CacheEntry(path, status, s.name if s else None, digest))
+            except WeightsError as exc:
+                # A hash that matches but a pickle that needs full unpickling: not altered
+                # for certain (the full hash is unknown), but not safe to hand to a library.
+                status = "unsafe" if "weights_only=True" in str(exc) else "altered"
+                detail = str(exc)
+        out.append(CacheEntry(path, status, s.name if s else None, digest, detail))
     return out
 
 
@@ -299,6 +367,11 @@ def weights_policy(*, trust_pickles: bool = False) -> Iterator[list[dict[str, An
     finally:
         _TRUST_PICKLES.reset(t1)
         _LOADED.reset(t2)
+
+
+def trusts_pickles() -> bool:
+    """Whether the current :func:`weights_policy` lets pickles be unpickled fully."""
+    return _TRUST_PICKLES.get()
 
 
 def log_weights_file(path: str | Path, *, how: str, sha256: str | None = None) -> None:
@@ -440,9 +513,9 @@ register_weights(
     )
 )
 
-# pyiqa metrics and their torchvision backbones. No full SHA-256 is published for these
-# files; their names carry the 8-hex SHA-256 prefix of the torch.hub convention, which is
-# all that can be checked (torch.hub checks no more). The NIQE/BRISQUE parameter files
+# pyiqa metrics and their torchvision backbones. No full SHA-256 is published for most of
+# these files; their names carry the 8-hex SHA-256 prefix of the torch.hub convention, which
+# can be forged, so check_spec also requires them to load with weights_only=True. The NIQE/BRISQUE parameter files
 # carry no hash at all; they are numeric MATLAB files, loaded without running code.
 _PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 _TV = "https://download.pytorch.org/models"

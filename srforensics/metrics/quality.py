@@ -84,12 +84,19 @@ def weight_files(name: str) -> list[str]:
 
 
 def missing_weights(name: str) -> str | None:
-    """Why pyiqa metric ``name`` cannot be built without downloading, or None when it can.
+    """Why pyiqa metric ``name`` cannot be built without downloading, or None when it can."""
+    return vet_weights(name)[0]
 
-    Files registered for the metric (``srforensics weights list``) must be present
-    where pyiqa looks and pass their verification. Unregistered files are never
-    handed to pyiqa, which unpickles them without checks, unless they are numeric
-    MATLAB ``.mat`` files.
+
+def vet_weights(name: str, *, allow_downloads: bool = False) -> tuple[str | None, dict[str, str]]:
+    """Whether pyiqa may read the weight files of metric ``name``: ``(reason, checks)``.
+
+    ``reason`` is None when it may. Files registered for the metric (``srforensics
+    weights list``) must be present where pyiqa looks and pass :func:`weights.check_spec`,
+    which for a pickle includes a ``weights_only=True`` load (pyiqa unpickles fully).
+    ``checks`` maps each registered file to how it was vetted. Unregistered files are
+    never handed to pyiqa unless they are numeric MATLAB ``.mat`` files, or the user
+    trusts pickles (``--trust-weights``).
     """
     from srforensics import weights as W
 
@@ -103,31 +110,38 @@ def missing_weights(name: str) -> str | None:
             return (
                 f"{files}: weight file(s) not in {folders}; run 'srforensics weights fetch {names}' "
                 "where there is network, or 'srforensics weights import FILE'"
-            )
+            ), {}
+        checks = {}
         for s in specs:
             try:
-                W.check_spec(W.cached_path(s), s)
+                checks[s.file_name] = W.check_spec(W.cached_path(s), s)
             except W.WeightsError as exc:
-                return str(exc)
-        return None
+                return str(exc), {}
+        return None, checks
     files = weight_files(name)
     if not files:
-        return None
+        return None, {}
     cache = pyiqa_cache_dir()
     present = [f for f in files if (cache / f).is_file()]
     shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
-    if not present:
+    if not present and not (allow_downloads and W.trusts_pickles()):
+        why = (
+            "pyiqa would download and unpickle them unverified: pass --trust-weights as well only "
+            "if you trust their source"
+            if allow_downloads
+            else "downloads are off during an audit"
+        )
         return (
             f"{shown}: weight file(s) not in {cache}; srforensics has no registered hash for them, "
-            "so it cannot fetch or import them, and downloads are off during an audit"
-        )
+            f"so it cannot fetch or import them, and {why}"
+        ), {}
     unsafe = [f for f in present if not f.endswith(".mat")]
-    if unsafe:
+    if unsafe and not W.trusts_pickles():
         return (
             f"{unsafe[0]} is in {cache}, but no hash is registered for it; srforensics does not let "
-            "pyiqa unpickle an unverified weight file"
-        )
-    return None
+            "pyiqa unpickle an unverified weight file (pass --trust-weights only if you trust it)"
+        ), {}
+    return None, {f: "no registered hash: trusted by --trust-weights" for f in unsafe}
 
 
 def _parse_range(text: Any) -> tuple[float, float] | None:
@@ -214,10 +228,16 @@ class PyIQAMetric(Metric):
         self.requires_reference = meta["requires_reference"]  # type: ignore[misc]
         self.score_range = _parse_range(factory._config().get("score_range"))  # type: ignore[misc]
         self.description = meta["description"]  # type: ignore[misc]
-        if not config.allow_downloads:
-            reason = missing_weights(pyiqa_name)
-            if reason:
-                raise MetricUnavailable(reason)
+        from srforensics import weights as W
+
+        if config.allow_downloads:  # registered files only, through the verifying fetch
+            for s in W.for_metric(pyiqa_name):
+                if not W.cached_path(s).is_file():
+                    W.fetch(s.name)
+        # Always vetted, downloads or not: pyiqa unpickles what it finds with weights_only=False.
+        reason, checks = vet_weights(pyiqa_name, allow_downloads=config.allow_downloads)
+        if reason:
+            raise MetricUnavailable(reason)
         pyiqa = _import_pyiqa(allow_downloads=config.allow_downloads)
         try:
             self._metric = pyiqa.create_metric(pyiqa_name, as_loss=False, device=config.device)
@@ -225,11 +245,10 @@ class PyIQAMetric(Metric):
             raise MetricUnavailable(
                 f"pyiqa could not create {pyiqa_name!r}: {type(exc).__name__}: {exc}"
             ) from None
-        from srforensics import weights as W
-
         for s in W.for_metric(pyiqa_name):  # the files pyiqa just read, for the manifest
             if W.cached_path(s).is_file():
-                W.log_weights_file(W.cached_path(s), how=f"pyiqa {pyiqa_name}")
+                how = f"pyiqa {pyiqa_name}, after checks: {checks.get(s.file_name, '')}"
+                W.log_weights_file(W.cached_path(s), how=how)
         from srforensics.metrics.pyiqa_split import split_for
 
         self._split = (

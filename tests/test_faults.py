@@ -1,0 +1,177 @@
+"""Fault injection: hostile weight files.
+
+A weight file known only by the 8-hex SHA-256 prefix in its name (the torch.hub
+convention) can be forged: a prefix match is found by brute force in minutes. The
+tests stand in for that brute force by registering the planted file's own prefix in
+place of the published one, which is what a forged file that matches the real prefix
+looks like to the tool. Its payload (a ``__reduce__`` that creates a marker file) must
+never run without ``--trust-weights``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_fresh_python
+
+from srforensics import weights as W
+from srforensics.images import sha256_file
+
+PAYLOAD = textwrap.dedent(
+    """
+    import pathlib, torch
+
+    class Payload:
+        def __init__(self, marker):
+            self.marker = marker
+
+        def __reduce__(self):  # runs on a full unpickle
+            return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+    def plant(path, marker):
+        state = {"conv.weight": torch.zeros(1), "trap": Payload(marker)}
+        torch.save({"params": state}, path)
+    """
+)
+
+
+def _plant(path: Path, marker: Path) -> None:
+    scope: dict = {}
+    exec(PAYLOAD, scope)  # noqa: S102 - the test's own payload
+    scope["plant"](str(path), str(marker))
+
+
+@pytest.fixture()
+def forged_musiq(tmp_path, monkeypatch):
+    """A payload pickle named as MUSIQ's weights, with the registry's prefix made to match it."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("SRFORENSICS_CACHE", str(tmp_path / "cache"))
+    marker = tmp_path / "PAYLOAD-RAN"
+    real = W._REGISTRY["pyiqa-musiq-koniq"]
+    forged = tmp_path / "download" / real.file_name
+    forged.parent.mkdir()
+    _plant(forged, marker)
+    fake = W.WeightSpec(
+        real.name,
+        real.file_name,
+        real.url,
+        sha256_file(forged)[:8],
+        real.licence,
+        real.source,
+        verify="prefix",
+        target=real.target,
+        metrics=real.metrics,
+    )
+    W._REGISTRY[real.name] = fake
+    yield forged, marker, fake
+    W._REGISTRY[real.name] = real
+
+
+def test_a_forged_prefix_file_is_refused_by_import_and_its_payload_never_runs(forged_musiq):
+    forged, marker, spec = forged_musiq
+    with pytest.raises(W.WeightsError, match=r"weights_only=True.*--trust-weights"):
+        W.import_file(forged)
+    assert not W.cached_path(spec).exists()
+    assert not marker.exists()
+
+
+def test_a_forged_file_placed_by_hand_is_reported_unsafe_and_the_metric_unavailable(
+    forged_musiq,
+):
+    from srforensics.metrics import MetricConfig, MetricUnavailable, build_metric
+    from srforensics.metrics.quality import missing_weights
+
+    forged, marker, spec = forged_musiq
+    dest = W.cached_path(spec)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(forged.read_bytes())
+    [entry] = [e for e in W.verify_cache() if e.name == spec.name]
+    assert entry.status == "unsafe" and "weights_only=True" in entry.detail
+    assert "does not load with torch.load(weights_only=True)" in missing_weights("musiq")
+    with pytest.raises(MetricUnavailable, match="weights_only=True"):
+        build_metric("musiq", MetricConfig(scale=4))
+    assert not marker.exists()
+    # Trusting pickles lets the file through (the user's call, and it is logged) ...
+    with W.weights_policy(trust_pickles=True):
+        assert "trusted by --trust-weights" in W.check_spec(dest, spec)
+    # ... and the check itself never unpickles it fully.
+    assert not marker.exists()
+
+
+def test_a_plain_state_dict_known_by_prefix_passes_and_says_how_it_was_checked(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    path = tmp_path / "plain.pth"
+    torch.save({"params": torch.nn.Conv2d(3, 3, 3).state_dict()}, path)
+    spec = W.WeightSpec(
+        "test-plain-prefix",
+        "plain.pth",
+        path.as_uri(),
+        sha256_file(path)[:8],
+        "CC0",
+        "tests",
+        verify="prefix",
+        target="pyiqa",
+    )
+    how = W.check_spec(path, spec)
+    assert how.startswith("SHA-256 prefix") and "loads with torch.load(weights_only=True)" in how
+
+
+@pytest.mark.slow
+def test_the_audit_never_runs_a_forged_weight_file_and_records_why(tmp_path):
+    """End to end, in a fresh process as a user runs it: `weights import`, `weights verify`
+    and an audit asking for MUSIQ, with the forged file placed where pyiqa looks."""
+    root = tmp_path / "data"
+    marker = tmp_path / "PAYLOAD-RAN"
+    code = PAYLOAD + textwrap.dedent(
+        f"""
+        import json, pathlib, sys
+        import numpy as np
+        from PIL import Image
+        from srforensics import weights as W
+        from srforensics.cli import main
+        from srforensics.images import sha256_file
+
+        root = pathlib.Path({str(root)!r}); root.mkdir()
+        rng = np.random.default_rng(0)
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(root / "a.png")
+        real = W._REGISTRY["pyiqa-musiq-koniq"]
+        forged = pathlib.Path({str(tmp_path)!r}) / real.file_name
+        plant(str(forged), {str(marker)!r})
+        W._REGISTRY[real.name] = W.WeightSpec(real.name, real.file_name, real.url,
+            sha256_file(forged)[:8], real.licence, real.source, verify="prefix",
+            target=real.target, metrics=real.metrics)
+        print("IMPORT", main(["weights", "import", str(forged)]))
+        dest = W.cached_path(W.spec(real.name)); dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(forged.read_bytes())
+        print("VERIFY", main(["weights", "verify"]))
+        out = pathlib.Path({str(tmp_path)!r}) / "run"
+        code = main(["audit", "--model", "bicubic", "--protocol", "bicubic-x4", "--dataset",
+                     str(root), "--samples", "1", "--metrics", "psnr,musiq", "--out", str(out),
+                     "--save-images", "none", "--breakdown-boot", "0"])
+        print("AUDIT", code)
+        print("MANIFEST", json.dumps(json.loads((out / "manifest.json").read_text())))
+        """
+    )
+    lines = run_fresh_python(code, tmp_path)
+    assert lines["IMPORT"] == "2" and lines["VERIFY"] == "1" and lines["AUDIT"] == "0"
+    assert not marker.exists(), "the forged weight file's payload ran"
+    manifest = json.loads(lines["MANIFEST"])
+    real_name = W.spec("pyiqa-musiq-koniq").file_name
+    assert manifest["trust_weights"] is False
+    text = json.dumps(manifest)
+    assert "musiq" in text and "weights_only=True" in text
+    assert not any(real_name in f["path"] for f in manifest["weights"])
+    assert any(
+        "musiq" in m and "weights_only=True" in str(why) for m, why in _unavailable(manifest)
+    )
+
+
+def _unavailable(manifest: dict):
+    """(metric, reason) pairs of the metrics the manifest says could not be computed."""
+    return [(m["name"], m["unavailable"]) for m in manifest["metrics"] if m.get("unavailable")]
