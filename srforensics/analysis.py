@@ -11,6 +11,8 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
+    from srforensics.resampling import RecordTable
+
 
 def summarize(results: pd.DataFrame, metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One summary per metric over ``status == 'ok'`` rows: count, mean, median, worst, best.
@@ -152,53 +154,34 @@ IDENTITY_RATES = {
 }
 
 
-def bootstrap_rate(
-    values: np.ndarray,
-    clusters: np.ndarray,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float, float]:
-    """Rate with a percentile bootstrap CI, resampling whole clusters (records) with replacement.
-
-    The N outputs of one record are not independent, so records, not outputs, are resampled.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    ids, inverse = np.unique(clusters, return_inverse=True)
-    sums = np.bincount(inverse, weights=values, minlength=len(ids))
-    counts = np.bincount(inverse, minlength=len(ids)).astype(np.float64)
-    rate = float(sums.sum() / counts.sum())
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(ids), size=(n_boot, len(ids)))
-    boot = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
-    alpha = (1 - level) / 2
-    return rate, float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
-
-
 def identity_rates(
-    results: pd.DataFrame, *, seed: int = 0, n_boot: int = 1000
+    results: pd.DataFrame, *, seed: int = 0, n_boot: int = 1000, level: float = 0.95
 ) -> dict[str, dict[str, Any]]:
-    """Per-run identity rates with 95% bootstrap confidence intervals (records resampled)."""
+    """Per-run identity rates with record-level intervals (:mod:`srforensics.resampling`).
+
+    The same draws as the breakdown's ``overall`` row, so the two print the same interval.
+    """
+    from srforensics.resampling import RecordTable, Resampling, estimate
+
     ok = results[results["status"] == "ok"]
+    cols = [c for c in IDENTITY_RATES if c in ok and ok[c].notna().any()]
+    if not cols:
+        return {}
+    rs = Resampling(n_boot=n_boot, seed=seed, level=level)
+    est = estimate(RecordTable.from_outputs(ok, cols), rs, OVERALL_KEY)
     out: dict[str, dict[str, Any]] = {}
-    for col, meaning in IDENTITY_RATES.items():
-        if col not in ok:
-            continue
-        rows = ok[ok[col].notna()]
-        if rows.empty:
-            continue
-        rate, lo, hi = bootstrap_rate(
-            rows[col].to_numpy(), rows["record_id"].to_numpy(), seed=seed, n_boot=n_boot
-        )
+    for col in cols:
+        row = est.row(col)
         out[col] = {
-            "meaning": meaning,
-            "rate": rate,
-            "ci_low": lo,
-            "ci_high": hi,
-            "ci_level": 0.95,
-            "n_outputs": int(len(rows)),
-            "n_records": int(rows["record_id"].nunique()),
+            "meaning": IDENTITY_RATES[col],
+            "rate": row["mean"],
+            "ci_low": row["ci_low"],
+            "ci_high": row["ci_high"],
+            "ci_method": row["ci_method"],
+            "ci_level": level,
+            "n_outputs": row["n_outputs"],
+            "n_records": row["n_records"],
+            "resampling": rs.describe(),
         }
     return out
 
@@ -206,7 +189,23 @@ def identity_rates(
 # -- demographic breakdowns ------------------------------------------------------------------
 #: Per-output error indicators whose group rates get the NIST IR 8429 max/geomean disparity.
 ERROR_RATES = ("id_swap", "id_false_match", "inconsistent", "face_missing")
+#: Groups with fewer records than this are "small": flagged everywhere, skipped by gates
+#: unless a gate includes them.
 DEFAULT_MIN_GROUP = 30
+#: The key of the whole run's random stream (see :func:`srforensics.resampling.stream`).
+OVERALL_KEY = ("overall",)
+BREAKDOWN_COLUMNS = [
+    "metric",
+    "feature",
+    "group",
+    "n_records",
+    "n_outputs",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "ci_method",
+    "small",
+]
 
 
 def with_error_columns(results: pd.DataFrame) -> pd.DataFrame:
@@ -228,8 +227,21 @@ def features(
     return singles + (pairs if intersections else [])
 
 
-def _label(values: Any) -> str:
-    return "×".join(str(v) for v in values) if isinstance(values, tuple) else str(values)
+def group_tables(
+    ok: pd.DataFrame, columns: Sequence[str], feature: Sequence[str]
+) -> dict[str, RecordTable]:
+    """The :class:`RecordTable` of each group of ``feature`` (records whose value is known),
+    groups in sorted order. Attributes belong to records, so a record is in one group."""
+    from srforensics.resampling import RecordTable, group_codes
+
+    labels, known = group_codes(ok, feature)
+    if not known.any():
+        return {}
+    part = ok[known]
+    table = RecordTable.from_outputs(part, columns)
+    of_record = dict(zip(part["record_id"], labels[known], strict=False))
+    record_labels = np.array([of_record[r] for r in table.records], dtype=object)
+    return {str(g): table.take(record_labels == g) for g in sorted(set(record_labels))}
 
 
 def breakdown(
@@ -237,121 +249,95 @@ def breakdown(
     columns: Sequence[str],
     attribute_names: Sequence[str],
     *,
-    n_boot: int = 200,
+    n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
     min_group: int = DEFAULT_MIN_GROUP,
     intersections: bool = True,
 ) -> pd.DataFrame:
-    """Overall and per-group count, mean and bootstrap CI of every column (fairlearn ``MetricFrame``).
+    """Overall and per-group mean of every column, with record-level intervals.
 
-    Rows: ``metric, feature, group, n, mean, ci_low, ci_high, small``. One MetricFrame per
-    feature evaluates every metric on the same bootstrap replicates (``y_pred`` carries
-    row indices into the metric columns); the overall row comes from the first one. Groups
-    with fewer than ``min_group`` outputs are flagged ``small``. fairlearn's bootstrap
-    resamples rows (outputs).
+    Rows: :data:`BREAKDOWN_COLUMNS`. ``n_records`` and ``n_outputs`` count the records
+    (people's images) and the outputs with a value; a group is ``small`` when it has
+    fewer than ``min_group`` records. The ``overall`` row uses every record, whatever
+    its attributes. Group means are those of fairlearn's ``MetricFrame.by_group`` on the
+    outputs (checked in the tests); the intervals resample records, stratified by group
+    (:mod:`srforensics.resampling`), which fairlearn's row bootstrap does not.
     """
     import pandas as pd
-    from fairlearn.metrics import MetricFrame
+
+    from srforensics.resampling import RecordTable, Resampling, estimate
 
     ok = results[results["status"] == "ok"].reset_index(drop=True)
     columns = [c for c in columns if c in ok and pd.api.types.is_numeric_dtype(ok[c])]
-    alpha = (1 - level) / 2
     rows: list[dict[str, Any]] = []
     if ok.empty or not columns:
-        return pd.DataFrame(
-            rows, columns=["metric", "feature", "group", "n", "mean", "ci_low", "ci_high", "small"]
-        )
-    data = {c: ok[c].to_numpy(dtype=np.float64) for c in columns}
+        return pd.DataFrame(rows, columns=BREAKDOWN_COLUMNS)
+    rs = Resampling(n_boot=n_boot, seed=seed, level=level)
 
-    def mean_of(col):
-        def f(yt, yp):
-            v = data[col][yp.astype(int)]
-            v = v[np.isfinite(v)]
-            return float(v.mean()) if v.size else float("nan")
+    def add(est, feature: str, group: str) -> None:
+        for c in columns:
+            row = est.row(c)
+            if row["n_outputs"]:
+                small = feature != "overall" and row["n_records"] < min_group
+                rows.append(dict(metric=c, feature=feature, group=group, small=small, **row))
 
-        return f
-
-    funcs = {c: mean_of(c) for c in columns}
-    for k, feat in enumerate(features(list(attribute_names), intersections=intersections)):
-        mask = ok[list(feat)].notna().all(axis=1).to_numpy()
-        sel = ok.index.to_numpy()[mask]
-        if len(sel) == 0:
-            continue
-        sensitive = ok.loc[mask, list(feat)].astype(str).reset_index(drop=True)
-        import warnings
-
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            mf = MetricFrame(
-                metrics=funcs,
-                y_true=np.zeros(len(sel)),
-                y_pred=sel.astype(float),
-                sensitive_features=sensitive,
-                n_boot=n_boot,
-                ci_quantiles=[alpha, 1 - alpha],
-                random_state=seed,
-            )
-        counts = ok.loc[mask].groupby(list(feat))[columns].count()
-        if (
-            k == 0
-        ):  # the overall row, from the first frame (over rows where that attribute is known)
-            for c in columns:
-                n = int(np.isfinite(data[c][sel]).sum())
-                if n:
-                    rows.append(
-                        {
-                            "metric": c,
-                            "feature": "overall",
-                            "group": "all",
-                            "n": n,
-                            "mean": float(mf.overall[c]),
-                            "ci_low": float(mf.overall_ci[0][c]),
-                            "ci_high": float(mf.overall_ci[1][c]),
-                            "small": False,
-                        }
-                    )
-        by, lo, hi = mf.by_group, mf.by_group_ci[0], mf.by_group_ci[1]
-        for group in by.index:
-            key = group if isinstance(group, tuple) else (group,)
-            for c in columns:
-                idx = key if len(key) > 1 else key[0]
-                n = (
-                    int(counts.loc[idx, c]) if idx in counts.index else 0
-                )  # fairlearn lists empty combinations too
-                if n == 0:
-                    continue
-                rows.append(
-                    {
-                        "metric": c,
-                        "feature": "×".join(feat),
-                        "group": _label(group),
-                        "n": n,
-                        "mean": float(by.loc[group, c]),
-                        "ci_low": float(lo.loc[group, c]),
-                        "ci_high": float(hi.loc[group, c]),
-                        "small": n < min_group,
-                    }
-                )
-    return pd.DataFrame(rows)
+    add(estimate(RecordTable.from_outputs(ok, columns), rs, OVERALL_KEY), "overall", "all")
+    for feat in features(list(attribute_names), intersections=intersections):
+        label = "×".join(feat)
+        for group, table in group_tables(ok, columns, feat).items():
+            add(estimate(table, rs, (label, group)), label, group)
+    return pd.DataFrame(rows, columns=BREAKDOWN_COLUMNS)
 
 
-def _group_stats(values: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
-    sums = np.bincount(codes, weights=values, minlength=k)
-    counts = np.bincount(codes, minlength=k)
+#: What each disparity means, for the report and the JSON.
+DISPARITY_MEANING = {
+    "difference": "highest group value minus lowest (0 = parity)",
+    "ratio": "lowest group value over highest (1 = parity, smaller = larger gap)",
+    "max_over_geomean": "highest group rate over the geometric mean of the group rates "
+    "(NIST IR 8429; 1 = parity)",
+}
+#: Continuity correction of max/geomean when some group's rate is 0 (not all): each
+#: group's rate becomes (events + 0.5) / (outputs + 1) (Haldane-Anscombe).
+CONTINUITY = 0.5
+
+
+def disparity_stats(
+    means: np.ndarray, *, n: np.ndarray | None = None, binary: bool = True
+) -> dict[str, np.ndarray]:
+    """Difference, ratio and max over geometric mean of group values, one per row.
+
+    ``means``: ``(k,)`` or ``(B, k)`` group values; ``n``: the groups' numbers of
+    outputs (same shape), for the continuity correction of 0/1 rates. All-zero values
+    are parity (ratio 1, max/geomean 1). With some zero group rate (not all),
+    max/geomean uses continuity-corrected rates; a zero mean of a non-rate column
+    leaves it undefined (NaN), as does a negative value for ratio and max/geomean.
+    """
+    m = np.atleast_2d(np.asarray(means, dtype=np.float64))
+    hi, lo = m.max(axis=1), m.min(axis=1)
+    all_zero = hi == 0
+    negative = lo < 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts
+        ratio = np.where(all_zero & ~negative, 1.0, lo / hi)
+        ratio = np.where(negative, np.nan, ratio)
+        some_zero = (lo == 0) & ~all_zero
+        rates = m
+        if n is not None and binary:
+            nn = np.atleast_2d(np.asarray(n, dtype=np.float64))
+            corrected = (m * nn + CONTINUITY) / (nn + 2 * CONTINUITY)
+            rates = np.where(some_zero[:, None], corrected, m)
+        geo = np.exp(np.mean(np.log(rates), axis=1))
+        mog = rates.max(axis=1) / geo
+    mog = np.where(all_zero, 1.0, mog)
+    mog = np.where(negative | (some_zero & (n is None or not binary)), np.nan, mog)
+    out = {"difference": hi - lo, "ratio": ratio, "max_over_geomean": mog}
+    return out if np.ndim(means) > 1 else {k: v[:1] for k, v in out.items()}
 
 
-def disparity_stats(means: np.ndarray) -> dict[str, float]:
-    """Difference (max - min), ratio (min / max) and max over geometric mean of group values."""
-    means = np.asarray(means, dtype=np.float64)
-    hi, lo = float(means.max()), float(means.min())
-    ratio = lo / hi if hi != 0 else float("nan")
-    with np.errstate(divide="ignore"):
-        geo = float(np.exp(np.mean(np.log(means)))) if (means > 0).all() else 0.0
-    mog = hi / geo if geo > 0 else float("inf")
-    return {"difference": hi - lo, "ratio": ratio, "max_over_geomean": mog}
+def _extreme(name: str, perm: np.ndarray, observed: float) -> np.ndarray:
+    """Permutation values at least as far from parity as the observed one."""
+    tol = 1e-12 * max(1.0, abs(observed))
+    return perm <= observed + tol if name == "ratio" else perm >= observed - tol
 
 
 def disparities(
@@ -365,56 +351,210 @@ def disparities(
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Disparities of ``column`` across the groups of ``feature``, each with a bootstrap CI.
+    """Disparities of ``column`` across the groups of ``feature``: estimates, intervals, a test.
 
-    Difference and ratio for every metric; max over geometric mean of the group rates
-    (NIST IR 8429) for error rates. Small groups are left out unless ``include_small``.
-    The bootstrap resamples outputs within each group (stratified), so every group keeps its size.
+    Every group is resampled as in :func:`breakdown` (whole records, stratified by group,
+    the same draws), so a group's interval here is its interval there. For each
+    statistic of :func:`disparity_stats`:
+
+    - ``value``: the statistic of the group means (NIST IR 8429 for max/geomean);
+    - ``bias_corrected``: ``value`` less its bootstrap bias, on the log scale for ratio
+      and max/geomean (the max of noisy group values is biased away from parity), kept
+      within the statistic's range;
+    - ``ci_low`` / ``ci_high``: the percentile interval shifted by the same bias;
+    - ``p_parity``: the share of permutations of the group labels over records whose
+      statistic is at least as far from parity (a test of "every group has the same
+      value" that keeps each record's outputs together).
+
+    Groups with fewer than ``min_group`` records are left out (listed, with their
+    counts, in ``small_groups``) unless ``include_small``. A value that cannot be given
+    is ``None`` with the reason beside it: the result is strict JSON.
     """
-    ok = results[(results["status"] == "ok") & results[column].notna()]
-    ok = ok[ok[list(feature)].notna().all(axis=1)]
-    labels = ok[list(feature)].astype(str).agg("×".join, axis=1).to_numpy()
-    groups, codes = np.unique(labels, return_inverse=True)
-    counts = np.bincount(codes, minlength=len(groups))
-    keep = counts >= (1 if include_small else min_group)
-    small = [str(g) for g, k in zip(groups, keep, strict=True) if not k]
-    values = ok[column].to_numpy(dtype=np.float64)
+    from srforensics.resampling import MIN_RECORDS_FOR_INTERVAL, Resampling, estimate, stream
+
+    rs = Resampling(n_boot=n_boot, seed=seed, level=level)
+    label = "×".join(feature)
+    ok = results[(results["status"] == "ok")]
     out: dict[str, Any] = {
         "metric": column,
-        "feature": "×".join(feature),
+        "feature": label,
         "groups": {},
-        "small_groups": small,
+        "small_groups": {},
+        "min_group_records": min_group,
+        "resampling": rs.describe(),
+        "meaning": DISPARITY_MEANING,
     }
-    if keep.sum() < 2:
+    tables = group_tables(ok, [column], feature) if column in ok else {}
+    tables = {g: t for g, t in tables.items() if t.counts.sum() > 0}
+    for g, t in tables.items():
+        est = estimate(t, rs, (label, g))
+        n_rec = int(est.n_records[0])
+        small = n_rec < min_group
+        included = (not small or include_small) and n_rec >= MIN_RECORDS_FOR_INTERVAL
+        out["groups"][g] = dict(est.row(column), small=small, included=included)
+        if small:
+            out["small_groups"][g] = n_rec
+        out["groups"][g]["_reps"] = est.replicates[:, 0]
+    kept = [g for g, d in out["groups"].items() if d["included"]]
+    reps = {g: out["groups"][g].pop("_reps") for g in list(out["groups"])}
+    if len(kept) < 2:
+        need = "records" if include_small else f"{min_group}+ records"
         out["unavailable"] = (
-            f"needs at least two groups of {'any size' if include_small else f'{min_group}+ outputs'}; "
-            f"found {int(keep.sum())}"
+            f"needs at least two groups of {need} with values of {column}; found {len(kept)}"
+            + (f" (small groups: {_counts(out['small_groups'])})" if out["small_groups"] else "")
         )
         return out
-    means = _group_stats(values, codes, len(groups))
-    for g, m, n, k in zip(groups, means, counts, keep, strict=True):
-        out["groups"][str(g)] = {"mean": float(m), "n": int(n), "included": bool(k)}
-    stats = disparity_stats(means[keep])
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(codes == i) for i in range(len(groups)) if keep[i]]
-    boot = {name: [] for name in stats}
-    for _ in range(n_boot):
-        bm = np.array([values[rng.choice(idx, size=len(idx))].mean() for idx in members])
-        for name, v in disparity_stats(bm).items():
-            boot[name].append(v)
+    means = np.array([out["groups"][g]["mean"] for g in kept])
+    counts = np.array([out["groups"][g]["n_outputs"] for g in kept], dtype=float)
+    binary = bool(tables[kept[0]].binary[0])
+    point = disparity_stats(means, n=counts, binary=binary)
+    boot_means = np.column_stack([reps[g] for g in kept])
+    boot = disparity_stats(boot_means, n=np.broadcast_to(counts, boot_means.shape), binary=binary)
+    perm = _permutation_stats(
+        [tables[g] for g in kept], n_boot, stream(seed, ("permutation", column, label)), binary
+    )
     alpha = (1 - level) / 2
-    for name, v in stats.items():
-        arr = np.asarray(boot[name], dtype=np.float64)
-        # No interpolation: a replicate in which some group's rate is 0 has an infinite max/geomean.
-        out[name] = {
-            "value": v,
-            "ci_low": float(np.quantile(arr, alpha, method="lower")),
-            "ci_high": float(np.quantile(arr, 1 - alpha, method="higher")),
-        }
-    kept = {g: d for g, d in out["groups"].items() if d["included"]}
-    out["highest_group"] = max(kept, key=lambda g: kept[g]["mean"])
-    out["lowest_group"] = min(kept, key=lambda g: kept[g]["mean"])
+    for name in ("difference", "ratio", "max_over_geomean"):
+        out[name] = _disparity_entry(name, float(point[name][0]), boot[name], perm[name], alpha)
+    out["parity_test"] = {
+        "method": "permutation of the group labels over records",
+        "n_permutations": n_boot,
+    }
+    vals = {g: out["groups"][g]["mean"] for g in kept}
+    out["highest_group"] = max(vals, key=vals.get)
+    out["lowest_group"] = min(vals, key=vals.get)
     return out
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None and numpy scalars as Python numbers: strict
+    JSON has no NaN or Infinity (a None sits beside its reason where one is given)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
+
+
+def fairness_findings(
+    bd: pd.DataFrame, disparity_rows: Sequence[Mapping[str, Any]] = (), *, top: int = 3
+) -> list[str]:
+    """Plain sentences for the report: per attribute, the largest gaps between groups.
+
+    For each single attribute, and each metric with two or more groups that are not
+    small and have intervals, the gap is the highest group mean minus the lowest. It is
+    "beyond the intervals' noise" when those two groups' intervals do not overlap (for
+    error rates, also when the permutation test of parity in ``disparity_rows`` rejects
+    at 5%). Gaps are ranked by their size relative to the overall interval's width; the
+    ``top`` largest are told, or, when none is beyond noise, the largest one.
+    """
+    if bd is None or not len(bd):
+        return []
+    tests = {(d["metric"], d["feature"]): d for d in disparity_rows if "unavailable" not in d}
+    overall = bd[bd["feature"] == "overall"].set_index("metric")
+    sentences = []
+    singles = [f for f in dict.fromkeys(bd["feature"]) if f != "overall" and "×" not in f]
+    for feature in singles:
+        gaps = []
+        part = bd[(bd["feature"] == feature) & ~bd["small"] & bd["ci_low"].notna()]
+        for metric, rows in part.groupby("metric", sort=False):
+            if len(rows) < 2:
+                continue
+            hi, lo = rows.loc[rows["mean"].idxmax()], rows.loc[rows["mean"].idxmin()]
+            gap = float(hi["mean"] - lo["mean"])
+            if gap <= 0:
+                continue
+            beyond = bool(lo["ci_high"] < hi["ci_low"])
+            d = tests.get((metric, feature))
+            p = d["difference"].get("p_parity") if d else None
+            if p is not None:
+                beyond = beyond or p < 0.05
+            width = 1.0
+            if metric in overall.index and pd_notna(overall.loc[metric, "ci_low"]):
+                width = float(overall.loc[metric, "ci_high"] - overall.loc[metric, "ci_low"]) or 1.0
+            gaps.append((gap / width, metric, hi, lo, gap, beyond, p))
+        if not gaps:
+            continue
+        gaps.sort(key=lambda g: -g[0])
+        chosen = [g for g in gaps if g[5]][:top] or gaps[:1]
+        for _, metric, hi, lo, gap, beyond, p in chosen:
+            verdict = (
+                "beyond the intervals' noise"
+                if beyond
+                else "within the intervals' noise (their intervals overlap)"
+            )
+            test = f"; permutation test of parity p = {p:.3g}" if p is not None else ""
+            sentences.append(
+                f"{feature}: the largest gap in {metric} is {gap:.4g}, between {hi['group']} "
+                f"({hi['mean']:.4g}, 95% CI {hi['ci_low']:.4g}–{hi['ci_high']:.4g}, "
+                f"{int(hi['n_records'])} records) and {lo['group']} ({lo['mean']:.4g}, "
+                f"95% CI {lo['ci_low']:.4g}–{lo['ci_high']:.4g}, {int(lo['n_records'])} records): "
+                f"{verdict}{test}."
+            )
+    return sentences
+
+
+def pd_notna(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and not np.isfinite(v))
+
+
+def _counts(small: dict[str, int]) -> str:
+    return ", ".join(f"{g} ({n} record{'s' * (n != 1)})" for g, n in small.items())
+
+
+_RANGE = {"difference": (0.0, np.inf), "ratio": (0.0, 1.0), "max_over_geomean": (1.0, np.inf)}
+
+
+def _disparity_entry(
+    name: str, value: float, boot: np.ndarray, perm: np.ndarray, alpha: float
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"meaning": DISPARITY_MEANING[name]}
+    if not np.isfinite(value):
+        entry.update(value=None, bias_corrected=None, ci_low=None, ci_high=None, p_parity=None)
+        entry["reason"] = (
+            "undefined: a group's value is 0 (not a 0/1 rate) or negative"
+            if name != "difference"
+            else "undefined"
+        )
+        return entry
+    log = name in ("ratio", "max_over_geomean")
+    b = boot[np.isfinite(boot) & ((boot > 0) if log else True)]
+    f, inv = (np.log, np.exp) if log else (lambda x: x, lambda x: x)
+    lo_r, hi_r = _RANGE[name]
+    if value <= 0 and log:  # a ratio of 0: no log scale; the plain percentile interval
+        f, inv = (lambda x: x, lambda x: x)
+        b = boot[np.isfinite(boot)]
+    if b.size:
+        bias = float(np.mean(f(b)) - f(value))
+        corrected = float(np.clip(inv(f(value) - bias), lo_r, hi_r))
+        lo = float(np.clip(inv(np.quantile(f(b), alpha) - 2 * bias), lo_r, hi_r))
+        hi = float(np.clip(inv(np.quantile(f(b), 1 - alpha) - 2 * bias), lo_r, hi_r))
+    else:
+        corrected, lo, hi = value, None, None
+    valid = perm[np.isfinite(perm)]
+    p = (1 + int(_extreme(name, valid, value).sum())) / (1 + valid.size) if valid.size else None
+    entry.update(value=value, bias_corrected=corrected, ci_low=lo, ci_high=hi, p_parity=p)
+    return entry
+
+
+def _permutation_stats(
+    tables: Sequence[RecordTable], n_perm: int, rng: np.random.Generator, binary: bool
+) -> dict[str, np.ndarray]:
+    """The statistics under ``n_perm`` permutations of group labels over records."""
+    sums = np.concatenate([t.sums[:, 0] for t in tables])
+    counts = np.concatenate([t.counts[:, 0] for t in tables])
+    labels = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
+    k, m = len(tables), len(labels)
+    perm = rng.permuted(np.broadcast_to(labels, (n_perm, m)), axis=1)
+    flat = (perm + (np.arange(n_perm) * k)[:, None]).ravel()
+    gs = np.bincount(flat, weights=np.tile(sums, n_perm), minlength=n_perm * k).reshape(n_perm, k)
+    gc = np.bincount(flat, weights=np.tile(counts, n_perm), minlength=n_perm * k).reshape(n_perm, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return disparity_stats(gs / gc, n=gc, binary=binary)
 
 
 #: The report's galleries of worst cases: (name, title, per-input column, sort, what it shows).

@@ -99,7 +99,7 @@ class AuditConfig:
     sampler_args: Mapping[str, Any] = field(default_factory=dict)
     batch_size: int = 8
     diversity: str = "auto"
-    breakdown_boot: int = 200
+    breakdown_boot: int = 1000
     identity: str = "auto"
     face_embedder: str = "facenet-vggface2"
     face_weights: str | None = None
@@ -1539,7 +1539,7 @@ def _execute(
         run_dir,
         sensitive=pipe.dataset.sensitive_attributes if config.breakdown_boot else (),
         seed=pipe.run_seed,
-        n_boot=config.breakdown_boot or 200,
+        n_boot=config.breakdown_boot or 1000,
         read=final,
     )
     from srforensics.images import sha256_file
@@ -1560,8 +1560,15 @@ def _execute(
     if identity_info is not None:
         from srforensics.analysis import identity_rates
 
-        identity_info["rates"] = identity_rates(scored.results, seed=pipe.run_seed)  # scores only
+        identity_info["rates"] = identity_rates(  # scores only
+            scored.results, seed=pipe.run_seed, n_boot=config.breakdown_boot or 1000
+        )
     manifest["identity"] = identity_info
+    from srforensics.resampling import Resampling
+
+    manifest["resampling"] = Resampling(
+        n_boot=config.breakdown_boot or 1000, seed=pipe.run_seed
+    ).describe()
     manifest["metrics"] = [
         dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos
     ]
@@ -1599,7 +1606,7 @@ def export_tables(
     *,
     sensitive: Sequence[str] = (),
     seed: int = 0,
-    n_boot: int = 200,
+    n_boot: int = 1000,
     read: LedgerTables | None = None,
 ) -> list[Path]:
     """``results`` (one row per output, with flags), ``per_input`` (one row per LR) and, when the
@@ -1610,6 +1617,7 @@ def export_tables(
         LedgerTables,
         breakdown,
         disparities,
+        json_safe,
         with_error_columns,
     )
 
@@ -1623,15 +1631,17 @@ def export_tables(
         columns = [m["name"] for m in ledger.metrics() if not m.get("unavailable")]
         columns += [c for c in ERROR_RATES if c in scored and c not in columns]
         tables["breakdown"] = breakdown(scored, columns, sensitive, seed=seed, n_boot=n_boot)
+        # The gates' default: groups of fewer records are flagged small and left out.
         disp = [
-            disparities(scored, c, (a,), include_small=True, n_boot=max(n_boot, 500), seed=seed)
+            disparities(scored, c, (a,), n_boot=n_boot, seed=seed)
             for c in ERROR_RATES
             if c in scored and scored[c].notna().any()
             for a in sensitive
         ]
         path = run_dir / "disparities.json"
         path.write_text(
-            json.dumps(disp, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+            json.dumps(json_safe(disp), indent=2, sort_keys=True, allow_nan=False) + "\n",
+            encoding="utf-8",
         )
         extra.append(path)
     paths = []

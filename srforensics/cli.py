@@ -205,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="bootstrap replicates for the per-group breakdown CIs (default 200); 0 skips the "
-        "breakdowns, e.g. for a quick smoke run",
+        help="bootstrap replicates of every interval (records resampled, default 1000); 0 skips "
+        "the breakdowns, e.g. for a quick smoke run",
     )
     a.add_argument(
         "--diversity",
@@ -370,7 +370,17 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="copy a local file into the cache if its SHA-256 matches a registered entry"
     )
     wi.add_argument("file")
-    wt.add_parser("verify", help="re-hash every file in the cache; exit 1 if any was altered")
+    wi.add_argument(
+        "--trust-weights",
+        action="store_true",
+        help="admit a pickle that does not load with torch.load(weights_only=True) (it can run "
+        "code when unpickled); only for a file whose source you trust",
+    )
+    wt.add_parser(
+        "verify",
+        help="re-hash every file in the cache and check that pickles hold only tensors; exit 1 "
+        "if any was altered or is unsafe",
+    )
 
     g = sub.add_parser(
         "gate",
@@ -552,17 +562,24 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _say(f"outputs: {counts}")
     if run.timing is not None:
         _say(run.timing.describe())
-    failed = _print_verdicts(run.verdicts or [])
+    status = _print_verdicts(run.verdicts or [])
     _say(f"run folder: {run.run_dir}")
     _say(f"manifest SHA-256: {run.manifest_sha256}")
     _say(run.report)
-    return 1 if failed else 0
+    return status
 
 
-def _print_verdicts(verdicts) -> bool:
+def _print_verdicts(verdicts) -> int:
+    """Print each verdict; the exit status they give (0 pass, 1 fail, 2 could not judge)."""
+    from srforensics.gates import exit_status
+
     for v in verdicts:
-        _say(f"{'PASS' if v.passed else 'FAIL'} {v.name}: {v.message}")
-    return any(not v.passed for v in verdicts)
+        _say(f"{v.status.upper() if v.status != 'pass' else 'PASS'} {v.name}: {v.message}")
+    status = exit_status(verdicts)
+    if status == 2:
+        names = ", ".join(v.name for v in verdicts if v.status == "error")
+        _say(f"srforensics: error: gate(s) that could not be judged: {names}", file=sys.stderr)
+    return status
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
@@ -573,7 +590,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         write_junit(verdicts, args.junit)
     if args.json:
         write_json(verdicts, args.json)
-    return 1 if _print_verdicts(verdicts) else 0
+    return _print_verdicts(verdicts)
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -724,15 +741,17 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         _say(W.fetch(args.name))
         return 0
     if args.action == "import":
-        s = W.import_file(args.file)
+        s = W.import_file(args.file, trust_pickles=args.trust_weights)
         _say(f"imported {args.file} as {s.name!r}: {W.cached_path(s)}")
         return 0
     entries = W.verify_cache()
     for e in entries:
-        _say(f"{e.status:<8} {e.path.name:<30} {e.name or '-':<20} {e.sha256}")
+        _say(f"{e.status:<10} {e.path.name:<30} {e.name or '-':<20} {e.sha256}")
+        if e.status in ("altered", "unsafe"):
+            _say(f"    {e.detail}")
     if not entries:
         _say(f"the cache {W.cache_dir()} holds no weight files")
-    return 1 if any(e.status == "altered" for e in entries) else 0
+    return 1 if any(e.status in ("altered", "unsafe") for e in entries) else 0
 
 
 def _cmd_review(args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -25,8 +25,22 @@ A gate file (YAML)::
         value: 1.5
         include_small: false
 
-Every condition is judged on the end of its confidence interval that makes the gate
-conservative: the lower bound for ``>=``/``>``, the upper bound for ``<=``/``<``.
+Intervals resample whole records, stratified by group, with the run's seed
+(:mod:`srforensics.resampling`): the same intervals as the breakdown and
+``disparities.json`` for the same ``n_boot``.
+
+- A ``statistic: mean`` gate is judged on the end of its interval that makes it
+  conservative: the lower bound for ``>=``/``>``, the upper bound for ``<=``/``<``.
+- A ``disparity`` gate that limits a gap (``difference``/``max_over_geomean`` with
+  ``<=``/``<``, ``ratio`` with ``>=``/``>``) passes when the conservative end of the
+  bias-corrected interval meets the limit; otherwise it fails only when a permutation
+  test of parity (group labels permuted over records) rejects at ``1 - level``: a model
+  with equal group values fails such a gate at most that often. Other disparity gates
+  are judged on the conservative bound alone.
+- ``familywise: bonferroni`` judges each of the file's m comparisons (a gate, or one
+  group of a ``by`` gate) at level ``1 - (1 - level) / m``.
+- A gate that cannot be judged (no values, too few records, only small groups) is an
+  error, not a failure: exit status 2, and a JUnit ``error`` element.
 """
 
 from __future__ import annotations
@@ -48,6 +62,7 @@ if TYPE_CHECKING:
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 DISPARITIES = ("difference", "ratio", "max_over_geomean")
+FAMILYWISE = ("none", "bonferroni")
 _GATE_FIELDS = {
     "name",
     "metric",
@@ -83,10 +98,11 @@ class Gate:
 @dataclass(frozen=True)
 class GateFile:
     gates: tuple[Gate, ...]
-    min_group_size: int = 30
+    min_group_size: int = 30  # records
     n_boot: int = 1000
     level: float = 0.95
     source: str = ""
+    familywise: str = "none"
 
 
 @dataclass
@@ -95,9 +111,18 @@ class Verdict:
     passed: bool
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
+    status: str = ""  # "pass", "fail" or "error" (could not be judged)
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            self.status = "pass" if self.passed else "fail"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _error(name: str, message: str, detail: dict[str, Any] | None = None) -> Verdict:
+    return Verdict(name, False, f"could not judge: {message}", detail or {}, status="error")
 
 
 def _attrs(raw: Any, where: str) -> tuple[str, ...]:
@@ -164,6 +189,12 @@ def parse_gates(data: Any, *, source: str = "<gates>") -> GateFile:
                 include_small=bool(g.get("include_small", False)),
             )
         )
+    unknown = sorted(set(data) - {"gates", "min_group_size", "n_boot", "familywise"})
+    if unknown:
+        raise GateError(
+            f"{source}: unknown field(s) {', '.join(unknown)}; allowed: familywise, gates, "
+            "min_group_size, n_boot"
+        )
     min_group = data.get("min_group_size", 30)
     n_boot = data.get("n_boot", 1000)
     if (
@@ -173,7 +204,10 @@ def parse_gates(data: Any, *, source: str = "<gates>") -> GateFile:
         or n_boot < 100
     ):
         raise GateError(f"{source}: min_group_size must be >= 1 and n_boot >= 100")
-    return GateFile(tuple(gates), min_group, n_boot, 0.95, source)
+    familywise = data.get("familywise", "none")
+    if familywise not in FAMILYWISE:
+        raise GateError(f"{source}: familywise must be one of {', '.join(FAMILYWISE)}")
+    return GateFile(tuple(gates), min_group, n_boot, 0.95, source, familywise)
 
 
 def load_gates(path: str | Path) -> GateFile:
@@ -191,172 +225,259 @@ def _conservative(op: str, low: float, high: float) -> float:
     return low if op in (">=", ">") else high
 
 
-def _judge_mean(
-    g: Gate, rows: pd.DataFrame, gate_file: GateFile, seed: int
-) -> tuple[dict, bool, str]:
-    """Mean of ``g.metric`` over ``rows`` with a record-level bootstrap CI, judged on its conservative bound."""
-    from srforensics.analysis import bootstrap_rate
-
-    rate, lo, hi = bootstrap_rate(
-        rows[g.metric].to_numpy(), rows["record_id"].to_numpy(), seed=seed, n_boot=gate_file.n_boot
-    )
-    passed = bool(OPS[g.op](_conservative(g.op, lo, hi), g.value))
-    text = (
-        f"mean {g.metric} {_fmt(rate)} (95% CI {_fmt(lo)}–{_fmt(hi)}), needs {g.op} {_fmt(g.value)}"
-    )
-    return {"mean": rate, "ci_low": lo, "ci_high": hi, "n": int(len(rows))}, passed, text
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
 
 
 def _message(g: Gate, passed: bool, text: str) -> str:
     return text if passed or not g.message else f"{g.message} — {text}"
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
+def _bound_name(op: str) -> str:
+    return "lower" if op in (">=", ">") else "upper"
+
+
+def _judge_mean(g: Gate, row: dict[str, Any], level: float) -> tuple[bool | None, str]:
+    """A group's (or the run's) mean, judged on its conservative bound; None: cannot judge."""
+    pct = f"{level * 100:.4g}%"
+    if row["ci_low"] is None:
+        return None, f"mean {g.metric} {_fmt(row['mean'])} has no interval ({row['ci_method']})"
+    bound = _conservative(g.op, row["ci_low"], row["ci_high"])
+    passed = bool(OPS[g.op](bound, g.value))
+    text = (
+        f"mean {g.metric} {_fmt(row['mean'])} ({pct} CI {_fmt(row['ci_low'])}–{_fmt(row['ci_high'])}, "
+        f"{row['n_records']} records, {row['n_outputs']} outputs); judged on the {_bound_name(g.op)} "
+        f"bound {_fmt(bound)} {g.op} {_fmt(g.value)}"
+    )
+    return passed, text
+
+
+def _limits_gap(g: Gate) -> bool:
+    if g.disparity == "ratio":
+        return g.op in (">=", ">")
+    return g.op in ("<=", "<")
+
+
+def _comparisons(gate_file: GateFile, ok: pd.DataFrame, tables) -> int:
+    """How many comparisons the file makes: one per gate, one per judged group of a ``by``."""
+    m = 0
+    for g in gate_file.gates:
+        if g.by and g.metric in ok:
+            m += max(1, sum(1 for t in tables(g).values() if _judged(g, t, gate_file)))
+        else:
+            m += 1
+    return m
+
+
+def _judged(g: Gate, table, gate_file: GateFile) -> bool:
+    n = int((table.counts[:, 0] > 0).sum())
+    return n > 0 and (g.include_small or n >= gate_file.min_group_size)
 
 
 def evaluate(gate_file: GateFile, results: pd.DataFrame, *, seed: int = 0) -> list[Verdict]:
-    """Judge every gate on ``results`` (one row per output, as exported); raises GateError on data errors."""
-    from srforensics.analysis import disparities, with_error_columns
+    """Judge every gate on ``results`` (one row per output, as exported).
+
+    Raises :class:`GateError` for a gate naming a column or attribute the run does not
+    have; a gate that exists but cannot be judged gives an ``error`` verdict.
+    """
+    from srforensics.analysis import OVERALL_KEY, group_tables, with_error_columns
+    from srforensics.resampling import RecordTable, Resampling, estimate
 
     results = with_error_columns(results)
-    ok = results[results["status"] == "ok"]
-    verdicts = []
     for g in gate_file.gates:
         if g.metric not in results:
             raise GateError(f"gate {g.name!r}: the run has no column {g.metric!r}")
         for a in g.by + g.across:
             if a not in results:
                 raise GateError(f"gate {g.name!r}: the run has no attribute {a!r}")
-        test = OPS[g.op]
+    ok = results[results["status"] == "ok"]
+    cache: dict[tuple, dict] = {}
+
+    def tables(g: Gate):
+        key = (g.metric, g.by)
+        if key not in cache:
+            cache[key] = group_tables(ok, [g.metric], g.by)
+        return cache[key]
+
+    level = gate_file.level
+    m = _comparisons(gate_file, ok, tables) if gate_file.familywise == "bonferroni" else 1
+    level = 1 - (1 - gate_file.level) / m
+    rs = Resampling(n_boot=gate_file.n_boot, seed=seed, level=level)
+    family = (
+        f"; Bonferroni over {m} comparisons: each at level {level:.4g}"
+        if gate_file.familywise == "bonferroni"
+        else ""
+    )
+    verdicts = []
+    for g in gate_file.gates:
         if g.disparity:
-            d = disparities(
-                results,
-                g.metric,
-                g.across,
-                min_group=gate_file.min_group_size,
-                include_small=g.include_small,
-                n_boot=gate_file.n_boot,
-                seed=seed,
-            )
-            if "unavailable" in d:
-                verdicts.append(
-                    Verdict(
-                        g.name,
-                        False,
-                        f"cannot judge {g.disparity} of {g.metric} across "
-                        f"{'×'.join(g.across)}: {d['unavailable']}",
-                        d,
-                    )
-                )
+            verdicts.append(_judge_disparity(g, results, gate_file, rs, seed, family))
+            continue
+        if not g.by:
+            rows = ok[ok[g.metric].notna()]
+            if rows.empty:
+                verdicts.append(_error(g.name, f"no output has a value of {g.metric}"))
                 continue
-            stat = d[g.disparity]
-            bound = _conservative(g.op, stat["ci_low"], stat["ci_high"])
-            worst = (
-                d["lowest_group"]
-                if g.disparity == "ratio" and g.op in (">=", ">")
-                else d["highest_group"]
-            )
-            passed = bool(test(bound, g.value))
-            text = (
-                f"{g.disparity} of {g.metric} across {'×'.join(g.across)} is {_fmt(stat['value'])} "
-                f"(95% CI {_fmt(stat['ci_low'])}–{_fmt(stat['ci_high'])}); needs {g.op} {_fmt(g.value)}; "
-                f"highest group {'×'.join(g.across)}={d['highest_group']} "
-                f"({_fmt(d['groups'][d['highest_group']]['mean'])}), lowest {d['lowest_group']} "
-                f"({_fmt(d['groups'][d['lowest_group']]['mean'])})"
-            )
-            if d["small_groups"]:
-                text += f"; ignored small groups: {', '.join(d['small_groups'])}"
-            verdicts.append(
-                Verdict(
-                    g.name,
-                    passed,
-                    _message(g, passed, text),
-                    dict(d, worst_group=worst, bound=bound),
-                )
-            )
+            row = estimate(RecordTable.from_outputs(ok, [g.metric]), rs, OVERALL_KEY).row(g.metric)
+            passed, text = _judge_mean(g, row, level)
+            if passed is None:
+                verdicts.append(_error(g.name, text, row))
+            else:
+                verdicts.append(Verdict(g.name, passed, _message(g, passed, text + family), row))
             continue
-        rows = ok[ok[g.metric].notna()]
-        if g.by:
-            rows = rows[rows[list(g.by)].notna().all(axis=1)]
-            labels = rows[list(g.by)].astype(str).agg("×".join, axis=1)
-            failing, checked, skipped = [], {}, []
-            for label, part in rows.groupby(labels):
-                if len(part) < gate_file.min_group_size and not g.include_small:
-                    skipped.append(str(label))
-                    continue
-                stats, ok_group, text = _judge_mean(g, part, gate_file, seed)
-                checked[str(label)] = stats
-                if not ok_group:
-                    failing.append(f"{'×'.join(g.by)}={label}: {text}")
-            if not checked:
-                verdicts.append(
-                    Verdict(
-                        g.name,
-                        False,
-                        f"no group of {'×'.join(g.by)} has {gate_file.min_group_size}+ "
-                        f"outputs with {g.metric}; set include_small to judge small groups",
-                        {"skipped_small_groups": skipped},
-                    )
-                )
+        feature = "×".join(g.by)
+        failing, checked, skipped, unjudged = [], {}, {}, []
+        for label, table in tables(g).items():
+            n = int((table.counts[:, 0] > 0).sum())
+            if n == 0:
                 continue
-            passed = not failing
-            text = (
-                "; ".join(failing)
-                if failing
-                else f"every group of {'×'.join(g.by)} meets {g.op} {_fmt(g.value)}"
-            )
-            if skipped:
-                text += f"; ignored small groups: {', '.join(skipped)}"
-            verdicts.append(
-                Verdict(
-                    g.name,
-                    passed,
-                    _message(g, passed, text),
-                    {"groups": checked, "skipped_small_groups": skipped},
-                )
-            )
-            continue
-        if rows.empty:
-            verdicts.append(Verdict(g.name, False, f"no output has a value of {g.metric}", {}))
-            continue
-        stats, passed, text = _judge_mean(g, rows, gate_file, seed)
-        verdicts.append(
-            Verdict(
-                g.name,
-                passed,
-                _message(g, passed, text),
-                stats,
-            )
+            if not _judged(g, table, gate_file):
+                skipped[label] = n
+                continue
+            row = estimate(table, rs, (feature, label)).row(g.metric)
+            passed, text = _judge_mean(g, row, level)
+            checked[label] = row
+            if passed is None:
+                unjudged.append(f"{feature}={label}: {text}")
+            elif not passed:
+                failing.append(f"{feature}={label}: {text}")
+        detail = {"groups": checked, "small_groups": skipped}
+        small = (
+            f"could not judge small groups (< {gate_file.min_group_size} records): "
+            + ", ".join(f"{k} ({v} records)" for k, v in skipped.items())
+            if skipped
+            else ""
         )
+        if not checked or unjudged:
+            why = "; ".join(unjudged) or (
+                f"no group of {feature} has {gate_file.min_group_size}+ records with {g.metric}; "
+                "set include_small to judge small groups"
+            )
+            verdicts.append(_error(g.name, why + (f"; {small}" if small else ""), detail))
+            continue
+        passed = not failing
+        text = (
+            "; ".join(failing)
+            if failing
+            else f"every group of {feature} meets {g.op} {_fmt(g.value)} on its "
+            f"{_bound_name(g.op)} bound ({len(checked)} groups)"
+        )
+        text += (f"; {small}" if small else "") + family
+        verdicts.append(Verdict(g.name, passed, _message(g, passed, text), detail))
     return verdicts
 
 
+def _judge_disparity(
+    g: Gate, results: pd.DataFrame, gate_file: GateFile, rs, seed: int, family: str
+) -> Verdict:
+    from srforensics.analysis import disparities
+
+    feature = "×".join(g.across)
+    d = disparities(
+        results,
+        g.metric,
+        g.across,
+        min_group=gate_file.min_group_size,
+        include_small=g.include_small,
+        n_boot=gate_file.n_boot,
+        level=rs.level,
+        seed=seed,
+    )
+    if "unavailable" in d:
+        return _error(
+            g.name, f"{g.disparity} of {g.metric} across {feature}: {d['unavailable']}", d
+        )
+    stat = d[g.disparity]
+    if stat["value"] is None or stat["ci_low"] is None:
+        return _error(
+            g.name, f"{g.disparity} of {g.metric} across {feature}: {stat.get('reason')}", d
+        )
+    bound = _conservative(g.op, stat["ci_low"], stat["ci_high"])
+    alpha = 1 - rs.level
+    p = stat["p_parity"]
+    within = bool(OPS[g.op](bound, g.value))
+    hi, lo = d["highest_group"], d["lowest_group"]
+    text = (
+        f"{g.disparity} of {g.metric} across {feature} is {_fmt(stat['value'])}, bias-corrected "
+        f"{_fmt(stat['bias_corrected'])} ({rs.level * 100:.4g}% CI {_fmt(stat['ci_low'])}–"
+        f"{_fmt(stat['ci_high'])}); judged on the {_bound_name(g.op)} bound {_fmt(bound)} "
+        f"{g.op} {_fmt(g.value)}"
+    )
+    if within:
+        passed = True
+    elif _limits_gap(g) and p is not None and p >= alpha:
+        passed = True
+        text += (
+            f", which it does not meet, but the groups are not distinguishable from parity "
+            f"(permutation p = {_fmt(p)} >= {_fmt(alpha)})"
+        )
+    else:
+        passed = False
+        if _limits_gap(g) and p is not None:
+            text += f"; parity rejected (permutation p = {_fmt(p)} < {_fmt(alpha)})"
+    groups = d["groups"]
+    text += (
+        f"; highest group {feature}={hi} ({_fmt(groups[hi]['mean'])}, {groups[hi]['n_records']} "
+        f"records), lowest {lo} ({_fmt(groups[lo]['mean'])}, {groups[lo]['n_records']} records)"
+    )
+    if d["small_groups"] and not g.include_small:
+        text += "; could not judge small groups (< {} records): {}".format(
+            gate_file.min_group_size,
+            ", ".join(f"{k} ({v} records)" for k, v in d["small_groups"].items()),
+        )
+    worst = lo if g.disparity == "ratio" and g.op in (">=", ">") else hi
+    return Verdict(
+        g.name, passed, _message(g, passed, text + family), dict(d, worst_group=worst, bound=bound)
+    )
+
+
 def write_json(verdicts: Sequence[Verdict], path: str | Path) -> None:
-    data = {"passed": all(v.passed for v in verdicts), "gates": [v.to_dict() for v in verdicts]}
+    from srforensics.analysis import json_safe
+
+    data = {
+        "passed": all(v.passed for v in verdicts),
+        "errors": sum(v.status == "error" for v in verdicts),
+        "gates": [v.to_dict() for v in verdicts],
+    }
     Path(path).write_text(
-        json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+        json.dumps(json_safe(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n",
+        encoding="utf-8",
     )
 
 
 def write_junit(
     verdicts: Sequence[Verdict], path: str | Path, *, suite: str = "srforensics gates"
 ) -> None:
-    """JUnit XML: one testsuite, one testcase per gate, a failure element for each failed gate."""
-    failures = sum(not v.passed for v in verdicts)
+    """JUnit XML: one testsuite, one testcase per gate; a ``failure`` element for a failed
+    gate, an ``error`` element for one that could not be judged."""
+    from srforensics.analysis import json_safe
+
+    failures = sum(v.status == "fail" for v in verdicts)
+    errors = sum(v.status == "error" for v in verdicts)
     ts = ET.Element(
-        "testsuite", name=suite, tests=str(len(verdicts)), failures=str(failures), errors="0"
+        "testsuite",
+        name=suite,
+        tests=str(len(verdicts)),
+        failures=str(failures),
+        errors=str(errors),
     )
     for v in verdicts:
         tc = ET.SubElement(ts, "testcase", classname="srforensics.gates", name=v.name)
-        if not v.passed:
-            f = ET.SubElement(tc, "failure", message=v.message)
-            f.text = json.dumps(v.detail, indent=2, sort_keys=True, default=str)
+        if v.status in ("fail", "error"):
+            f = ET.SubElement(tc, "failure" if v.status == "fail" else "error", message=v.message)
+            f.text = json.dumps(json_safe(v.detail), indent=2, sort_keys=True, default=str)
         else:
             ET.SubElement(tc, "system-out").text = v.message
     root = ET.Element("testsuites")
     root.append(ts)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def exit_status(verdicts: Sequence[Verdict]) -> int:
+    """0 when every gate passed, 2 when any could not be judged, else 1."""
+    if any(v.status == "error" for v in verdicts):
+        return 2
+    return 1 if any(v.status == "fail" for v in verdicts) else 0
 
 
 def gate_run(run_dir: str | Path, gate_file: GateFile) -> list[Verdict]:

@@ -122,7 +122,8 @@ def test_breakdown_rows_and_small_groups():
     bd = breakdown(df, ["id_cosine"], ["race", "gender"], n_boot=100)
     assert set(bd.feature) == {"overall", "race", "gender", "race×gender"}
     race = bd[(bd.feature == "race")].set_index("group")
-    assert race.loc["a", "n"] == 20 and race["small"].all()  # 20 < 30
+    assert race.loc["a", "n_records"] == 20 and race.loc["a", "n_outputs"] == 20
+    assert race["small"].all()  # 20 records < 30
     assert (race.ci_low <= race["mean"]).all() and (race["mean"] <= race.ci_high).all()
     assert race.loc["b", "mean"] == pytest.approx(df[df.race == "b"].id_cosine.mean())
 
@@ -231,7 +232,7 @@ def test_gates_ignore_small_groups_unless_told():
         "value": 0.7,
     }
     v = evaluate(parse_gates({"gates": [gate]}), both)[0]
-    assert v.passed and "ignored small groups: z" in v.message
+    assert v.passed and "could not judge small groups (< 30 records): z (5 records)" in v.message
     v = evaluate(parse_gates({"gates": [dict(gate, include_small=True)]}), both)[0]
     assert not v.passed and "race=z" in v.message
 
@@ -297,23 +298,43 @@ def test_gate_cli_exit_codes_junit_and_json(tiny_dataset, tmp_path):
             },
         ],
     }
+    gates["gates"].append(
+        {
+            "name": "psnr-high",
+            "metric": "psnr",
+            "statistic": "mean",
+            "op": ">=",
+            "value": 60,
+            "message": "PSNR stays high",
+        }
+    )
     gate_file = tmp_path / "gates.yaml"
     gate_file.write_text(yaml.safe_dump(gates))
     junit, js = tmp_path / "junit.xml", tmp_path / "gates.json"
     proc = run_cli(
         "gate", str(run), "--gates", str(gate_file), "--junit", str(junit), "--json", str(js)
     )
-    assert proc.returncode == 1, proc.stderr
-    assert (
-        "PASS psnr-overall" in proc.stdout
-        and "FAIL psnr-per-group: every group keeps PSNR — group=b" in proc.stdout
-    )
+    # Group b is one photograph: no interval, so that gate cannot be judged (exit 2), while
+    # the other two are judged and their verdicts still written.
+    assert proc.returncode == 2, proc.stderr
+    assert "PASS psnr-overall" in proc.stdout and "judged on the lower bound" in proc.stdout
+    assert "FAIL psnr-high: PSNR stays high — mean psnr" in proc.stdout
+    assert "ERROR psnr-per-group: could not judge: group=b" in proc.stdout
+    assert "1 record(s)" in proc.stdout
+    assert "could not be judged: psnr-per-group" in proc.stderr
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = suite.findall("testcase")
-    assert [c.get("name") for c in cases] == ["psnr-overall", "psnr-per-group"]
-    assert cases[0].find("failure") is None and "group=b" in cases[1].find("failure").get("message")
-    assert suite.get("tests") == "2" and suite.get("failures") == "1"
-    assert json.loads(js.read_text())["passed"] is False
+    assert [c.get("name") for c in cases] == ["psnr-overall", "psnr-per-group", "psnr-high"]
+    assert cases[0].find("failure") is None and cases[0].find("error") is None
+    assert "group=b" in cases[1].find("error").get("message")
+    assert cases[2].find("failure") is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    written = json.loads(js.read_text())
+    assert written["passed"] is False and written["errors"] == 1
+    failing = tmp_path / "fail.yaml"
+    failing.write_text(yaml.safe_dump({"gates": [gates["gates"][0], gates["gates"][2]]}))
+    assert run_cli("gate", str(run), "--gates", str(failing)).returncode == 1
+    gate_file = failing
 
     passing = tmp_path / "pass.yaml"
     passing.write_text(yaml.safe_dump({"min_group_size": 1, "gates": gates["gates"][:1]}))

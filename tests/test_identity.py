@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import cli_env, run_cli
 
-from srforensics.analysis import bootstrap_rate, identity_rates
+from srforensics.analysis import identity_rates
 from srforensics.faces.identity import (
     InsufficientPairs,
     calibrate_threshold,
@@ -132,14 +132,19 @@ def test_pair_scores_split_genuine_and_impostor():
     assert genuine.tolist() == [1.0] and impostor.tolist() == [0.0, 0.0]
 
 
-def test_bootstrap_resamples_records():
+def test_identity_rates_resample_records():
     values = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=float)
     records = np.array(["a", "a", "b", "b", "c", "c", "d", "d"])
-    rate, lo, hi = bootstrap_rate(values, records, seed=1)
-    assert rate == 0.5 and 0 <= lo < 0.5 < hi <= 1
-    assert bootstrap_rate(np.ones(6), np.array(list("aabbcc")))[1:] == (1.0, 1.0)
     df = pd.DataFrame({"status": ["ok"] * 8, "record_id": records, "id_swap": values})
-    assert identity_rates(df, seed=1)["id_swap"]["rate"] == 0.5
+    r = identity_rates(df, seed=1)["id_swap"]
+    assert r["rate"] == 0.5 and 0 <= r["ci_low"] < 0.5 < r["ci_high"] <= 1
+    assert (r["n_records"], r["n_outputs"], r["ci_method"]) == (4, 8, "bootstrap")
+    # A rate of 1 in every record: the bootstrap is a point, so the Wilson score interval on
+    # 3 records: z = 1.96, p = 1 -> lower bound n / (n + z^2) = 3 / 6.8415 = 0.4385.
+    ones = pd.DataFrame({"status": "ok", "record_id": list("aabbcc"), "id_swap": 1.0})
+    r = identity_rates(ones)["id_swap"]
+    assert r["ci_method"] == "wilson" and r["ci_high"] == 1.0
+    assert r["ci_low"] == pytest.approx(3 / (3 + 1.959964**2), abs=1e-6)
 
 
 def test_audit_with_lab_weights_on_the_sample_faces(face_weights, tmp_path):

@@ -113,31 +113,37 @@ def warm_up() -> None:
     distribution([0.0, 1.0], title="warm-up", higher_is_better=True)
 
 
-def group_means(rows: Sequence[dict], *, metric: str, feature: str) -> str:
-    """Per-group means with their CI as error bars; small groups drawn hollow."""
+def group_means(
+    rows: Sequence[dict], *, metric: str, feature: str, overall: float | None = None
+) -> str:
+    """Per-group means with their CI as error bars, the overall mean as a dashed line, and
+    each group's number of records under its label; small groups drawn hollow, a group
+    without an interval as a bare point."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.6, 2.6), layout="constrained")
+    fig = Figure(figsize=(4.6, 2.8), layout="constrained")
     ax = fig.add_subplot()
-    labels = [str(r["group"]) for r in rows]
-    means = np.array([r["mean"] for r in rows], dtype=float)
-    err = np.array(
-        [[r["mean"] - r["ci_low"] for r in rows], [r["ci_high"] - r["mean"] for r in rows]],
-        dtype=float,
-    )
+    labels = [f"{r['group']}\n{r['n_records']} rec." for r in rows]
     x = np.arange(len(rows))
     for i, r in enumerate(rows):
+        has_ci = r.get("ci_low") is not None and r.get("ci_high") is not None
+        err = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]] if has_ci else None
         ax.errorbar(
             x[i],
-            means[i],
-            yerr=err[:, i : i + 1],
+            r["mean"],
+            yerr=err,
             fmt="o",
             capsize=3,
             color="#4a6fa5",
             markerfacecolor="white" if r["small"] else "#4a6fa5",
         )
-    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
-    ax.set_title(f"{metric} by {feature} (95% CI; hollow: small group)", fontsize=8)
+    if overall is not None:
+        ax.axhline(overall, color="#888888", linestyle="--", linewidth=1)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=6)
+    ax.set_title(
+        f"{metric} by {feature} (95% CI, records resampled; dashed: overall; hollow: small)",
+        fontsize=7,
+    )
     ax.tick_params(labelsize=7)
     return _figure_png(fig)
 

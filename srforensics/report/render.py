@@ -265,10 +265,25 @@ def render_report(
     )
     import pandas as pd
 
-    groups = []
+    from srforensics.analysis import DEFAULT_MIN_GROUP, fairness_findings, json_safe
+
+    groups, bd = [], None
+    disparity_rows = (
+        json.loads((run_dir / "disparities.json").read_text())
+        if (run_dir / "disparities.json").is_file()
+        else []
+    )
     if (run_dir / "breakdown.parquet").is_file():
         bd = pd.read_parquet(run_dir / "breakdown.parquet")
-        groups = bd[bd["feature"] != "overall"].to_dict("records")
+        groups = json_safe(bd[bd["feature"] != "overall"].to_dict("records"))
+    overall = (
+        {
+            r["metric"]: r["mean"]
+            for r in json_safe(bd[bd["feature"] == "overall"].to_dict("records"))
+        }
+        if bd is not None
+        else {}
+    )
     group_figures = []
     for (metric, feature), part in (
         pd.DataFrame(groups).groupby(["metric", "feature"], sort=False) if groups else []
@@ -277,7 +292,12 @@ def render_report(
             "×" not in feature and len(part) > 1
         ):  # single attributes; intersections stay in the table
             group_figures.append(
-                group_means(part.to_dict("records"), metric=metric, feature=feature)
+                group_means(
+                    json_safe(part.to_dict("records")),
+                    metric=metric,
+                    feature=feature,
+                    overall=overall.get(metric),
+                )
             )
     scatter_src = None
     if {"id_cosine", "lr_psnr"} <= set(ok.columns) and ok[["id_cosine", "lr_psnr"]].notna().all(
@@ -291,11 +311,6 @@ def render_report(
             ylabel="identity cosine to HR",
             xline=45.0,
         )
-    disparity_rows = (
-        json.loads((run_dir / "disparities.json").read_text())
-        if (run_dir / "disparities.json").is_file()
-        else []
-    )
     context = dict(
         manifest=manifest,
         manifest_sha256=sha256_file(run_dir / MANIFEST_NAME),
@@ -315,6 +330,10 @@ def render_report(
         consistency=_consistency(results),
         gates=gates,
         groups=groups,
+        fairness_findings=fairness_findings(bd, disparity_rows),
+        resampling=manifest.get("resampling") or {"n_boot": 0, "seed": 0, "level": 0.95},
+        min_group=DEFAULT_MIN_GROUP,
+        n_comparisons=len(groups),
         disparities=disparity_rows,
         group_figures=group_figures,
         scatter_src=scatter_src,
