@@ -681,7 +681,18 @@ class _Pipeline:
             refit=False,  # galleries: this run's own HR parameters, the HR checked by its hash
         )
         records = self.dataset.records
-        self.records = records[: config.limit] if config.limit else records
+        self.limit_info = None
+        if config.limit:
+            from srforensics.data import limit_records
+
+            records, self.limit_info = limit_records(
+                records,
+                config.limit,
+                attributes=self.dataset.sensitive_attributes,
+                seed=self.run_seed,
+            )
+            print(f"audit: --limit {config.limit}: {self.limit_info['how']}", file=sys.stderr)
+        self.records = records
 
     def open(self, run_dir: Path) -> None:
         """Open (or create) the run folder's ledger; nothing is written before this."""
@@ -1482,7 +1493,7 @@ def _execute(
             "text": pipe.protocol.text,
             "resolved": pipe.protocol.resolved(),
         },
-        "dataset": pipe.dataset.info(),
+        "dataset": dict(pipe.dataset.info(), limit=pipe.limit_info),
         "model": pipe.card.to_dict(),
         "metrics": [
             dict(i, unavailable=pipe.unavailable.get(i["name"])) for i in pipe.metric_infos
@@ -1534,10 +1545,18 @@ def _execute(
     finally:
         bar.close()
     final = scored.with_image_paths(ledger, saved)  # the exports' tables; the report's too
+    sensitive = pipe.dataset.sensitive_attributes if config.breakdown_boot else ()
+    if sensitive:  # after the bar's 100 %: say what the run is doing now
+        print(
+            f"audit: per-group breakdowns and disparities of {', '.join(sensitive)} "
+            f"({config.breakdown_boot} record-level replicates) ...",
+            file=sys.stderr,
+            flush=True,
+        )
     exports = export_tables(
         ledger,
         run_dir,
-        sensitive=pipe.dataset.sensitive_attributes if config.breakdown_boot else (),
+        sensitive=sensitive,
         seed=pipe.run_seed,
         n_boot=config.breakdown_boot or 1000,
         read=final,

@@ -1,9 +1,10 @@
 """Datasets: dataset cards and folder + CSV manifests -> :class:`Record` lists.
 
 ``--dataset`` takes a card name (``datasets/NAME.yaml``), a card file, or a
-folder of images. A folder may hold ``metadata.csv`` with a ``path`` column
-(relative to the folder), an optional ``subject`` column and any attribute
-columns; without it every image below the folder is a record. Loading never
+folder of images. A folder may hold a manifest, ``metadata.csv`` or
+``labels.csv``, with a ``path`` (or ``file``) column relative to the folder, an
+optional ``subject`` column and any attribute columns; without one every image
+below the folder is a record, its own subject. Loading never
 downloads anything and never opens a file outside the dataset root.
 """
 
@@ -23,6 +24,9 @@ from srforensics.resources import list_resources
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CSV_NAME = "metadata.csv"
+#: The manifests a dataset folder may hold (one at most), and the columns naming the file.
+CSV_NAMES = (CSV_NAME, "labels.csv")
+PATH_COLUMNS = ("path", "file")
 _CARD_FIELDS = {
     "name",
     "description",
@@ -262,23 +266,31 @@ def load_folder(root: Path) -> Dataset:
     root = root.resolve()
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
-    csv_path = root / CSV_NAME
+    manifests = [root / n for n in CSV_NAMES if (root / n).is_file()]
+    if len(manifests) > 1:
+        raise DatasetError(
+            f"dataset folder {root} holds both {' and '.join(m.name for m in manifests)}; keep one "
+            "manifest (columns: path or file, subject, attributes)"
+        )
+    csv_path = manifests[0] if manifests else root / CSV_NAME
     records: list[Record] = []
     attrs: list[str] = []
     if csv_path.is_file():
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             cols = reader.fieldnames or []
-            if "path" not in cols:
+            key = next((c for c in PATH_COLUMNS if c in cols), None)
+            if key is None:
                 raise DatasetError(
-                    f"{csv_path}: needs a 'path' column (found: {', '.join(cols) or 'none'})"
+                    f"{csv_path}: needs a 'path' or 'file' column naming each image, and may have "
+                    f"'subject', 'id' and attribute columns (found: {', '.join(cols) or 'none'})"
                 )
-            attrs = [c for c in cols if c not in ("path", "subject", "id")]
+            attrs = [c for c in cols if c not in (key, "subject", "id")]
             for line, row in enumerate(reader, start=2):
                 where = f"{csv_path}:{line}"
-                rel = (row.get("path") or "").strip()
+                rel = (row.get(key) or "").strip()
                 if not rel:
-                    raise DatasetError(f"{where}: empty 'path'")
+                    raise DatasetError(f"{where}: empty {key!r}")
                 file, error = _inside(root, rel, where)
                 records.append(
                     Record(
@@ -326,3 +338,48 @@ def load_dataset(spec: str | Path, *, root: str | Path | None = None) -> Dataset
         f"unknown dataset {str(spec)!r}{hint} Give a card name ({', '.join(cards)}), "
         "a dataset card .yaml file, or a folder of images"
     )
+
+
+def limit_records(
+    records: tuple[Record, ...], n: int, *, attributes: tuple[str, ...], seed: int
+) -> tuple[tuple[Record, ...], dict[str, Any]]:
+    """``n`` of ``records``, and how they were chosen (for the manifest).
+
+    With sensitive ``attributes``: a seeded sample stratified over their combined
+    values (a missing value is its own stratum), each stratum's share proportional to
+    its size (largest remainders), kept in the dataset's order. Without: the first
+    ``n`` in the dataset's order, which the description says plainly (on a dataset
+    whose file names begin with an attribute, such as UTKFace's age, that is biased).
+    """
+    import numpy as np
+
+    if n >= len(records):
+        return records, {"limit": n, "how": "all records (the limit is not below their number)"}
+    if not attributes:
+        return records[:n], {
+            "limit": n,
+            "how": "the first N records in the dataset's order (no sensitive attributes to "
+            "stratify over)",
+        }
+    strata: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        strata.setdefault(tuple(str(r.attributes.get(a)) for a in attributes), []).append(i)
+    keys = sorted(strata)
+    quota = np.array([len(strata[k]) for k in keys], dtype=float) * n / len(records)
+    take = np.floor(quota).astype(int)
+    for j in np.argsort(-(quota - take), kind="stable")[: n - int(take.sum())]:
+        take[j] += 1
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) % 2**63, 0x11A117]))
+    chosen: list[int] = []
+    for k, t in zip(keys, take, strict=True):
+        members = strata[k]
+        chosen += [members[i] for i in rng.permutation(len(members))[:t]]
+    picked = tuple(records[i] for i in sorted(chosen))
+    return picked, {
+        "limit": n,
+        "how": "a seeded sample stratified over "
+        + " × ".join(attributes)
+        + " (proportional allocation, largest remainders)",
+        "seed": int(seed),
+        "strata": {"×".join(k): int(t) for k, t in zip(keys, take, strict=True)},
+    }
