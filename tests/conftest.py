@@ -118,7 +118,7 @@ def audit_tiny(
 ):
     """The CLI audit of the tiny dataset that several tests run (bicubic-x4, 2 samples, all images).
 
-    Per-group breakdowns (slow: fairlearn bootstraps) only when a test needs them.
+    Per-group breakdowns (record-level bootstraps) only when a test needs them.
     """
     extra = (*extra, "--breakdown-boot", "200" if breakdowns else "0")
     return run_cli(
