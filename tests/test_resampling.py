@@ -15,6 +15,16 @@ import pytest
 from srforensics.analysis import breakdown, disparities, disparity_stats, identity_rates
 from srforensics.gates import evaluate, exit_status, parse_gates, write_junit
 
+#: The README's example parity gate.
+SWAP_PARITY = {
+    "name": "swap-parity",
+    "metric": "id_swap",
+    "disparity": "max_over_geomean",
+    "across": "race",
+    "op": "<=",
+    "value": 1.5,
+}
+
 
 def _clustered(n_records=40, n_outputs=6, groups="ab", seed=0, rate=None, shift=0.0):
     """Records whose outputs share most of their value (a record effect of sd 0.1, output
@@ -197,16 +207,7 @@ def test_a_fair_model_fails_a_parity_gate_at_most_at_the_nominal_rate():
     gates = parse_gates(
         {
             "n_boot": 400,
-            "gates": [
-                {
-                    "name": "swap-parity",
-                    "metric": "id_swap",
-                    "disparity": "max_over_geomean",
-                    "across": "race",
-                    "op": "<=",
-                    "value": 1.5,
-                }
-            ],
+            "gates": [SWAP_PARITY],
         }
     )
     rng = np.random.default_rng(2026)
@@ -238,15 +239,7 @@ def test_a_planted_disparity_fails_the_parity_gate():
             "id_swap": [float(rng.random() < rate[g]) for g in "abc" for _ in range(300)],
         }
     )
-    gate = {
-        "name": "swap-parity",
-        "metric": "id_swap",
-        "disparity": "max_over_geomean",
-        "across": "race",
-        "op": "<=",
-        "value": 1.5,
-    }
-    [v] = evaluate(parse_gates({"gates": [gate]}), df)
+    [v] = evaluate(parse_gates({"gates": [SWAP_PARITY]}), df)
     assert v.status == "fail" and "parity rejected" in v.message and "race=c" in v.message
     assert "judged on the upper bound" in v.message
 
@@ -256,14 +249,7 @@ def test_a_gate_on_a_metric_without_values_is_an_error_with_junit(tmp_path):
     gates = parse_gates(
         {
             "gates": [
-                {
-                    "name": "swap-parity",
-                    "metric": "id_swap",
-                    "disparity": "max_over_geomean",
-                    "across": "race",
-                    "op": "<=",
-                    "value": 1.5,
-                },
+                SWAP_PARITY,
                 {"name": "m", "metric": "id_swap", "statistic": "mean", "op": "<=", "value": 0.1},
             ]
         }
