@@ -299,7 +299,6 @@ def evaluate(gate_file: GateFile, results: pd.DataFrame, *, seed: int = 0) -> li
             cache[key] = group_tables(ok, [g.metric], g.by)
         return cache[key]
 
-    level = gate_file.level
     m = _comparisons(gate_file, ok, tables) if gate_file.familywise == "bonferroni" else 1
     level = 1 - (1 - gate_file.level) / m
     rs = Resampling(n_boot=gate_file.n_boot, seed=seed, level=level)
