@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -226,7 +226,9 @@ class RunTiming:
     metrics are loaded (their libraries' imports, torch's among them, weights, pyiqa's split
     checks; helper processes start meanwhile); ``model_s``: the model's calls;
     ``metrics_s``: the metrics (the reference features, the scores, the diversity and the
-    per-pixel spread); ``identity_s``: face embeddings and identity scores; ``protocol_s``:
+    per-pixel spread); ``identity_s``: face embeddings and identity scores; ``breakdown_s``:
+    the per-group breakdowns, the disparities and the identity rates with their record-level
+    intervals; ``protocol_s``:
     records read, prepared and degraded in this process (loader processes' work runs beside
     it and is not counted). :attr:`own_s` is the rest: srforensics's own work (output checks
     and hashes, the ledger, images, the galleries' recomputation, tables, the report) and
@@ -246,6 +248,7 @@ class RunTiming:
     metrics_s: float
     identity_s: float
     protocol_s: float
+    breakdown_s: float = 0.0
     loader_metrics_s: float = 0.0
 
     @property
@@ -258,7 +261,8 @@ class RunTiming:
         return (
             f"time: {self.wall_s:.1f} s: loading {self.loading_s:.1f} s, model "
             f"{self.model_s:.1f} s, metrics "
-            f"{self.metrics_s:.1f} s, identity {self.identity_s:.1f} s, protocol in this "
+            f"{self.metrics_s:.1f} s, identity {self.identity_s:.1f} s, breakdowns "
+            f"{self.breakdown_s:.1f} s, protocol in this "
             f"process {self.protocol_s:.1f} s, srforensics {self.own_s:.1f} s ({share:.0f}%)"
             + (
                 f"; beside it, loader processes' reference features {self.loader_metrics_s:.1f} s"
@@ -1560,6 +1564,7 @@ def _execute(
         seed=pipe.run_seed,
         n_boot=config.breakdown_boot or 1000,
         read=final,
+        timed=pipe._timed,
     )
     from srforensics.images import sha256_file
 
@@ -1579,9 +1584,10 @@ def _execute(
     if identity_info is not None:
         from srforensics.analysis import identity_rates
 
-        identity_info["rates"] = identity_rates(  # scores only
-            scored.results, seed=pipe.run_seed, n_boot=config.breakdown_boot or 1000
-        )
+        with pipe._timed("breakdown"):
+            identity_info["rates"] = identity_rates(  # scores only
+                scored.results, seed=pipe.run_seed, n_boot=config.breakdown_boot or 1000
+            )
     manifest["identity"] = identity_info
     from srforensics.resampling import Resampling
 
@@ -1627,18 +1633,13 @@ def export_tables(
     seed: int = 0,
     n_boot: int = 1000,
     read: LedgerTables | None = None,
+    timed: Callable[[str], AbstractContextManager[None]] | None = None,
 ) -> list[Path]:
     """``results`` (one row per output, with flags), ``per_input`` (one row per LR) and, when the
     dataset has sensitive attributes, ``breakdown`` (per group, with CIs) and ``disparities.json``.
-    ``read``: those two tables if already read from ``ledger`` (:class:`LedgerTables`)."""
-    from srforensics.analysis import (
-        ERROR_RATES,
-        LedgerTables,
-        breakdown,
-        disparities,
-        json_safe,
-        with_error_columns,
-    )
+    ``read``: those two tables if already read from ``ledger`` (:class:`LedgerTables`);
+    ``timed("breakdown")``: a context that times the breakdown and the disparities."""
+    from srforensics.analysis import LedgerTables, json_safe
 
     read = read or LedgerTables.read(ledger)
     results = read.results
@@ -1646,17 +1647,8 @@ def export_tables(
     sensitive = [a for a in sensitive if a in results and results[a].notna().any()]
     extra: list[Path] = []
     if sensitive:
-        scored = with_error_columns(results)
-        columns = [m["name"] for m in ledger.metrics() if not m.get("unavailable")]
-        columns += [c for c in ERROR_RATES if c in scored and c not in columns]
-        tables["breakdown"] = breakdown(scored, columns, sensitive, seed=seed, n_boot=n_boot)
-        # The gates' default: groups of fewer records are flagged small and left out.
-        disp = [
-            disparities(scored, c, (a,), n_boot=n_boot, seed=seed)
-            for c in ERROR_RATES
-            if c in scored and scored[c].notna().any()
-            for a in sensitive
-        ]
+        with (timed or (lambda _part: nullcontext()))("breakdown"):
+            disp = _group_tables(tables, results, ledger, sensitive, seed=seed, n_boot=n_boot)
         path = run_dir / "disparities.json"
         path.write_text(
             json.dumps(json_safe(disp), indent=2, sort_keys=True, allow_nan=False) + "\n",
@@ -1669,6 +1661,23 @@ def export_tables(
         df.to_csv(run_dir / f"{name}.csv", index=False)
         paths += [run_dir / f"{name}.parquet", run_dir / f"{name}.csv"]
     return paths + extra
+
+
+def _group_tables(tables, results, ledger, sensitive, *, seed: int, n_boot: int) -> list:
+    """Add ``breakdown`` to ``tables``; return the disparities of each error rate."""
+    from srforensics.analysis import ERROR_RATES, breakdown, disparities, with_error_columns
+
+    scored = with_error_columns(results)
+    columns = [m["name"] for m in ledger.metrics() if not m.get("unavailable")]
+    columns += [c for c in ERROR_RATES if c in scored and c not in columns]
+    tables["breakdown"] = breakdown(scored, columns, sensitive, seed=seed, n_boot=n_boot)
+    # The gates' default: groups of fewer records are flagged small and left out.
+    return [
+        disparities(scored, c, (a,), n_boot=n_boot, seed=seed)
+        for c in ERROR_RATES
+        if c in scored and scored[c].notna().any()
+        for a in sensitive
+    ]
 
 
 def run_audit(config: AuditConfig) -> AuditRun:

@@ -38,6 +38,13 @@ colour changes, and photographic crops of its other sample images.
   and denominator, but the metrics are timed while the loader processes run
   beside them, not alone; the median over the nine audits, with each audit's
   ``own_s`` (srforensics's own seconds) and timing.
+- ``breakdown``: the share of an audit's wall time spent on the per-group breakdowns,
+  the disparities and the identity rates with their record-level intervals (1000
+  replicates, the default): ``bicubic`` on ``faces``, 200 generated faces with two
+  sensitive attributes (5 and 2 groups, from a ``labels.csv``), 2 variants × 2 outputs each (800
+  outputs), in this process after the throughput's warm-up (imports are not in the
+  wall time, so the share is larger than in a fresh ``srforensics audit``). The seconds
+  are :attr:`srforensics.audit.RunTiming.breakdown_s`.
 - ``memory``: peak RSS of an audit of R and 10 R records, each in a fresh
   process (its own high-water mark, ``VmHWM``), and the peak's growth above
   the RSS after imports.
@@ -73,7 +80,7 @@ import numpy as np
 from srforensics.models.base import ModelCard, SRModel
 
 #: What the benchmark can measure (``--parts``), in the order it measures them.
-PARTS = ("throughput", "memory", "workers", "help")
+PARTS = ("throughput", "breakdown", "memory", "workers", "help")
 
 #: Face boxes (row, col, size) in scikit-image's astronaut and camera images.
 _FACES = {"astronaut": (10, 140, 190), "camera": (40, 180, 150)}
@@ -349,6 +356,42 @@ def _audit_process(args: list[str], *, baseline: bool = True) -> tuple[float, di
     }
 
 
+def breakdown_share(tmp: Path, *, records: int, samples: int) -> dict[str, Any]:
+    """An audit of ``records`` labelled faces × ``samples`` outputs: the breakdowns' share."""
+    from srforensics.audit import AuditConfig, run_audit
+
+    faces = make_faces(tmp / "faces-labelled", records, seed=3)
+    rng = np.random.default_rng(3)
+    rows = ["path,subject,race,gender"] + [
+        f"face{i:04d}.png,s{i:04d},r{rng.integers(5)},g{rng.integers(2)}" for i in range(records)
+    ]
+    (faces / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    config = AuditConfig(
+        model="bicubic",
+        protocol="faces",
+        dataset=str(faces),
+        samples=samples,
+        out=str(tmp / "breakdown-run"),
+        identity="off",
+    )
+    t = time.perf_counter()
+    run = run_audit(config)
+    wall = time.perf_counter() - t
+    tm = run.timing
+    return {
+        "model": "bicubic",
+        "protocol": "faces",
+        "records": records,
+        "samples": samples,
+        "outputs": sum(run.counts.values()),
+        "sensitive": ["race", "gender"],
+        "n_boot": config.breakdown_boot,
+        "wall_s": round(wall, 3),
+        "breakdown_s": round(tm.breakdown_s, 3),
+        "breakdown_share": round(tm.breakdown_s / tm.wall_s, 4),
+    }
+
+
 def memory(tmp: Path, *, small: int) -> dict[str, Any]:
     photos = make_photos(tmp / "photos-mem", small * 10, size=64, seed=1)
     out: dict[str, Any] = {"protocol": "bicubic-x4", "samples": 2, "metrics": "psnr,lr_psnr"}
@@ -481,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         "samples": 2 if q else 8,
         "repeats": args.repeats or (1 if q else 9),
         "worker_repeats": 1 if q else 2,
+        "breakdown_records": 8 if q else 200,
+        "breakdown_samples": 1 if q else 2,
         "memory_small": 5 if q else 100,
         "worker_images": 4 if q else 256,
         "worker_px": 64 if q else 288,
@@ -537,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
                 t["overhead_ratio"] for t in result["throughput"] if t["loaders"] == args.loaders
             )
             save()
+        if "breakdown" in parts:
+            _warm_up()
+            result["breakdown"] = breakdown_share(
+                tmp, records=sizes["breakdown_records"], samples=sizes["breakdown_samples"]
+            )
+            save()
         if "memory" in parts:
             result["memory"] = memory(tmp, small=sizes["memory_small"])
             save()
@@ -573,6 +624,12 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{t['wall_s']:>8} {t['model_s']:>8} {t['metrics_s']:>9} {t['overhead_ratio']:>9} "
                 f"{t['in_run_ratio']:>7}"
             )
+    if "breakdown" in result:
+        b = result["breakdown"]
+        print(
+            f"breakdowns of {b['outputs']} outputs ({b['records']} records): {b['breakdown_s']} s "
+            f"of {b['wall_s']} s ({b['breakdown_share'] * 100:.1f}%)"
+        )
     if "memory" in result:
         mem = result["memory"]
         small = sizes["memory_small"]

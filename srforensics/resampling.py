@@ -135,7 +135,8 @@ def wilson(successes: float, n: float, level: float) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, float(centre - half)), min(1.0, float(centre + half)))
+    # The interval contains p; at p = 0 or 1 rounding would put the bound a hair inside.
+    return (min(max(0.0, float(centre - half)), p), max(min(1.0, float(centre + half)), p))
 
 
 @dataclass(frozen=True)

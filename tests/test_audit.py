@@ -432,6 +432,7 @@ def test_a_run_reports_where_its_time_went(tiny_dataset, tmp_path, monkeypatch):
         metrics=("psnr", "srf_test_plugins:Sleepy"),
         samples=2,
         batch_size=1,
+        breakdown_boot=200,
     )
     t = run.timing
     calls = res[res.status == "ok"].groupby(["record_id", "variant"]).ngroups  # one per LR
@@ -441,8 +442,15 @@ def test_a_run_reports_where_its_time_went(tiny_dataset, tmp_path, monkeypatch):
     assert t.identity_s == 0.0 and t.protocol_s > 0  # read and degraded here (no loaders)
     assert t.own_s > 0
     assert 0 < t.loading_s < t.wall_s
+    assert t.breakdown_s > 0  # the breakdowns of the dataset's group and lighting
     assert t.wall_s == pytest.approx(
-        t.loading_s + t.model_s + t.metrics_s + t.identity_s + t.protocol_s + t.own_s
+        t.loading_s
+        + t.model_s
+        + t.metrics_s
+        + t.identity_s
+        + t.breakdown_s
+        + t.protocol_s
+        + t.own_s
     )
     workers, _ = audit_in_process(tiny_dataset, tmp_path / "w", workers=1)
     assert workers.timing is None

@@ -615,6 +615,8 @@ def test_the_benchmark_writes_its_json(tmp_path):
     assert data["overhead_ratio"] > 0 and data["complete"] is True
     assert {"throughput", "memory", "workers", "cli_help_s", "machine"} <= set(data)
     assert all(t["in_run_ratio"] > 1 for t in data["throughput"])  # wall > model + metrics
+    b = data["breakdown"]  # 8 faces × 2 variants × 1 output, with two sensitive attributes
+    assert b["outputs"] == 16 and 0 < b["breakdown_s"] < b["wall_s"]
 
 
 def test_the_benchmark_measures_the_parts_asked_for(tmp_path):

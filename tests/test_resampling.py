@@ -318,3 +318,45 @@ def test_the_overall_row_uses_every_record():
     bd = breakdown(df, ["id_cosine"], ["race"], n_boot=100)
     row = bd[bd.feature == "overall"].iloc[0]
     assert row.n_records == 40 and row["mean"] == pytest.approx(df.id_cosine.mean())
+
+
+@pytest.mark.parametrize("successes", [0, 10, 37, 40])
+def test_wilson_interval_contains_the_rate(successes):
+    """Wilson (1927): the score interval always contains p = k/n; at k = 0 and k = n its
+    bounds are exactly 0 and 1 (floating point must not put them a hair inside)."""
+    from srforensics.resampling import wilson
+
+    lo, hi = wilson(successes, 40, 0.95)
+    p = successes / 40
+    assert lo <= p <= hi
+    if successes == 40:
+        assert hi == 1.0 and lo == pytest.approx(0.9124, abs=1e-4)  # 40/(40+z^2), z = 1.96
+    if successes == 0:
+        assert lo == 0.0 and hi == pytest.approx(1 - 0.9124, abs=1e-4)
+
+
+def test_group_chart_draws_an_interval_that_excludes_the_mean():
+    """A chart draws each interval from its bounds: an interval beside the mean (as a rounded
+    Wilson bound once was) is drawn, not refused by an error-bar check."""
+    from srforensics.report.figures import group_means
+
+    rows = [
+        {
+            "group": "a",
+            "n_records": 10,
+            "mean": 1.0,
+            "ci_low": 0.72,
+            "ci_high": 1 - 1e-16,
+            "small": True,
+        },
+        {
+            "group": "b",
+            "n_records": 40,
+            "mean": 0.5,
+            "ci_low": 0.55,
+            "ci_high": 0.6,
+            "small": False,
+        },
+        {"group": "c", "n_records": 1, "mean": 0.4, "ci_low": None, "ci_high": None, "small": True},
+    ]
+    assert group_means(rows, metric="m", feature="g", overall=0.6).startswith("data:image/png")

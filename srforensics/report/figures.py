@@ -126,14 +126,12 @@ def group_means(
     labels = [f"{r['group']}\n{r['n_records']} rec." for r in rows]
     x = np.arange(len(rows))
     for i, r in enumerate(rows):
-        has_ci = r.get("ci_low") is not None and r.get("ci_high") is not None
-        err = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]] if has_ci else None
-        ax.errorbar(
+        if r.get("ci_low") is not None and r.get("ci_high") is not None:
+            _interval(ax, x[i], r["ci_low"], r["ci_high"], color="#4a6fa5")
+        ax.plot(
             x[i],
             r["mean"],
-            yerr=err,
-            fmt="o",
-            capsize=3,
+            "o",
             color="#4a6fa5",
             markerfacecolor="white" if r["small"] else "#4a6fa5",
         )
@@ -146,6 +144,13 @@ def group_means(
     )
     ax.tick_params(labelsize=7)
     return _figure_png(fig)
+
+
+def _interval(ax, x: float, low: float, high: float, *, color: str) -> None:
+    """A vertical bar with caps from ``low`` to ``high``, drawn as the bounds are (an error
+    bar measured from the mean could not show an interval that excludes it)."""
+    ax.vlines(x, low, high, color=color, linewidth=1)
+    ax.plot([x, x], [low, high], "_", color=color, markersize=6)
 
 
 def scatter(
@@ -181,10 +186,10 @@ def compare_groups(rows: Sequence[dict], *, metric: str, feature: str) -> str:
             + (k - (len(runs) - 1) / 2) * width
         )
         means = np.array([r["mean"] for r in sel], dtype=float)
-        err = np.array(
-            [[r["mean"] - r["ci_low"] for r in sel], [r["ci_high"] - r["mean"] for r in sel]]
-        )
-        ax.errorbar(x, means, yerr=err, fmt="o", capsize=3, label=run)
+        (point,) = ax.plot(x, means, "o", label=run)
+        for xi, r in zip(x, sel, strict=True):
+            if r.get("ci_low") is not None and r.get("ci_high") is not None:
+                _interval(ax, xi, r["ci_low"], r["ci_high"], color=point.get_color())
     ax.set_xticks(np.arange(len(groups)), groups, rotation=30, ha="right", fontsize=7)
     ax.set_title(f"{metric} by {feature} (95% CI)", fontsize=8)
     ax.legend(fontsize=6)
