@@ -51,8 +51,8 @@ def status_counts(results: pd.DataFrame) -> dict[str, int]:
 
 
 def with_flags(results: pd.DataFrame) -> pd.DataFrame:
-    """Add ``inconsistent``: an ok output whose LR-PSNR is under 45 dB (NTIRE), i.e. it
-    "contains content the evidence does not support". Missing when LR-PSNR is."""
+    """Add ``inconsistent``: an ok output whose LR-PSNR is under 45 dB (NTIRE's consistency
+    rule): degraded again, it does not give back its LR. Missing when LR-PSNR is."""
     import pandas as pd
 
     from srforensics.metrics.fidelity import CONSISTENCY_DB

@@ -101,7 +101,7 @@ class AuditConfig:
     diversity: str = "auto"
     breakdown_boot: int = 1000
     identity: str = "auto"
-    face_embedder: str = "facenet-vggface2"
+    face_embedder: str = "auto"
     face_weights: str | None = None
     id_threshold: float | None = None
     id_fmr: float = 1e-3
@@ -333,6 +333,7 @@ class _Unit:
     hr_t: Any
     hr_embedding: Any
     attributes: dict[str, Any]
+    hr_landmarks: Any = None  # the face's five landmarks, shared by its outputs
     #: per full-reference metric with reference features: its features of this HR, computed
     #: once per input, or the exception computing them raised
     ref_features: dict[str, Any] = field(default_factory=dict)
@@ -654,25 +655,9 @@ class _Pipeline:
         from srforensics.metrics.diversity import distance_backend
 
         self.distance_name, self.distance = distance_backend(config.diversity, device=self.device)
-        self.identity, self.identity_card = None, None
+        self.identity, self.identity_card, self.identity_choice = None, None, None
         if config.identity == "on" or (config.identity == "auto" and self.protocol.needs_face):
-            from srforensics.faces.embed import load_embedder
-            from srforensics.faces.identity import IdentityScorer, column_infos
-            from srforensics.weights import WeightsError
-
-            reason = None
-            try:
-                embedder = load_embedder(
-                    config.face_embedder, weights_file=config.face_weights, device=self.device
-                )
-                self.identity = IdentityScorer(embedder)
-                self.identity_card = embedder.card().to_dict()
-            except WeightsError as exc:
-                reason = str(exc)
-            for info in column_infos():
-                self.metric_infos.append(info)
-                if reason:
-                    self.unavailable[info["name"]] = reason
+            self._load_identity(config)
         from srforensics.recompute import Recomputer
 
         self.recomputer = Recomputer(
@@ -805,11 +790,14 @@ class _Pipeline:
             hr_path=hr_path,
         )
         hr_t = to_tensor(hr).to(self.device)
-        hr_embedding = None
-        if self.identity:
-            with self._timed("identity"):
-                hr_embedding = self.identity.embed([hr])[0]  # once per input
-        units = [self._unit(idx, rec, stem, lr, hr, hr_t, hr_embedding) for lr in loaded.lrs]
+        hr_embedding, landmarks = None, None
+        if self.identity is not None and self.identity.embedder is not None:
+            with self._timed("identity"):  # once per input
+                landmarks = self.identity.landmarks(hr, loaded.hr_params)
+                hr_embedding = self.identity.embed([hr], landmarks)[0]
+        units = [
+            self._unit(idx, rec, stem, lr, hr, hr_t, (hr_embedding, landmarks)) for lr in loaded.lrs
+        ]
         units = [u for u in units if u is not None]
         ref_features = {}
         if units:
@@ -870,7 +858,8 @@ class _Pipeline:
         )
         self._tick(len(pending))
 
-    def _unit(self, idx, rec, stem, lr: LoadedLR, hr, hr_t, hr_embedding=None) -> _Unit | None:
+    def _unit(self, idx, rec, stem, lr: LoadedLR, hr, hr_t, face=(None, None)) -> _Unit | None:
+        """``face``: the HR's embedding and landmarks (None without a face matcher)."""
         unit = _Unit(
             rec.id,
             lr.variant,
@@ -878,8 +867,9 @@ class _Pipeline:
             lr.seeds,
             hr,
             hr_t,
-            hr_embedding,
+            face[0],
             dict(rec.attributes),
+            hr_landmarks=face[1],
         )
         unit.params, unit.params_json = lr.params, lr.params_json
         if lr.error is not None:
@@ -973,14 +963,17 @@ class _Pipeline:
         per_lr = self._spread(unit, images)
         if self.identity is not None and images:
             with self._timed("identity"):
-                id_scores, embs, lr_id = self.identity.score_lr(unit.hr_embedding, images)
+                id_scores, embs, lr_id = self.identity.score_lr(
+                    unit.hr_embedding, images, unit.hr_landmarks
+                )
             for k, extra in enumerate(id_scores):
                 scores[k].update(extra)
             per_lr["lr_scores"].update(lr_id)
-            per_lr["embeddings"] = {(-1, -1): unit.hr_embedding}
-            per_lr["embeddings"].update(
-                {(unit.variant, unit.todo[j]): embs[k] for k, j in enumerate(good)}
-            )
+            if embs is not None:
+                per_lr["embeddings"] = {(-1, -1): unit.hr_embedding}
+                per_lr["embeddings"].update(
+                    {(unit.variant, unit.todo[j]): embs[k] for k, j in enumerate(good)}
+                )
         paths = (
             self._save_outputs(
                 unit.out_stem,
@@ -1026,10 +1019,44 @@ class _Pipeline:
         path = self._save(std_map_image(std), f"{unit.out_stem}_std.png") if unit.out_stem else None
         return {"lr_scores": scores, "lr_notes": notes, "std_map_path": path}
 
+    def _load_identity(self, config: AuditConfig) -> None:
+        """The identity scorer: the face matcher chosen (printed: a forensic run never switches
+        matcher silently) and MTCNN's face finding, which needs no matcher."""
+        from srforensics.faces.embed import choose_embedder, load_embedder
+        from srforensics.faces.identity import IdentityScorer, column_infos
+        from srforensics.weights import WeightsError
+
+        reason, embedder = None, None
+        try:
+            name, why = (
+                (config.face_embedder, "its weights given by --face-weights")
+                if config.face_weights
+                else choose_embedder(config.face_embedder)
+            )
+            self.identity_choice = {"asked": config.face_embedder, "used": name, "why": why}
+            embedder = load_embedder(name, weights_file=config.face_weights, device=self.device)
+            self.identity_card = embedder.card().to_dict()
+            print(f"audit: identity: face matcher {name} ({why})", file=sys.stderr)
+        except WeightsError as exc:
+            reason = f"no face matcher: {exc}"
+            self.identity_choice = {"asked": config.face_embedder, "used": None, "why": reason}
+            print(
+                f"audit: identity unavailable ({reason}); face_detected is still scored",
+                file=sys.stderr,
+            )
+        self.identity = IdentityScorer(embedder, protocol=self.protocol)
+        for info in column_infos():
+            self.metric_infos.append(info)
+            if reason and info["name"] != "face_detected":
+                self.unavailable[info["name"]] = reason
+
     def finish_identity(self) -> dict[str, Any] | None:
         """After every HR is embedded: threshold, verification and misidentification of every output."""
         if self.identity is None:
             return None
+        if self.identity.embedder is None:
+            self.ledger.set_metrics(self.metric_infos, self.unavailable)
+            return {"embedder": None, "choice": self.identity_choice, "threshold": None}
         from srforensics.faces.identity import (
             NEEDS_SUBJECTS,
             NEEDS_THRESHOLD,
@@ -1047,7 +1074,7 @@ class _Pipeline:
             mat[hr_idx] if hr_idx else np.zeros((0, 0)),
             [subjects[keys[i][0]] for i in hr_idx],
         )
-        threshold, reason = None, None
+        threshold, reason, why_published = None, None, None
         if self.config.id_threshold is not None:
             threshold = Threshold(float(self.config.id_threshold), "given")
         else:
@@ -1057,7 +1084,16 @@ class _Pipeline:
                     np.asarray(genuine), np.asarray(impostor), fmr=self.config.id_fmr
                 )
             except InsufficientPairs as exc:
-                reason = f"no verification threshold: {exc}"
+                point = (self.identity_card or {}).get("operating_point")
+                if point:  # the matcher's published operating point, said to be so
+                    threshold = Threshold(
+                        float(point["cosine"]),
+                        "published",
+                        source=f"{point['published']}, {point['source']}; {point['derivation']}",
+                    )
+                    why_published = str(exc)
+                else:
+                    reason = f"no verification threshold: {exc}"
         if reason:
             for name in NEEDS_THRESHOLD:
                 self.unavailable[name] = reason
@@ -1098,7 +1134,9 @@ class _Pipeline:
         self.ledger.set_metrics(self.metric_infos, self.unavailable)
         return {
             "embedder": self.identity_card,
+            "choice": self.identity_choice,
             "threshold": threshold.to_dict() if threshold else None,
+            "threshold_why": why_published,
             "threshold_unavailable": reason,
             "gallery_size": len(hr_idx),
             "gallery_subjects": len(set(gallery_subjects)),

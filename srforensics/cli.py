@@ -176,8 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--face-embedder",
         default=None,
         metavar="NAME",
-        help="face embedding backend: facenet-vggface2 (default), facenet-casia-webface, "
-        "an entry point in srforensics.face_embedders, or package.module:Class",
+        help="face matcher: auto (default: facenet-vggface2 when its weights are in the cache, "
+        "else dlib-resnet-v1, which installs with the package; the choice is printed), "
+        "dlib-resnet-v1, facenet-vggface2, facenet-casia-webface, an entry point in "
+        "srforensics.face_embedders, or package.module:Class",
     )
     a.add_argument(
         "--face-weights",
@@ -313,13 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     m = sub.add_parser("models", help="list models").add_subparsers(dest="action", metavar="ACTION")
-    m.required = True
+    m.required = False  # no action: list
     m.add_parser("list", help="list registered models")
 
     p = sub.add_parser("protocols", help="list or show degradation protocols").add_subparsers(
         dest="action", metavar="ACTION"
     )
-    p.required = True
+    p.required = False  # no action: list
     p.add_parser("list", help="list shipped protocols")
     show = p.add_parser("show", help="print a protocol's file and its SHA-256")
     show.add_argument("name", help="protocol name or YAML file")
@@ -351,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     mt = sub.add_parser("metrics", help="list metrics").add_subparsers(
         dest="action", metavar="ACTION"
     )
-    mt.required = True
+    mt.required = False  # no action: list
     ml = mt.add_parser("list", help="list metrics: FR/NR, direction, availability")
     ml.add_argument(
         "--pyiqa", action="store_true", help="also list every pyiqa metric (pyiqa:<name>)"
@@ -360,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     wt = sub.add_parser(
         "weights", help="list, fetch, import and verify weight files"
     ).add_subparsers(dest="action", metavar="ACTION")
-    wt.required = True
+    wt.required = False  # no action: list
     wt.add_parser(
         "list", help="registered weights: file, licence, URL, and whether the cache has them"
     )
@@ -402,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("datasets", help="list, show or validate dataset cards").add_subparsers(
         dest="action", metavar="ACTION"
     )
-    ds.required = True
+    ds.required = False  # no action: list
     ds.add_parser("list", help="shipped dataset cards")
     dshow = ds.add_parser("show", help="print a dataset card")
     dshow.add_argument("name")
@@ -442,17 +444,21 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--seed", type=int, default=0)
     rv.add_argument(
         "--face",
-        action="store_true",
-        help="look for faces in the outputs and compare their identities",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="look for faces in the outputs and compare their identities (default on)",
     )
-    rv.add_argument("--face-embedder", default="facenet-vggface2", metavar="NAME")
+    rv.add_argument(
+        "--face-embedder", default="auto", metavar="NAME", help="face matcher (as for audit)"
+    )
     rv.add_argument("--face-weights", default=None, metavar="FILE")
     rv.add_argument(
         "--id-threshold",
         type=float,
         default=None,
         metavar="COS",
-        help="warn when two outputs' faces are less similar than this",
+        help="warn when two outputs' faces are less similar than this (default: the "
+        "matcher's published operating point)",
     )
     rv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     rv.add_argument("--out", default=None, metavar="DIR", help="default: review-<image name>/")
@@ -826,6 +832,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if getattr(args, "action", "") is None:  # e.g. `srforensics models`: the list
+        args = build_parser().parse_args([*argv, "list"])
     from srforensics.execution import tune_allocator
 
     tune_allocator()  # this process is the command's own: see tune_allocator

@@ -12,6 +12,7 @@ face embeddings). Writes ``review.html`` (self-contained, printable) and
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ class ReviewConfig:
     model: str = "bicubic"
     scale: int = 4
     samples: int = 16
-    face: bool = False
+    face: bool = True
     out: str | None = None
     seed: int = 0
     model_args: Mapping[str, Any] = field(default_factory=dict)
@@ -45,7 +46,7 @@ class ReviewConfig:
     sampler_args: Mapping[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     nr_metrics: tuple[str, ...] = ("piqe",)
-    face_embedder: str = "facenet-vggface2"
+    face_embedder: str = "auto"
     face_weights: str | None = None
     id_threshold: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -82,16 +83,26 @@ def run_review(config: ReviewConfig) -> Path:
         raise SRForensicsError(
             f"model {config.model!r} upscales x{model.scale}; use --scale {model.scale}"
         )
+    card = model.card()
+    n_samples, deterministic_note = config.samples, None
+    if not card.stochastic and config.samples > 1:
+        n_samples = 1
+        deterministic_note = (
+            f"{card.name} is deterministic: its {config.samples} outputs would be identical, so "
+            "one is drawn. For a spread of plausible outputs use a stochastic model or "
+            "--sampler tta, mc-dropout or input-noise"
+        )
+        print(f"review: {deterministic_note}", file=sys.stderr)
     out_dir = Path(config.out or f"review-{Path(config.image).stem}").resolve()
     (out_dir / "outputs").mkdir(parents=True, exist_ok=True)
-    seeds = [model_seed(config.seed, sha, 0, s) for s in range(config.samples)]
+    seeds = [model_seed(config.seed, sha, 0, s) for s in range(n_samples)]
     import torch
 
     with torch.no_grad():
         outs = model.sample(
             to_tensor(lr).to(device),
             scale=config.scale,
-            n=config.samples,
+            n=n_samples,
             seeds=[seeds],
             context=[{"record_id": sha, "variant": 0, "degradation": None, "attributes": {}}],
         )
@@ -136,7 +147,8 @@ def run_review(config: ReviewConfig) -> Path:
             model_args=dict(config.model_args),
             sampler_args=dict(config.sampler_args),
         ),
-        "model": model.card().to_dict(),
+        "model": card.to_dict(),
+        "deterministic_note": deterministic_note,
         "outputs": rows,
         "pixel_std_mean": float(std.mean()),
         "consistent_outputs": int(sum(r["consistent"] for r in rows)),
@@ -153,55 +165,74 @@ def run_review(config: ReviewConfig) -> Path:
 
 
 def _faces(config: ReviewConfig, outputs, rows, device: str) -> dict[str, Any]:
-    """Faces found in each output and, with an embedder, identity agreement across outputs."""
+    """Faces found in each output (MTCNN) and identity agreement across the outputs with the
+    face matcher (``auto``: see :func:`~srforensics.faces.embed.choose_embedder`), judged at
+    ``--id-threshold`` or else the matcher's published operating point."""
     from srforensics.faces import NoFaceFound
     from srforensics.faces.align import FaceAlign
-    from srforensics.faces.embed import load_embedder
+    from srforensics.faces.embed import choose_embedder, load_embedder
+    from srforensics.faces.identity import IdentityScorer
     from srforensics.weights import WeightsError
 
     align = FaceAlign()
-    crops = []
+    crops, points = [], []
     for r, o in zip(rows, outputs, strict=True):
         try:
-            crops.append(align.apply(o, **align.fit(o)))
+            params = align.fit(o)
+            crops.append(align.apply(o, **params))
+            points.append(align.points(params))
             r["face_detected"] = True
         except NoFaceFound:
-            crops.append(None)
             r["face_detected"] = False
-    found = [c for c in crops if c is not None]
-    info: dict[str, Any] = {"faces_found": len(found), "outputs": len(outputs), "warnings": []}
-    if 0 < len(found) < len(outputs):
+    info: dict[str, Any] = {"faces_found": len(crops), "outputs": len(outputs), "warnings": []}
+    if 0 < len(crops) < len(outputs):
         info["warnings"].append(
-            f"a face is found in {len(found)} of {len(outputs)} outputs: the outputs disagree on whether there is a face"
+            f"a face is found in {len(crops)} of {len(outputs)} outputs: the outputs disagree on whether there is a face"
         )
     try:
-        embedder = load_embedder(
-            config.face_embedder, weights_file=config.face_weights, device=device
+        name, why = (
+            (config.face_embedder, "its weights given by --face-weights")
+            if config.face_weights
+            else choose_embedder(config.face_embedder)
         )
+        embedder = load_embedder(name, weights_file=config.face_weights, device=device)
     except WeightsError as exc:
         info["identity_unavailable"] = str(exc)
+        print(f"review: identity agreement unavailable: {exc}", file=sys.stderr)
         return info
-    if len(found) >= 2:
-        from srforensics.images import to_tensor
-
-        emb = embedder.embed(to_tensor(found)).numpy()
-        sims = emb @ emb.T
-        iu = np.triu_indices(len(found), k=1)
-        info["pairwise_cosine"] = sims.round(4).tolist()
-        info["stability_mean"], info["stability_min"] = (
-            float(sims[iu].mean()),
-            float(sims[iu].min()),
+    card = embedder.card().to_dict()
+    info["embedder"], info["embedder_why"] = card, why
+    print(f"review: identity: face matcher {name} ({why})", file=sys.stderr)
+    if len(crops) < 2:
+        info["note"] = (
+            "identity agreement needs faces in at least two outputs"
+            if len(outputs) > 1
+            else "one output: there is no agreement across outputs to measure"
         )
-        info["embedder"] = embedder.card().to_dict()
-        info["threshold"] = config.id_threshold
-        if config.id_threshold is not None and info["stability_min"] < config.id_threshold:
-            info["warnings"].append(
-                f"the outputs disagree on identity: some pairs of outputs have a face similarity of "
-                f"{info['stability_min']:.3f}, below the threshold {config.id_threshold}; they would not be "
-                "taken for the same person"
-            )
-        elif config.id_threshold is None:
-            info["note"] = "no --id-threshold given: the similarities are shown, not judged"
+        return info
+    scorer = IdentityScorer(embedder)
+    emb = np.concatenate([scorer.embed([c], p) for c, p in zip(crops, points, strict=True)])
+    sims = emb @ emb.T
+    iu = np.triu_indices(len(crops), k=1)
+    info["pairwise_cosine"] = sims.round(4).tolist()
+    info["stability_mean"], info["stability_min"] = float(sims[iu].mean()), float(sims[iu].min())
+    point = card.get("operating_point")
+    if config.id_threshold is not None:
+        info["threshold"], info["threshold_source"] = config.id_threshold, "--id-threshold"
+    elif point:
+        info["threshold"] = point["cosine"]
+        info["threshold_source"] = f"{name}'s published operating point ({point['published']})"
+    else:
+        info["threshold"] = None
+        info["note"] = (
+            "no --id-threshold given and the matcher publishes none: the similarities are shown, not judged"
+        )
+    if info["threshold"] is not None and info["stability_min"] < info["threshold"]:
+        info["warnings"].append(
+            f"the outputs disagree on identity: some pairs of outputs have a face similarity of "
+            f"{info['stability_min']:.3f}, below the threshold {info['threshold']:g} "
+            f"({info['threshold_source']}); they would not be taken for the same person"
+        )
     return info
 
 

@@ -43,7 +43,7 @@ class WeightsError(SRForensicsError):
     """Missing, unknown, altered or unloadable weights; the message says what to do."""
 
 
-Target = Literal["srforensics", "pyiqa", "torch-hub", "torch-checkpoints"]
+Target = Literal["srforensics", "pyiqa", "torch-hub", "torch-checkpoints", "package"]
 Verify = Literal["sha256", "prefix", "none"]
 
 
@@ -57,7 +57,9 @@ class WeightSpec:
     but cannot authenticate it, so such a file is used only when it also loads with
     ``weights_only=True``), or ``none`` (no hash is published; allowed only for
     numeric MATLAB ``.mat`` files, which load without running code). ``target`` is the folder the file must be in: srforensics' cache,
-    pyiqa's (``$TORCH_HOME/hub/pyiqa``) or torch.hub's (``$TORCH_HOME/hub/checkpoints``).
+    pyiqa's (``$TORCH_HOME/hub/pyiqa``), torch.hub's (``$TORCH_HOME/hub/checkpoints``) or,
+    for ``package``, the folder ``package`` (``"dist_module/sub/folder"``) of an installed
+    Python package that ships the file (found without importing the package).
     ``metrics`` names the pyiqa metrics that need the file.
     """
 
@@ -72,6 +74,9 @@ class WeightSpec:
     verify: Verify = "sha256"
     target: Target = "srforensics"
     metrics: tuple[str, ...] = ()
+    package: str | None = None
+    #: The distribution to install when the package is missing (``pip install ...``).
+    requirement: str | None = None
 
 
 _REGISTRY: dict[str, WeightSpec] = {}
@@ -86,6 +91,8 @@ def register_weights(spec: WeightSpec) -> None:
         raise ValueError(f"weights {spec.name!r}: sha256 must be {digits} lowercase hex digits")
     if spec.verify == "none" and not spec.file_name.endswith(".mat"):
         raise ValueError(f"weights {spec.name!r}: only numeric .mat files may go unverified")
+    if (spec.target == "package") != bool(spec.package):
+        raise ValueError(f"weights {spec.name!r}: target 'package' and a package go together")
     _REGISTRY[spec.name] = spec
 
 
@@ -123,7 +130,25 @@ def target_dir(target: Target) -> Path:
     return hub / ("pyiqa" if target == "pyiqa" else "checkpoints")
 
 
+def package_dir(package: str) -> Path | None:
+    """The folder ``"module/sub/folder"`` of an installed package, or None when it is not
+    installed. The package is found, not imported (its ``__init__`` may not import)."""
+    import importlib.util
+
+    top, _, sub = package.partition("/")
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations))) / sub
+
+
 def cached_path(s: WeightSpec) -> Path:
+    if s.target == "package":
+        folder = package_dir(s.package or "")
+        return (folder or Path(f"<{s.package}: not installed>")) / s.file_name
     return target_dir(s.target) / s.file_name
 
 
@@ -141,6 +166,13 @@ def verification(s: WeightSpec) -> str:
 
 
 def _missing_message(s: WeightSpec) -> str:
+    if s.target == "package":
+        return (
+            f"weights {s.name!r} are missing: they ship in the Python package that provides "
+            f"{s.package}, which is not installed here. Install it with 'pip install "
+            f"{s.requirement or s.package.split('/')[0]}' (it comes with srforensics' default "
+            "dependencies)"
+        )
     return (
         f"weights {s.name!r} are missing: {s.file_name} is not in {cached_path(s).parent}. Download it from "
         f"{s.url} and run 'srforensics weights import {s.file_name}', or run "
@@ -262,6 +294,11 @@ def _import_file(src: Path) -> WeightSpec:
         )
         if match is not None:
             check_spec(src, match)
+    if match is not None and match.target == "package":
+        raise WeightsError(
+            f"{src} is {match.name!r}, which is read from its installed package "
+            f"({match.package}), not from the cache: install the package instead"
+        )
     if match is None:
         raise WeightsError(
             f"{src} (SHA-256 {digest}) matches no registered weights; 'srforensics weights list' shows "
@@ -277,6 +314,11 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
 
     s = spec(name)
     dest = cached_path(s)
+    if s.target == "package":  # installed by pip with its package, never downloaded here
+        if not dest.is_file():
+            raise WeightsError(_missing_message(s))
+        check_spec(dest, s)
+        return dest
     if dest.is_file():
         try:
             check_spec(dest, s)
@@ -491,6 +533,43 @@ for _spec in (
         "https://github.com/Zheng222/IMDN",
         "IMDN x4, bicubic DIV2K",
         2_879_112,
+    ),
+):
+    register_weights(_spec)
+
+# dlib's face recognition ResNet and its 5-point landmark model, as the
+# face_recognition_models package on PyPI ships them (0.3.0; its __init__ needs
+# pkg_resources, so the files are found without importing it). Both are in the public
+# domain (Davis King, dlib-models README: "I've released them into the public domain"); the
+# 68-point model, whose training data restricts commercial use, is not used.
+# SHA-256 of the files of face_recognition_models 0.3.0 from PyPI.
+_DLIB_MODELS = "https://github.com/davisking/dlib-models"
+for _spec in (
+    WeightSpec(
+        "dlib-resnet-v1",
+        "dlib_face_recognition_resnet_model_v1.dat",
+        "https://pypi.org/project/face_recognition_models/0.3.0/",
+        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        "public domain (dlib-models)",
+        _DLIB_MODELS,
+        "dlib ResNet-34 face descriptor (128-d), LFW 99.38%",
+        22_466_066,
+        target="package",
+        package="face_recognition_models/models",
+        requirement="face_recognition_models",
+    ),
+    WeightSpec(
+        "dlib-landmarks-5",
+        "shape_predictor_5_face_landmarks.dat",
+        "https://pypi.org/project/face_recognition_models/0.3.0/",
+        "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        "public domain (dlib-models)",
+        _DLIB_MODELS,
+        "dlib 5-point face landmarks (eye corners, nose base), for dlib's face chips",
+        9_150_489,
+        target="package",
+        package="face_recognition_models/models",
+        requirement="face_recognition_models",
     ),
 ):
     register_weights(_spec)

@@ -27,6 +27,30 @@ def write_png(path: Path, img: np.ndarray) -> None:
     Image.fromarray(img).save(path)
 
 
+def realfaces_dir() -> Path | None:
+    """The real photographs beside the checkout (``../shared/realfaces``, or
+    ``$SRFORENSICS_REALFACES``); never copied into the project."""
+    for candidate in (
+        os.environ.get("SRFORENSICS_REALFACES"),
+        REPO.parent / "shared" / "realfaces",
+        REPO / "shared" / "realfaces",
+    ):
+        if candidate and (Path(candidate) / "identities" / "labels.csv").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def realfaces() -> Path:
+    found = realfaces_dir()
+    if found is None:
+        pytest.skip(
+            "the real photographs of ../shared/realfaces are not beside this checkout "
+            "(set SRFORENSICS_REALFACES to their folder)"
+        )
+    return found
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """Three small real photographs (scikit-image crops), one corrupt file, and a CSV."""

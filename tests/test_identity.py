@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -202,18 +203,50 @@ def test_audit_with_lab_weights_on_the_sample_faces(face_weights, tmp_path):
         "n_genuine": None,
         "n_impostor": None,
         "fnmr": None,
+        "source": None,
     }
 
 
-def test_without_weights_identity_is_unavailable_and_the_audit_finishes(tmp_path):
+def test_without_facenet_weights_the_matcher_that_installs_with_the_package_is_used(tmp_path):
+    """``auto``: FaceNet's file is not in the cache, so dlib's ResNet (installed with the
+    package) is the matcher; the choice and its reason are printed and recorded."""
     env = cli_env(TORCH_HOME=str(tmp_path / "torch"), SRFORENSICS_CACHE=str(tmp_path / "cache"))
     out = tmp_path / "run"
     proc = faces_audit(out, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    said = next(line for line in proc.stderr.splitlines() if "face matcher" in line)
+    assert "dlib-resnet-v1" in said and "20180402-114759-vggface2.pt" in said
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["identity"]["choice"]["used"] == "dlib-resnet-v1"
+    assert m["identity"]["embedder"]["weights_sha256"] == (
+        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
+    )  # face_recognition_models 0.3.0's file, as registered
+    logged = {Path(w["path"]).name: w["sha256"] for w in m["weights"]}
+    assert {
+        "dlib_face_recognition_resnet_model_v1.dat",
+        "shape_predictor_5_face_landmarks.dat",
+    } <= set(logged)
     res = pd.read_parquet(out / "results.parquet")
-    assert res.id_cosine.isna().all() and res[res.status == "ok"].psnr.notna().all()
+    faces = res[(res.status == "ok") & res.record_id.isin(["astronaut", "camera"])]
+    assert len(faces) and faces.id_cosine.between(-1, 1).all() and faces.id_angle.notna().all()
+
+
+def test_without_the_asked_matchers_weights_identity_is_unavailable_but_faces_are_found(tmp_path):
+    """``--face-embedder facenet-vggface2`` without its file: the identity scores are
+    unavailable with what to do, and MTCNN's face finding (weights in facenet-pytorch) is
+    still reported."""
+    env = cli_env(TORCH_HOME=str(tmp_path / "torch"), SRFORENSICS_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    proc = faces_audit(out, "--face-embedder", "facenet-vggface2", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = pd.read_parquet(out / "results.parquet")
+    ok = res[res.status == "ok"]
+    assert res.id_cosine.isna().all() and ok.psnr.notna().all()
+    assert ok[ok.record_id.isin(["astronaut", "camera"])].face_detected.eq(1.0).all()
     with sqlite3.connect(out / "ledger.sqlite") as db:
-        reason = dict(db.execute("SELECT name, unavailable FROM metrics").fetchall())["id_cosine"]
+        unavailable = dict(db.execute("SELECT name, unavailable FROM metrics").fetchall())
+    assert unavailable["face_detected"] is None
+    reason = unavailable["id_cosine"]
     assert "20180402-114759-vggface2.pt" in reason
     assert "srforensics weights import 20180402-114759-vggface2.pt" in reason
     warning = next(line for line in proc.stderr.splitlines() if "id_cosine" in line)
@@ -221,6 +254,10 @@ def test_without_weights_identity_is_unavailable_and_the_audit_finishes(tmp_path
         warning.startswith("srforensics: warning: id_cosine, id_angle")
         and "weights import" in warning
     )
+    html = (out / "report.html").read_text().split('<section id="provenance">')[0]
+    # One note for the five identity metrics, and the identity section's own sentence.
+    assert html.count("20180402-114759-vggface2.pt is not in") == 2
+    assert 'rowspan="5"' in html
     listing = run_cli("weights", "list", env=env)
     assert "facenet-vggface2" in listing.stdout and "missing" in listing.stdout
 

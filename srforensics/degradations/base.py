@@ -173,5 +173,13 @@ class Degradation:
 class HRStep(Degradation):
     """An HR preparation step whose parameters come from the image (deterministic)."""
 
+    #: Whether a pixel keeps its coordinates through this step (a top-left anchored crop).
+    keeps_points: ClassVar[bool] = False
+
+    def points(self, params: Mapping[str, Any]):
+        """Face landmarks ``(5, 2)`` in this step's output pixels, when the step locates a
+        face (see :meth:`Protocol.face_landmarks`); None otherwise."""
+        return None
+
     def fit(self, img: np.ndarray) -> dict[str, Any]:
         return self.sample(np.random.default_rng(0))

@@ -385,6 +385,7 @@ class ModCrop(HRStep):
 
     name = "mod_crop"
     fields = {"multiple": Field(int, low=1, high=64, random=False)}
+    keeps_points = True  # anchored at the top left
 
     def apply(self, img: np.ndarray, *, multiple: int) -> np.ndarray:
         h, w = img.shape[:2]

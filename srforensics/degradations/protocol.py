@@ -106,6 +106,20 @@ class Protocol:
     def needs_face(self) -> bool:
         return any(getattr(s, "needs_face", False) for s in self.hr_steps)
 
+    def face_landmarks(self, hr_params: Sequence[Mapping[str, Any]]):
+        """The five face landmarks ``(5, 2)`` in the prepared HR's pixels, from the HR steps'
+        recorded parameters: where a step located the face (``HRStep.points``), carried
+        through the steps after it that keep pixel positions; None when no step located one
+        or a later step moves pixels (a centre crop)."""
+        points = None
+        for step, params in zip(self.hr_steps, hr_params, strict=True):
+            found = step.points(params)
+            if found is not None:
+                points = found
+            elif points is not None and not step.keeps_points:
+                return None
+        return points
+
     # -- running ------------------------------------------------------------
     def prepare(
         self, hr: np.ndarray, params: Sequence[Mapping[str, Any]] | None = None

@@ -124,6 +124,12 @@ class FaceAlign(HRStep):
             "faces_found": len(faces),
         }
 
+    def points(self, params) -> np.ndarray:
+        """MTCNN's five landmarks mapped into the crop by the alignment's matrix."""
+        pts = np.asarray(params["landmarks"], dtype=np.float64)
+        matrix = np.asarray(params["matrix"], dtype=np.float64)
+        return pts @ matrix[:2, :2].T + matrix[:2, 2]
+
     def apply(
         self, img: np.ndarray, *, size: int, matrix: list[list[float]], **_: Any
     ) -> np.ndarray:

@@ -23,6 +23,12 @@ from srforensics.errors import SRForensicsError
 
 #: Per-output identity columns and their metadata (they flow through ledger, analysis, report).
 OUTPUT_COLUMNS: dict[str, dict[str, Any]] = {
+    "face_detected": {
+        "higher_is_better": True,
+        "score_range": [0.0, 1.0],
+        "unit": "",
+        "description": "1 when MTCNN finds a face in the output, 0 when it finds none",
+    },
     "id_cosine": {
         "higher_is_better": True,
         "score_range": [-1.0, 1.0],
@@ -34,12 +40,6 @@ OUTPUT_COLUMNS: dict[str, dict[str, Any]] = {
         "score_range": [0.0, 180.0],
         "unit": "deg",
         "description": "angle between the output's and the HR's face embeddings",
-    },
-    "face_detected": {
-        "higher_is_better": True,
-        "score_range": [0.0, 1.0],
-        "unit": "",
-        "description": "1 when MTCNN finds a face in the output, 0 when it finds none",
     },
     "id_verified": {
         "higher_is_better": True,
@@ -90,11 +90,12 @@ def pair_scores(embeddings: np.ndarray, subjects: Sequence[str]) -> tuple[np.nda
 @dataclass(frozen=True)
 class Threshold:
     value: float
-    method: str  # "calibrated" or "given"
+    method: str  # "calibrated", "given" or "published" (the embedder card's operating point)
     fmr: float | None = None
     n_genuine: int | None = None
     n_impostor: int | None = None
     fnmr: float | None = None
+    source: str | None = None  # for "published": where, and how it became a cosine
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,30 +169,81 @@ def misidentification(
 
 
 # -- the scorer used by the pipeline ------------------------------------------------------
-class IdentityScorer:
-    """Embeds HR faces once per input and every output, and scores what can be scored per LR."""
+def unit_rows(vectors, *, embedder: str) -> np.ndarray:
+    """Embeddings normalised to unit length (cosine similarity is their dot product); a zero
+    or non-finite vector is an error naming the embedder, never a made-up similarity."""
+    e = np.asarray(vectors, dtype=np.float64)
+    if e.ndim != 2:
+        raise SRForensicsError(
+            f"face embedder {embedder!r} returned an array of shape {e.shape}; embed() must return "
+            "(B, D)"
+        )
+    norms = np.linalg.norm(e, axis=1)
+    bad = ~np.isfinite(norms) | (norms <= 1e-12)
+    if bad.any():
+        raise SRForensicsError(
+            f"face embedder {embedder!r} returned {int(bad.sum())} zero or non-finite embedding(s); "
+            "a cosine similarity cannot be computed from them: fix the embedder"
+        )
+    return e / norms[:, None]
 
-    def __init__(self, embedder, *, detect: bool = True) -> None:
+
+class IdentityScorer:
+    """Embeds HR faces once per input and every output, and scores what can be scored per LR.
+
+    ``embedder`` None: only ``face_detected`` (MTCNN's finding, whose weights ship with
+    facenet-pytorch) is scored. ``protocol``: where the HR steps located the face, so that
+    the embedder gets the crop's landmarks (:meth:`Protocol.face_landmarks`); without a face
+    step, MTCNN locates the largest face of the HR, and its outputs share its geometry.
+    """
+
+    def __init__(self, embedder=None, *, detect: bool = True, protocol=None) -> None:
         self.embedder = embedder
         self.detect = detect
+        self.protocol = protocol
 
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        from srforensics.images import to_tensor
-
-        return self.embedder.embed(to_tensor(list(images))).numpy()
-
-    def score_lr(self, hr_embedding: np.ndarray, images: Sequence[np.ndarray]):
-        """Per-output scores and embeddings, and per-LR stability, for the outputs of one LR."""
+    def landmarks(self, hr: np.ndarray, hr_params) -> np.ndarray | None:
+        """The five landmarks of the face in ``hr`` (its outputs have the same geometry)."""
+        if self.embedder is None:
+            return None
+        if self.protocol is not None:
+            points = self.protocol.face_landmarks(hr_params)
+            if points is not None:
+                return np.asarray(points, dtype=np.float64)
         from srforensics.faces.align import detect_faces
 
-        embs = self.embed(images)
-        per_output = []
-        for img, e in zip(images, embs, strict=True):
-            cos = float(np.clip(e @ hr_embedding, -1.0, 1.0))
-            scores = {"id_cosine": cos, "id_angle": cosine_angle(cos)}
-            if self.detect:
+        faces = detect_faces(hr)
+        if not faces:
+            return None
+        f = max(faces, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
+        return np.asarray(f["landmarks"], dtype=np.float64)
+
+    def embed(self, images: Sequence[np.ndarray], landmarks=None) -> np.ndarray:
+        """Unit-length embeddings of ``images`` (all with the face at ``landmarks``)."""
+        from srforensics.images import to_tensor
+
+        points = None if landmarks is None else np.repeat(landmarks[None], len(images), axis=0)
+        raw = self.embedder.embed(to_tensor(list(images)), landmarks=points)
+        raw = raw.numpy() if hasattr(raw, "numpy") else raw
+        return unit_rows(raw, embedder=getattr(self.embedder, "name", type(self.embedder).__name__))
+
+    def score_lr(
+        self, hr_embedding: np.ndarray | None, images: Sequence[np.ndarray], landmarks=None
+    ):
+        """Per-output scores and embeddings (None without an embedder), and per-LR stability,
+        for the outputs of one LR."""
+        from srforensics.faces.align import detect_faces
+
+        per_output: list[dict[str, float]] = [{} for _ in images]
+        if self.detect:
+            for scores, img in zip(per_output, images, strict=True):
                 scores["face_detected"] = float(bool(detect_faces(img)))
-            per_output.append(scores)
+        if self.embedder is None:
+            return per_output, None, {}
+        embs = self.embed(images, landmarks)
+        for scores, e in zip(per_output, embs, strict=True):
+            cos = float(np.clip(e @ hr_embedding, -1.0, 1.0))  # unit vectors: rounding only
+            scores.update({"id_cosine": cos, "id_angle": cosine_angle(cos)})
         lr_scores: dict[str, float | None] = {"id_stability_mean": None, "id_stability_min": None}
         if len(embs) >= 2:
             sims = embs @ embs.T

@@ -74,7 +74,13 @@ def weight_files(name: str) -> list[str]:
         # pyiqa >= 0.1.15 imports architectures lazily, with its own resolver.
         resolve = getattr(pyiqa.archs, "_lazy_import_arch", None)
         if resolve is not None:
-            resolve(arch_type)
+            try:
+                resolve(arch_type)
+            except ImportError as exc:  # an optional dependency of that architecture
+                raise MetricUnavailable(
+                    f"pyiqa's {arch_type} (for {name!r}) cannot be imported: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
     try:
         arch = ARCH_REGISTRY.get(arch_type)
     except KeyError:

@@ -189,6 +189,21 @@ def _std_maps(per) -> dict:
     return {(r["record_id"], int(r["variant"])): r["std_map_path"] for _, r in rows.iterrows()}
 
 
+def _share_reasons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each run of consecutive unavailable metrics with the same reason one note: the
+    first row's ``reason_rows`` is the run's length, the others' 0 (they share its cell)."""
+    out = [dict(r, reason_rows=1) for r in rows]
+    for i, r in enumerate(out):
+        if not r["unavailable"] or r["reason_rows"] == 0:
+            continue
+        j = i + 1
+        while j < len(out) and out[j]["unavailable"] == r["unavailable"]:
+            out[j]["reason_rows"] = 0
+            j += 1
+        r["reason_rows"] = j - i
+    return out
+
+
 def _consistency(results) -> dict[str, int] | None:
     if "inconsistent" not in results:
         return None
@@ -248,7 +263,7 @@ def render_report(
         records = ledger.records()
         lrs = ledger.lrs(saved=True)  # the report shows saved LRs only
         gallery_problems = ledger.get_meta("gallery_problems", [])
-    summary = summarize(results, metrics)
+    summary = _share_reasons(summarize(results, metrics))
     ok = results[results["status"] == "ok"]
     note_rows = (
         notes.groupby(["metric", "note"]).size().reset_index(name="count").to_dict("records")
