@@ -175,3 +175,15 @@ def _tensor(img):
     from srforensics.images import to_tensor
 
     return to_tensor([img])
+
+
+def test_weights_verify_rehashes_the_package_files():
+    """``weights verify`` covers the matcher's files in their installed package; a file is
+    refused by ``weights import`` there, since the package is where it is read from."""
+    from srforensics import weights as W
+
+    entries = {e.name: e for e in W.verify_cache()}
+    assert entries["dlib-resnet-v1"].status == "ok"
+    assert entries["dlib-landmarks-5"].status == "ok"
+    with pytest.raises(W.WeightsError, match="installed package"):
+        W.import_file(W.cached_path(W.spec("dlib-landmarks-5")))

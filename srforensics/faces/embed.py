@@ -95,7 +95,7 @@ class FaceEmbedder:
 
     :meth:`embed` takes ``faces`` ``(B, 3, H, W)``, float32 RGB in [0, 1], and ``landmarks``
     ``(B, 5, 2)`` or None (no face was located: the crop is the whole image), and returns a
-    ``(B, D)`` tensor. The identity scores normalise it to unit length; a zero or non-finite
+    ``(B, D)`` tensor; an ``embed(faces)`` without ``landmarks`` gets the crop alone. The identity scores normalise it to unit length; a zero or non-finite
     vector is refused. :meth:`card` describes the weights, licence, source and, where the
     source publishes one, the operating point.
     """

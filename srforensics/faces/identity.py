@@ -198,9 +198,15 @@ class IdentityScorer:
     """
 
     def __init__(self, embedder=None, *, detect: bool = True, protocol=None) -> None:
+        import inspect
+
         self.embedder = embedder
         self.detect = detect
         self.protocol = protocol
+        #: An embedder whose ``embed`` takes no ``landmarks`` gets the crop alone.
+        self.takes_landmarks = embedder is not None and (
+            "landmarks" in inspect.signature(embedder.embed).parameters
+        )
 
     def landmarks(self, hr: np.ndarray, hr_params) -> np.ndarray | None:
         """The five landmarks of the face in ``hr`` (its outputs have the same geometry)."""
@@ -222,8 +228,12 @@ class IdentityScorer:
         """Unit-length embeddings of ``images`` (all with the face at ``landmarks``)."""
         from srforensics.images import to_tensor
 
-        points = None if landmarks is None else np.repeat(landmarks[None], len(images), axis=0)
-        raw = self.embedder.embed(to_tensor(list(images)), landmarks=points)
+        batch = to_tensor(list(images))
+        if self.takes_landmarks:
+            points = None if landmarks is None else np.repeat(landmarks[None], len(images), axis=0)
+            raw = self.embedder.embed(batch, landmarks=points)
+        else:
+            raw = self.embedder.embed(batch)
         raw = raw.numpy() if hasattr(raw, "numpy") else raw
         return unit_rows(raw, embedder=getattr(self.embedder, "name", type(self.embedder).__name__))
 
