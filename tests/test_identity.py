@@ -229,6 +229,9 @@ def test_without_facenet_weights_the_matcher_that_installs_with_the_package_is_u
     res = pd.read_parquet(out / "results.parquet")
     faces = res[(res.status == "ok") & res.record_id.isin(["astronaut", "camera"])]
     assert len(faces) and faces.id_cosine.between(-1, 1).all() and faces.id_angle.notna().all()
+    # The README's quick start: verification and swaps too, at the published operating point.
+    assert faces.id_verified.notna().all() and faces.id_swap.notna().all()
+    assert m["identity"]["threshold"]["method"] == "published"
 
 
 def test_without_the_asked_matchers_weights_identity_is_unavailable_but_faces_are_found(tmp_path):
