@@ -126,3 +126,34 @@ def test_reports_load_with_no_console_errors_and_no_requests(chromium, tiny_run,
         dom, console, requests = open_in_chromium(chromium, page, tmp_path)
         assert "</html>" in dom
         assert console == [] and requests == [], (page, console, requests)
+
+
+def test_worst_case_table_fits_the_page_on_screen_and_in_print(chromium, tiny_run, tmp_path):
+    """The per-input table (a column per metric, then diversity, spread and n_inconsistent)
+    is no wider than the page in a 900 px window, and its last columns reach the PDF."""
+    import shutil
+
+    html = (tiny_run[0] / "report.html").read_text()
+    probe = tmp_path / "probe.html"
+    measure = (
+        "<script>window.onload=()=>{const t=document.querySelector('table.per-input');"
+        "document.body.setAttribute('data-fit',"
+        "String(t.getBoundingClientRect().right<=document.documentElement.clientWidth));}"
+        "</script></body>"
+    )
+    probe.write_text(html.replace("</body>", measure))
+    dom = _chromium(
+        chromium, tmp_path, "--window-size=900,1000", "--virtual-time-budget=5000",
+        "--dump-dom", probe.as_uri(),
+    ).stdout  # fmt: skip
+    assert 'data-fit="true"' in dom
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    pdf = tmp_path / "report.pdf"
+    _chromium(chromium, tmp_path, f"--print-to-pdf={pdf}", (tiny_run[0] / "report.html").as_uri())
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True
+    ).stdout
+    section = text[text.index("Worst case per input") :][:1500]
+    # Narrow columns wrap their header ("n_inconsiste" / "nt"); a cut column is not printed.
+    assert "diversity" in section and "n_inconsiste" in section
