@@ -19,6 +19,20 @@ def test_compare_two_models(tiny_run, tiny_dataset, tmp_path, chromium):
     assert 'id="metrics"' in dom and console == [] and requests == []
 
 
+def test_compare_two_runs_of_one_model_labels_them_by_run(tiny_run, tiny_dataset, tmp_path):
+    """Two bicubic runs: each column and chart series is named by its run folder as well,
+    and the per-group charts (one series per run) are kept."""
+    again = tmp_path / "again"
+    assert audit_tiny(tiny_dataset, again, breakdowns=True).returncode == 0
+    out = tmp_path / "compare.html"
+    proc = run_cli("compare", str(tiny_run[0]), str(again), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = out.read_text()
+    first = f"bicubic ({tiny_run[0].name})"
+    assert first in html and "bicubic (again)" in html
+    assert 'id="groups"' in html and "for each run" in html
+
+
 def test_compare_refuses_runs_on_different_protocols(tiny_run, tiny_dataset, tmp_path):
     other = tmp_path / "x2"
     proc = run_cli(

@@ -55,6 +55,7 @@ def compare_runs(
                 "protocol": manifest["protocol"]["sha256"],
             }
         )
+    _unique_labels(runs)
     mismatches = []
     for r in runs[1:]:
         for key, what in (("protocol", "protocol"), ("dataset", "input files")):
@@ -125,6 +126,21 @@ def compare_runs(
     out = Path(out)
     out.write_text(html, encoding="utf-8")
     return out
+
+
+def _unique_labels(runs) -> None:
+    """Label each run by its model, and by its run folder too where models repeat (two runs
+    of one model, e.g. two seeds or versions), so that columns and chart series stay apart."""
+    from collections import Counter
+
+    seen = Counter(r["label"] for r in runs)
+    for r in runs:
+        if seen[r["label"]] > 1:
+            r["label"] = f"{r['label']} ({r['dir'].name})"
+    labels = Counter(r["label"] for r in runs)
+    for k, r in enumerate(runs):  # the same folder name twice (runs/a/x, runs/b/x)
+        if labels[r["label"]] > 1:
+            r["label"] = f"{r['label']} #{k + 1}"
 
 
 def _group_rows(runs) -> list[dict[str, Any]]:
