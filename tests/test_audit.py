@@ -35,7 +35,7 @@ def test_run_folder_contents(tiny_run, tiny_dataset):
     timing = next(line for line in lines if line.startswith("time: "))
     assert re.fullmatch(
         r"time: [\d.]+ s: loading [\d.]+ s, model [\d.]+ s, metrics [\d.]+ s, identity [\d.]+ s, "
-        r"protocol in "
+        r"breakdowns [\d.]+ s, protocol in "
         r"this process [\d.]+ s, srforensics [\d.]+ s \(\d+%\)",
         timing,
     ), timing
