@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import socket
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,7 +32,6 @@ from srforensics.execution import (
     torch_threads,
 )
 from srforensics.images import (
-    DEFAULT_MAX_PIXELS,
     encode_png,
     pixel_sha256,
     read_image,
@@ -45,268 +40,49 @@ from srforensics.images import (
 from srforensics.ledger import to_json
 from srforensics.recompute import call_model, model_context, output_images
 from srforensics.recompute import describe_error as _describe_error
+from srforensics.run.config import AuditConfig, Device, SaveImages
+from srforensics.run.exports import export_tables
+from srforensics.run.folder import (
+    CONFIG_NAME,
+    LOCK_NAME,
+    REPORT_NAME,
+    UNHASHED,
+    default_run_dir,
+    image_stem,
+    run_files,
+    run_lock,
+    safe_name,
+    write_atomic,
+)
+from srforensics.run.timing import TIMED_PARTS, AuditRun, RunTiming
 from srforensics.seeding import degradation_rng, model_seed
 
 if TYPE_CHECKING:
     from srforensics.analysis import LedgerTables
 
-SaveImages = Literal["report", "all", "none"]
-Device = Literal["auto", "cpu", "cuda"]
-CONFIG_NAME = "config.json"
-REPORT_NAME = "report.html"
-LOCK_NAME = ".lock"
-#: Files of a run folder that the manifest does not hash: itself, the ledger (hashed by
-#: content instead) and what is written after it (report, gate verdicts).
-UNHASHED = frozenset(
-    {
-        "manifest.json",
-        "manifest.json.tmp",
-        "ledger.sqlite",
-        "ledger.sqlite-wal",
-        "ledger.sqlite-shm",
-        LOCK_NAME,
-        REPORT_NAME,
-        "gates.json",
-        "junit.xml",
-    }
-)
+__all__ = [
+    "CONFIG_NAME",
+    "LOCK_NAME",
+    "REPORT_NAME",
+    "UNHASHED",
+    "AuditConfig",
+    "AuditRun",
+    "Device",
+    "RunTiming",
+    "SaveImages",
+    "TIMED_PARTS",
+    "default_run_dir",
+    "export_tables",
+    "image_stem",
+    "resume_audit",
+    "run_audit",
+    "run_files",
+    "run_lock",
+    "safe_name",
+]
 
 #: Output statuses written to the ledger.
 OK, FAILED, NO_FACE = "ok", "failed", "no_face"
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    """Everything that defines an audit. ``None`` means "take it from the protocol"."""
-
-    model: str = "bicubic"
-    model_args: Mapping[str, Any] = field(default_factory=dict)
-    protocol: str = "faces"
-    dataset: str = "sample"
-    dataset_root: str | None = None
-    gates: str | None = None
-    samples: int = 4
-    metrics: tuple[str, ...] | None = None
-    seed: int | None = None
-    variants: int | None = None
-    crop_border: int | None = None
-    out: str | None = None
-    save_images: SaveImages = "report"
-    report_examples: int = 4
-    device: Device = "cpu"
-    dtype: str = "float32"
-    sampler: str | None = None
-    sampler_args: Mapping[str, Any] = field(default_factory=dict)
-    batch_size: int = 8
-    diversity: str = "auto"
-    breakdown_boot: int = 1000
-    identity: str = "auto"
-    face_embedder: str = "auto"
-    face_weights: str | None = None
-    id_threshold: float | None = None
-    id_fmr: float = 1e-3
-    range_tolerance: float = 0.1
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    limit: int | None = None
-    allow_downloads: bool = False
-    model_timeout: float | None = None
-    trust_weights: bool = False
-    workers: int = 0
-    threads: int = 1
-    executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
-    shard_size: int = 64
-    loaders: int = 0
-    command: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.metrics, str):  # "psnr,ssim", as on the command line
-            names = tuple(m.strip() for m in self.metrics.split(",") if m.strip())
-            object.__setattr__(self, "metrics", names)
-        if self.samples < 1:
-            raise SRForensicsError(f"--samples must be at least 1, got {self.samples}")
-        if self.variants is not None and self.variants < 1:
-            raise SRForensicsError(f"--variants must be at least 1, got {self.variants}")
-        if self.save_images not in ("report", "all", "none"):
-            raise SRForensicsError(
-                f"--save-images must be report, all or none, got {self.save_images!r}"
-            )
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise SRForensicsError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if self.diversity not in ("auto", "mse16", "lpips"):
-            raise SRForensicsError(
-                f"--diversity must be auto, mse16 or lpips, got {self.diversity!r}"
-            )
-        if self.identity not in ("auto", "on", "off"):
-            raise SRForensicsError(f"--identity must be auto, on or off, got {self.identity!r}")
-        if not 0 < self.id_fmr < 1:
-            raise SRForensicsError(f"--id-fmr must be in (0, 1), got {self.id_fmr}")
-        if self.id_threshold is not None and not -1 <= self.id_threshold <= 1:
-            raise SRForensicsError(
-                f"--id-threshold is a cosine similarity in [-1, 1], got {self.id_threshold}"
-            )
-        if self.breakdown_boot != 0 and self.breakdown_boot < 50:
-            raise SRForensicsError(
-                f"--breakdown-boot must be 0 (off) or at least 50, got {self.breakdown_boot}"
-            )
-        if self.batch_size < 1:
-            raise SRForensicsError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not 0 <= self.range_tolerance <= 1:
-            raise SRForensicsError(
-                f"--range-tolerance must be in [0, 1], got {self.range_tolerance}"
-            )
-        if self.limit is not None and self.limit < 1:
-            raise SRForensicsError(f"--limit must be at least 1, got {self.limit}")
-        if self.metrics is not None and not self.metrics:
-            raise SRForensicsError("--metrics is empty; name at least one metric")
-        if self.model_timeout is not None and not self.model_timeout > 0:
-            raise SRForensicsError(
-                f"--model-timeout is in seconds and must be positive, got {self.model_timeout}"
-            )
-        if self.workers < 0:
-            raise SRForensicsError(
-                f"--workers must be 0 (this process) or more, got {self.workers}"
-            )
-        if self.threads < 1:
-            raise SRForensicsError(f"--threads must be at least 1, got {self.threads}")
-        if self.executor not in ("local", "ray"):
-            raise SRForensicsError(f"--executor must be local or ray, got {self.executor!r}")
-        if self.ray_address is not None and self.executor != "ray":
-            raise SRForensicsError("--ray-address needs --executor ray")
-        if self.shard_size < 1:
-            raise SRForensicsError(f"--shard-size must be at least 1, got {self.shard_size}")
-        if self.loaders < 0:
-            raise SRForensicsError(f"--loaders must be 0 (none) or more, got {self.loaders}")
-        if self.loaders and (self.workers or self.executor != "local"):
-            raise SRForensicsError(
-                "--loaders is for runs in this process; with --workers or --executor ray "
-                "every worker loads its own records: drop --loaders"
-            )
-        if self.max_pixels < 1:
-            raise SRForensicsError(f"--max-pixels must be at least 1, got {self.max_pixels}")
-        if self.crop_border is not None and self.crop_border < 0:
-            raise SRForensicsError(f"--crop-border must be >= 0, got {self.crop_border}")
-
-    def load_model(self, device: str):
-        """The model (with its sampler) this configuration names, on ``device``."""
-        from srforensics.models import load_model
-
-        return load_model(
-            self.model,
-            args=self.model_args,
-            device=device,
-            dtype=self.dtype,
-            sampler=self.sampler,
-            sampler_args=self.sampler_args,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model_args"] = dict(self.model_args)
-        d["sampler_args"] = dict(self.sampler_args)
-        d["metrics"] = list(self.metrics) if self.metrics is not None else None
-        d["command"] = list(self.command) if self.command is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AuditConfig:
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in data.items() if k in known}
-        for k in ("metrics", "command"):
-            if kw.get(k) is not None:
-                kw[k] = tuple(kw[k])
-        return cls(**kw)
-
-
-@dataclass(frozen=True)
-class RunTiming:
-    """Where an audit's wall time went, measured in the process that ran it.
-
-    ``loading_s``: from the start until the protocol, the dataset's list, the model and the
-    metrics are loaded (their libraries' imports, torch's among them, weights, pyiqa's split
-    checks; helper processes start meanwhile); ``model_s``: the model's calls;
-    ``metrics_s``: the metrics (the reference features, the scores, the diversity and the
-    per-pixel spread); ``identity_s``: face embeddings and identity scores; ``breakdown_s``:
-    the per-group breakdowns, the disparities and the identity rates with their record-level
-    intervals; ``protocol_s``:
-    records read, prepared and degraded in this process (loader processes' work runs beside
-    it and is not counted). :attr:`own_s` is the rest: srforensics's own work (output checks
-    and hashes, the ledger, images, the galleries' recomputation, tables, the report) and
-    waiting for helper processes. ``loader_metrics_s`` is not part of the wall time: the
-    seconds loader processes spent, beside this one, on the reference features of the
-    records whose features this process took from them (on the CPU, see
-    :attr:`~srforensics.metrics.Metric.loader_features`).
-
-    On a GPU, work is counted where this process waits for it: the model's and the metrics'
-    calls copy their results to the CPU and so wait for them; the reference features' GPU
-    work may be counted in the next call that waits.
-    """
-
-    wall_s: float
-    loading_s: float
-    model_s: float
-    metrics_s: float
-    identity_s: float
-    protocol_s: float
-    breakdown_s: float = 0.0
-    loader_metrics_s: float = 0.0
-
-    @property
-    def own_s(self) -> float:
-        return self.wall_s - sum(getattr(self, f"{p}_s") for p in TIMED_PARTS)
-
-    def describe(self) -> str:
-        """One line, as ``srforensics audit`` prints it."""
-        share = self.own_s / self.wall_s * 100 if self.wall_s > 0 else 0.0
-        return (
-            f"time: {self.wall_s:.1f} s: loading {self.loading_s:.1f} s, model "
-            f"{self.model_s:.1f} s, metrics "
-            f"{self.metrics_s:.1f} s, identity {self.identity_s:.1f} s, breakdowns "
-            f"{self.breakdown_s:.1f} s, protocol in this "
-            f"process {self.protocol_s:.1f} s, srforensics {self.own_s:.1f} s ({share:.0f}%)"
-            + (
-                f"; beside it, loader processes' reference features {self.loader_metrics_s:.1f} s"
-                if self.loader_metrics_s
-                else ""
-            )
-        )
-
-
-#: The parts of :class:`RunTiming` this process times (its fields, less ``wall_s``).
-TIMED_PARTS = tuple(
-    f.name.removesuffix("_s")
-    for f in fields(RunTiming)
-    if f.name not in ("wall_s", "loader_metrics_s")
-)
-
-
-@dataclass(frozen=True)
-class AuditRun:
-    run_dir: Path
-    report: Path
-    manifest_sha256: str
-    counts: Mapping[str, int]
-    unavailable: Mapping[str, str] = field(default_factory=dict)
-    verdicts: list | None = None
-    #: Where the time went; None when worker processes or Ray actors computed the records.
-    timing: RunTiming | None = None
-
-
-def _safe(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:limit] or "x"
-
-
-def _image_stem(record_id: str) -> str:
-    # Readable and collision-free even for ids that differ only in odd characters.
-    return f"{_safe(record_id)}-{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
-
-
-def default_run_dir(config: AuditConfig) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return (
-        Path("runs")
-        / f"{stamp}-{_safe(Path(config.model).name)}-{_safe(Path(config.protocol).stem)}"
-    )
 
 
 def resolve_device(device: str) -> str:
@@ -779,7 +555,7 @@ class _Pipeline:
         if loaded.status != OK:
             return self._record_failed(base, loaded.sha, pending, loaded.status, loaded.error)
         hr = loaded.hr
-        stem = _image_stem(rec.id)
+        stem = image_stem(rec.id)
         hr_path = self._save(hr, f"{stem}/hr.png") if self._keep_images(idx, 0) else None
         self.sink.put_record(
             **base,
@@ -1187,11 +963,9 @@ class _Pipeline:
             if got.problems:
                 problems.append({"record_id": key[0], "variant": key[1], "problems": got.problems})
                 continue
-            stem = f"{_image_stem(key[0])}/v{key[1]}"
+            stem = f"{image_stem(key[0])}/v{key[1]}"
             rec = self.ledger.record(key[0])
-            hr_path = (
-                None if rec["hr_path"] else self._save(got.hr, f"{_image_stem(key[0])}/hr.png")
-            )
+            hr_path = None if rec["hr_path"] else self._save(got.hr, f"{image_stem(key[0])}/hr.png")
             images = [got.outputs[s] for s in sorted(got.outputs)]
             std_path = (
                 self._save(std_map_image(pixel_std(np.stack(images))), f"{stem}_std.png")
@@ -1295,49 +1069,6 @@ class _Pipeline:
     def _tick(self, n: int) -> None:
         if self.progress is not None:
             self.progress(n)
-
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder for this process; a second audit or resume of it is refused.
-
-    An advisory ``flock`` on ``RUN_DIR/.lock``: the operating system releases it when
-    the process ends, however it ends (``kill -9`` included), so it never goes stale.
-    """
-    import fcntl
-
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            raise SRForensicsError(
-                f"{run_dir} is in use by {holder}; wait for it to finish (then --resume "
-                "it if it stopped), or audit into another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"srforensics pid {os.getpid()} on {socket.gethostname()}".encode())
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def run_files(run_dir: Path) -> dict[str, str]:
-    """SHA-256 of every file of the run folder the manifest vouches for (see :data:`UNHASHED`)."""
-    from srforensics.images import sha256_file
-
-    return {
-        p.relative_to(run_dir).as_posix(): sha256_file(p)
-        for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.relative_to(run_dir).as_posix() not in UNHASHED
-    }
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 @dataclass
@@ -1663,61 +1394,6 @@ def _execute(
     )
 
 
-def export_tables(
-    ledger,
-    run_dir: Path,
-    *,
-    sensitive: Sequence[str] = (),
-    seed: int = 0,
-    n_boot: int = 1000,
-    read: LedgerTables | None = None,
-    timed: Callable[[str], AbstractContextManager[None]] | None = None,
-) -> list[Path]:
-    """``results`` (one row per output, with flags), ``per_input`` (one row per LR) and, when the
-    dataset has sensitive attributes, ``breakdown`` (per group, with CIs) and ``disparities.json``.
-    ``read``: those two tables if already read from ``ledger`` (:class:`LedgerTables`);
-    ``timed("breakdown")``: a context that times the breakdown and the disparities."""
-    from srforensics.analysis import LedgerTables, json_safe
-
-    read = read or LedgerTables.read(ledger)
-    results = read.results
-    tables = {"results": results, "per_input": read.per_input}
-    sensitive = [a for a in sensitive if a in results and results[a].notna().any()]
-    extra: list[Path] = []
-    if sensitive:
-        with (timed or (lambda _part: nullcontext()))("breakdown"):
-            disp = _group_tables(tables, results, ledger, sensitive, seed=seed, n_boot=n_boot)
-        path = run_dir / "disparities.json"
-        path.write_text(
-            json.dumps(json_safe(disp), indent=2, sort_keys=True, allow_nan=False) + "\n",
-            encoding="utf-8",
-        )
-        extra.append(path)
-    paths = []
-    for name, df in tables.items():
-        df.to_parquet(run_dir / f"{name}.parquet", index=False)
-        df.to_csv(run_dir / f"{name}.csv", index=False)
-        paths += [run_dir / f"{name}.parquet", run_dir / f"{name}.csv"]
-    return paths + extra
-
-
-def _group_tables(tables, results, ledger, sensitive, *, seed: int, n_boot: int) -> list:
-    """Add ``breakdown`` to ``tables``; return the disparities of each error rate."""
-    from srforensics.analysis import ERROR_RATES, breakdown, disparities, with_error_columns
-
-    scored = with_error_columns(results)
-    columns = [m["name"] for m in ledger.metrics() if not m.get("unavailable")]
-    columns += [c for c in ERROR_RATES if c in scored and c not in columns]
-    tables["breakdown"] = breakdown(scored, columns, sensitive, seed=seed, n_boot=n_boot)
-    # The gates' default: groups of fewer records are flagged small and left out.
-    return [
-        disparities(scored, c, (a,), n_boot=n_boot, seed=seed)
-        for c in ERROR_RATES
-        if c in scored and scored[c].notna().any()
-        for a in sensitive
-    ]
-
-
 def run_audit(config: AuditConfig) -> AuditRun:
     """Run a new audit into ``config.out`` (or ``runs/<UTC time>-<model>-<protocol>/``)."""
     run_dir = (Path(config.out) if config.out else default_run_dir(config)).resolve()
@@ -1733,7 +1409,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
         with run_lock(run_dir):
             if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
                 raise SRForensicsError(f"{run_dir} already holds a run; choose another --out")
-            _write_atomic(
+            write_atomic(
                 run_dir / CONFIG_NAME,
                 json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
             )

@@ -69,7 +69,7 @@ def _check_file(path: Path, expected: str, label: str, result: VerifyResult) -> 
 
 
 def _check_files(run_dir: Path, manifest: dict[str, Any], result: VerifyResult) -> None:
-    from srforensics.audit import UNHASHED
+    from srforensics.run.folder import UNHASHED
 
     for item in manifest.get("inputs", []):
         if item.get("sha256"):

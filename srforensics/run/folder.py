@@ -1,0 +1,97 @@
+"""The run folder: file names, a default location, the lock, atomic writes, file hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from srforensics.errors import SRForensicsError
+
+if TYPE_CHECKING:
+    from srforensics.run.config import AuditConfig
+
+CONFIG_NAME = "config.json"
+REPORT_NAME = "report.html"
+LOCK_NAME = ".lock"
+#: Files of a run folder that the manifest does not hash: itself, the ledger (hashed by
+#: content instead) and what is written after it (report, gate verdicts).
+UNHASHED = frozenset(
+    {
+        "manifest.json",
+        "manifest.json.tmp",
+        "ledger.sqlite",
+        "ledger.sqlite-wal",
+        "ledger.sqlite-shm",
+        LOCK_NAME,
+        REPORT_NAME,
+        "gates.json",
+        "junit.xml",
+    }
+)
+
+
+def safe_name(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:limit] or "x"
+
+
+def image_stem(record_id: str) -> str:
+    # Readable and collision-free even for ids that differ only in odd characters.
+    return f"{safe_name(record_id)}-{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
+
+
+def default_run_dir(config: AuditConfig) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return (
+        Path("runs")
+        / f"{stamp}-{safe_name(Path(config.model).name)}-{safe_name(Path(config.protocol).stem)}"
+    )
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process; a second audit or resume of it is refused.
+
+    An advisory ``flock`` on ``RUN_DIR/.lock``: the operating system releases it when
+    the process ends, however it ends (``kill -9`` included), so it never goes stale.
+    """
+    import fcntl
+
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise SRForensicsError(
+                f"{run_dir} is in use by {holder}; wait for it to finish (then --resume "
+                "it if it stopped), or audit into another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"srforensics pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def run_files(run_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file of the run folder the manifest vouches for (see :data:`UNHASHED`)."""
+    from srforensics.images import sha256_file
+
+    return {
+        p.relative_to(run_dir).as_posix(): sha256_file(p)
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.relative_to(run_dir).as_posix() not in UNHASHED
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
