@@ -576,9 +576,9 @@ def test_hr_side_work_is_done_once_per_input_never_per_sample(tiny_dataset, tmp_
         hrs.append(hr)
         return hr, fitted
 
-    def counting_embed(self, faces):
+    def counting_embed(self, faces, landmarks=None):
         calls["embed_hr"] += sum(any(f is h for h in hrs) for f in faces)
-        return embed(self, faces)
+        return embed(self, faces, landmarks)
 
     monkeypatch.setattr(Protocol, "prepare", counting_prepare)
     monkeypatch.setattr(IdentityScorer, "embed", counting_embed)
@@ -637,11 +637,12 @@ def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["complete"] is True and data["parts"] == ["help"] and data["cli_help_s"] > 0
-    assert not {"throughput", "memory", "workers"} & set(data) and data["overhead_ratio"] is None
+    assert not {"throughput", "breakdown", "memory", "workers"} & set(data)
+    assert data["overhead_ratio"] is None
     if _glibc():  # tuned as the CLI tunes its process
         assert "M_MMAP_THRESHOLD=33554432" in data["machine"]["allocator"]
     proc = bench("--parts", "throughput,gpu", "--out", str(tmp_path / "x.json"))
-    assert proc.returncode == 2 and "--parts takes some of throughput, memory" in proc.stderr
+    assert proc.returncode == 2 and "--parts takes some of throughput, breakdown" in proc.stderr
     assert not (tmp_path / "x.json").exists()
 
 
