@@ -18,7 +18,8 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evidence.png").write_bytes(encode_png(data.astronaut()[40:104, 180:244] / 255.0))
     (tmp_path / "gates.yaml").write_text(
-        "gates:\n  - {name: psnr-floor, metric: psnr, statistic: mean, op: '>=', value: 10}\n", encoding="utf-8"
+        "gates:\n  - {name: psnr-floor, metric: psnr, statistic: mean, op: '>=', value: 10}\n",
+        encoding="utf-8",
     )
     scope: dict = {}
     exec(compile(code, "README.md (Python API)", "exec"), scope)  # noqa: S102

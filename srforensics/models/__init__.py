@@ -1,6 +1,7 @@
 """SR models: the plug-in base, built-in models, architectures, samplers, and how a model is named.
 
-``--model`` takes a model spec YAML file, a TorchScript file, a registry name
+``--model`` takes an SR checkpoint (a state dict, ``.pth``/``.safetensors``, whose
+architecture spandrel detects), a model spec YAML file, a TorchScript file, a registry name
 (``bicubic``), an entry point in group ``srforensics.models``, or
 ``package.module:Class``. ``--sampler`` wraps any of them.
 """
@@ -89,7 +90,18 @@ def load_model(
     """Instantiate a model from a spec YAML, a TorchScript file, a registry name, entry point or ``module:Class``."""
     args = dict(args or {})
     path = Path(name).expanduser()
-    if path.suffix.lower() in (".yaml", ".yml") or (
+    from srforensics.models.checkpoint import CHECKPOINT_SUFFIXES, is_torchscript
+
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES and path.is_file() and not is_torchscript(path):
+        if args:
+            raise SRForensicsError(
+                f"--model-arg does not apply to a checkpoint ({path}): spandrel reads its "
+                "architecture from the file"
+            )
+        from srforensics.models.checkpoint import CheckpointModel
+
+        model: SRModel = CheckpointModel(path, device=device, dtype=dtype)
+    elif path.suffix.lower() in (".yaml", ".yml") or (
         path.suffix.lower() in TORCHSCRIPT_SUFFIXES and path.is_file()
     ):
         if args:
@@ -101,7 +113,7 @@ def load_model(
         from srforensics.models.network import SpecModel, TorchScriptModel
 
         kind = SpecModel if path.suffix.lower() in (".yaml", ".yml") else TorchScriptModel
-        model: SRModel = kind(path, device=device, dtype=dtype)
+        model = kind(path, device=device, dtype=dtype)
     else:
         target = MODELS.get(name)
         if not (isinstance(target, type) and issubclass(target, SRModel)):

@@ -1,0 +1,106 @@
+"""Checkpoints as models: spandrel detects the architecture of a state dict.
+
+Every checkpoint here is made by the test: a randomly initialised network from spandrel's
+own architecture classes, saved as a state dict. The reference output is spandrel's own
+model called on the same input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from conftest import audit_tiny, run_cli
+
+from srforensics.errors import SRForensicsError
+from srforensics.images import sha256_file
+from srforensics.models import load_model
+
+
+def _save(net, path):
+    torch.manual_seed(0)
+    state = net.state_dict()
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def _nets():
+    from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.ESRGAN import ESRGAN
+    from spandrel.architectures.SPAN import SPAN
+
+    torch.manual_seed(0)
+    return [
+        ("ESRGAN", 4, ".pth", ESRGAN(in_nc=3, out_nc=3, num_filters=16, num_blocks=2, scale=4)),
+        ("RealESRGAN Compact", 2, ".safetensors", Compact(num_feat=16, num_conv=4, upscale=2)),
+        ("SPAN", 3, ".pth", SPAN(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=3)),
+    ]
+
+
+@pytest.mark.parametrize("arch, scale, suffix, net", _nets(), ids=lambda v: str(v)[:20])
+def test_a_checkpoint_runs_as_its_detected_architecture(arch, scale, suffix, net, tmp_path):
+    path = _save(net, tmp_path / f"model{suffix}")
+    model = load_model(str(path))
+    card = model.card()
+    assert model.scale == scale and card.weights_sha256 == sha256_file(path)
+    assert card.version.startswith(f"{arch} x{scale}") and "spandrel" in card.description
+    assert "not reported by spandrel" in card.licence  # none is made up
+    lr = torch.rand(2, 3, 12, 10)
+    out = model.upscale(lr, scale=scale)
+    with torch.no_grad():  # spandrel's inference clamps to [0, 1], as the reference code does
+        expected = net.eval()(lr).clamp(0, 1)
+    assert out.shape == (2, 3, 12 * scale, 10 * scale)
+    assert torch.equal(out, expected.float())
+
+
+def test_an_audit_of_a_checkpoint_records_its_architecture_and_hash(tiny_dataset, tmp_path):
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    path = _save(ESRGAN(num_filters=16, num_blocks=2, scale=4), tmp_path / "esrgan.pth")
+    out = tmp_path / "run"
+    proc = audit_tiny(tiny_dataset, out, model=str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["weights_sha256"] == sha256_file(path)
+    assert m["model"]["version"].startswith("ESRGAN x4")
+    assert [w["loaded_as"] for w in m["weights"]] == ["torch.load(weights_only=True)"]
+    assert "ESRGAN" in (out / "report.html").read_text()
+
+
+def test_a_state_dict_spandrel_does_not_know_is_one_clear_error(tmp_path):
+    path = tmp_path / "mystery.pth"
+    torch.save({"encoder.weight": torch.zeros(4, 4)}, path)
+    with pytest.raises(SRForensicsError, match="recognises no architecture.*ESRGAN.*plug-in"):
+        load_model(str(path))
+    proc = run_cli(
+        "audit", "--model", str(path), "--protocol", "bicubic-x4", "--out", str(tmp_path / "r")
+    )
+    assert proc.returncode == 2 and "spandrel recognises no architecture" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_checkpoint_that_needs_full_unpickling_is_refused(tmp_path):
+    """A file ``torch.load(weights_only=True)`` refuses (it names a Python object) is not
+    unpickled unless the user trusts it."""
+    path = tmp_path / "pickled.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": argparse.Namespace(x=1)}, path)
+    with pytest.raises(SRForensicsError, match="--trust-weights"):
+        load_model(str(path))
+
+
+def test_torchscript_files_still_load_as_torchscript(tmp_path):
+    class Up(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+
+    path = tmp_path / "scripted.pth"
+    torch.jit.script(Up()).save(str(path))
+    model = load_model(str(path))
+    assert model.card().version == "torchscript"
