@@ -1384,10 +1384,14 @@ def _execute(
         write_json(verdicts, run_dir / "gates.json")
         write_junit(verdicts, run_dir / "junit.xml")
     report = render_report(run_dir, drawn=drawing, read=final)  # drawing: read last
+    from srforensics.run.seal import write_seal
+
+    seal = write_seal(run_dir)
     return AuditRun(
         run_dir=run_dir,
         report=report,
         manifest_sha256=digest,
+        report_sha256=seal["files"]["report.html"],
         counts=counts,
         unavailable=dict(pipe.unavailable),
         verdicts=verdicts,

@@ -571,6 +571,7 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     status = _print_verdicts(run.verdicts or [])
     _say(f"run folder: {run.run_dir}")
     _say(f"manifest SHA-256: {run.manifest_sha256}")
+    _say(f"report SHA-256: {run.report_sha256} (sealed with the manifest's in seal.json)")
     _say(run.report)
     return status
 
@@ -824,8 +825,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from srforensics.report import render_report
+    from srforensics.run.seal import write_seal
 
-    _say(render_report(args.run_dir))
+    path = render_report(args.run_dir)
+    seal = write_seal(path.parent)
+    _say(f"report SHA-256: {seal['files']['report.html']} (sealed in seal.json)")
+    _say(path)
     return 0
 
 

@@ -87,6 +87,31 @@ def _check_files(run_dir: Path, manifest: dict[str, Any], result: VerifyResult) 
         _check_file(Path(w["path"]), w["sha256"], f"weight file {Path(w['path']).name}", result)
 
 
+def _check_report(run_dir: Path, result: VerifyResult) -> None:
+    """The seal (report, gate verdicts, PDF against the manifest) and the report re-rendered
+    from the ledger and the manifest, byte for byte."""
+    import tempfile
+
+    from srforensics.report import render_report
+    from srforensics.run.seal import check_seal
+
+    result.problems += check_seal(run_dir, result.manifest_sha256)
+    report = run_dir / "report.html"
+    if not report.is_file():
+        return  # the seal check names it
+    with tempfile.TemporaryDirectory(prefix="srforensics-verify-") as tmp:
+        fresh = render_report(run_dir, out=Path(tmp) / "report.html").read_bytes()
+    kept = report.read_bytes()
+    result.files_checked += 1
+    if fresh != kept:
+        at = next((i for i, (a, b) in enumerate(zip(fresh, kept, strict=False)) if a != b), None)
+        at = min(len(fresh), len(kept)) if at is None else at
+        result.problems.append(
+            f"altered: report.html differs from the report re-rendered from the ledger and the "
+            f"manifest (from byte {at})"
+        )
+
+
 def _check_ledger(ledger, manifest: dict[str, Any], run_dir: Path, result: VerifyResult) -> None:
     recorded = manifest.get("ledger_content_sha256") or {}
     current = ledger.content_digests()
@@ -180,6 +205,7 @@ def verify_run(
             f"altered: manifest.json hashes to {result.manifest_sha256}, expected {expect_manifest.lower()}"
         )
     _check_files(run_dir, manifest, result)
+    _check_report(run_dir, result)
     config = AuditConfig.from_dict(manifest["config"])
     with Ledger(run_dir / LEDGER_NAME) as ledger, torch_threads(config.threads):
         _check_ledger(ledger, manifest, run_dir, result)

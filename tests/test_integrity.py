@@ -323,3 +323,38 @@ def test_package_versions_are_importlib_metadatas():
     names = (*TRACKED_PACKAGES, "pytest", "no-such-distribution-srf")
     expected = {n: metadata.version(n) for n in names[:-1]}
     assert package_versions(names) == {**expected, "no-such-distribution-srf": None}
+
+
+def test_the_report_is_sealed_and_verify_catches_any_edit_to_it(noisy_run, tmp_path):
+    """seal.json binds report.html to the manifest; verify checks the seal and re-renders the
+    report from the ledger and manifest, so a one-byte edit is named twice, an edited or
+    missing seal is named, and `srforensics report` re-renders and re-seals."""
+    seal = json.loads((noisy_run.run_dir / "seal.json").read_text())
+    assert seal["manifest_sha256"] == noisy_run.manifest_sha256
+    assert seal["files"]["report.html"] == noisy_run.report_sha256
+
+    run_dir = _copy(noisy_run, tmp_path)
+    report = run_dir / "report.html"
+    html = report.read_bytes()
+    report.write_bytes(html.replace(b"Summary", b"Summarx", 1))  # one byte
+    proc = _verify(run_dir)
+    assert proc.returncode == 1
+    assert "FAIL altered: report.html hashes to" in proc.stdout
+    assert "FAIL altered: report.html differs from the report re-rendered" in proc.stdout
+
+    report.write_bytes(html)  # the report back, the seal edited
+    sealed = json.loads((run_dir / "seal.json").read_text())
+    (run_dir / "seal.json").write_text(json.dumps(dict(sealed, manifest_sha256="0" * 64)))
+    proc = _verify(run_dir)
+    assert proc.returncode == 1 and "FAIL altered: seal.json seals manifest 000" in proc.stdout
+
+    (run_dir / "seal.json").unlink()
+    proc = _verify(run_dir)
+    assert proc.returncode == 1 and "FAIL missing: seal.json" in proc.stdout
+    proc = run_cli("report", str(run_dir))
+    assert proc.returncode == 0 and "report SHA-256:" in proc.stdout
+    assert _verify(run_dir).returncode == 0  # re-rendered from the ledger: the same bytes
+
+    (run_dir / "gates.json").write_text("{}")  # a file written after the seal
+    proc = _verify(run_dir)
+    assert "FAIL unsealed: gates.json is in the run folder but not in seal.json" in proc.stdout

@@ -234,8 +234,12 @@ def render_report(
     *,
     drawn: Mapping[str, str] | None = None,
     read: LedgerTables | None = None,
+    out: str | Path | None = None,
 ) -> Path:
     """Render the audit report of a finished (or stopped) run from its ledger and manifest.
+
+    The same run folder gives the same bytes (the report embeds no time): ``verify``
+    re-renders it into ``out`` and compares.
 
     Parameters
     ----------
@@ -248,6 +252,8 @@ def render_report(
     read : LedgerTables, optional
         The run's results and per-input table, if the caller has just read them from the
         ledger (the audit, which exported them); otherwise they are read here.
+    out : str or Path, optional
+        Where to write the page (default ``RUN_DIR/report.html``).
     """
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
@@ -366,6 +372,6 @@ def render_report(
         for key, kwargs in histograms(results, metrics).items()
     ]
     html = render_template(TEMPLATE, figures=figures, **context)
-    path = run_dir / REPORT_NAME
+    path = Path(out) if out is not None else run_dir / REPORT_NAME
     path.write_text(html, encoding="utf-8")
     return path

@@ -21,7 +21,8 @@ CONFIG_NAME = "config.json"
 REPORT_NAME = "report.html"
 LOCK_NAME = ".lock"
 #: Files of a run folder that the manifest does not hash: itself, the ledger (hashed by
-#: content instead) and what is written after it (report, gate verdicts).
+#: content instead) and what is written after it (report, gate verdicts, PDF), which the
+#: seal covers (:mod:`srforensics.run.seal`).
 UNHASHED = frozenset(
     {
         "manifest.json",
@@ -33,6 +34,9 @@ UNHASHED = frozenset(
         REPORT_NAME,
         "gates.json",
         "junit.xml",
+        "seal.json",
+        "seal.json.tmp",
+        "report.pdf",
     }
 )
 

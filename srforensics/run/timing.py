@@ -77,5 +77,7 @@ class AuditRun:
     counts: Mapping[str, int]
     unavailable: Mapping[str, str] = field(default_factory=dict)
     verdicts: list | None = None
+    #: The report's SHA-256, as sealed beside the manifest (``seal.json``).
+    report_sha256: str | None = None
     #: Where the time went; None when worker processes or Ray actors computed the records.
     timing: RunTiming | None = None
