@@ -462,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     rv.add_argument("--out", default=None, metavar="DIR", help="default: review-<image name>/")
+    rv.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print DIR/review.pdf with headless Chromium (page numbers and the evidence's "
+        "SHA-256 in each page's footer)",
+    )
 
     cp = sub.add_parser(
         "compare",
@@ -503,8 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vf.add_argument("--json", default=None, metavar="OUT.json", help="also write the findings")
 
-    r = sub.add_parser("report", help="re-render the report of a run folder")
+    r = sub.add_parser("report", help="re-render the report of a run folder (and print it to PDF)")
     r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print RUN_DIR/report.pdf with headless Chromium (page numbers, run id and "
+        "manifest SHA-256 in each page's footer); sealed with the report",
+    )
     return parser
 
 
@@ -781,7 +793,15 @@ def _cmd_review(args: argparse.Namespace, argv: Sequence[str]) -> int:
         out=args.out,
         command=("srforensics", *argv),
     )
-    _say(run_review(config))
+    page = run_review(config)
+    if args.pdf:
+        from srforensics.images import sha256_file
+        from srforensics.report.pdf import print_pdf
+
+        pdf = print_pdf(page, page.with_name("review.pdf"))
+        _say(f"PDF SHA-256: {sha256_file(pdf)}")
+        _say(pdf)
+    _say(page)
     return 0
 
 
@@ -828,8 +848,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from srforensics.run.seal import write_seal
 
     path = render_report(args.run_dir)
+    if args.pdf:
+        from srforensics.report.pdf import print_pdf
+
+        print_pdf(path, path.with_name("report.pdf"))
     seal = write_seal(path.parent)
     _say(f"report SHA-256: {seal['files']['report.html']} (sealed in seal.json)")
+    if args.pdf:
+        _say(f"PDF SHA-256: {seal['files']['report.pdf']} (sealed in seal.json)")
+        _say(path.with_name("report.pdf"))
     _say(path)
     return 0
 

@@ -279,3 +279,14 @@ def test_an_audit_makes_no_network_connection(tiny_dataset, tmp_path, monkeypatc
     )
     assert attempts == []
     assert (results[results.record_id != "broken.png"].status == "ok").all()
+
+
+def test_a_hostile_run_id_cannot_leave_the_footers_css_string():
+    """The print footer puts the run id (from a folder name) in a CSS string: quotes, `<`,
+    backslashes and newlines are CSS escapes, so it can end neither the string nor <style>."""
+    from srforensics.report.render import css_string
+
+    out = str(css_string('x"; } </style><script>alert(1)</script>\\\n'))
+    inner = out[1:-1]
+    assert out[0] == out[-1] == '"' and not set('"<>\n;{}') & set(inner.replace("\\", ""))
+    assert "\\00003c " in inner and "\\000022 " in inner

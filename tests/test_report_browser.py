@@ -157,3 +157,59 @@ def test_worst_case_table_fits_the_page_on_screen_and_in_print(chromium, tiny_ru
     section = text[text.index("Worst case per input") :][:1500]
     # Narrow columns wrap their header ("n_inconsiste" / "nt"); a cut column is not printed.
     assert "diversity" in section and "n_inconsiste" in section
+
+
+def test_report_pdf_for_the_case_file(chromium, tiny_dataset, tmp_path):
+    """`report --pdf` prints report.pdf with headless Chromium: each page's footer carries the
+    page number, the run id and the manifest's SHA-256; the verdict is in it; the PDF is
+    sealed (verify checks it), and an edit to it is caught."""
+    import json
+    import shutil
+
+    from conftest import audit_tiny, cli_env, run_cli
+
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    gates = tmp_path / "gates.yaml"
+    gates.write_text(
+        "gates:\n  - {name: psnr-floor, metric: psnr, statistic: mean, op: '>=', value: 10}\n"
+    )
+    out = tmp_path / "run"
+    assert audit_tiny(tiny_dataset, out, "--gates", str(gates)).returncode == 0
+    env = cli_env(SRFORENSICS_CHROMIUM=chromium)
+    proc = run_cli("report", str(out), "--pdf", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pdf = out / "report.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and "PDF SHA-256" in proc.stdout
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True
+    ).stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    digest = json.loads((out / "seal.json").read_text())["manifest_sha256"]
+    pages = text.count("\f") or 1
+    assert "Verdict: all gates passed" in text
+    assert (
+        text.count(f"srforensics run {manifest['run_id']} · manifest SHA-256 {digest}") >= pages - 1
+    )
+    assert f"page 1 of {pages}" in text
+    assert run_cli("verify", str(out)).returncode == 0
+    data = bytearray(pdf.read_bytes())
+    data[len(data) // 2] ^= 1
+    pdf.write_bytes(bytes(data))
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1 and "FAIL altered: report.pdf" in proc.stdout
+
+
+def test_pdf_without_chromium_says_how_to_install_it(tiny_run, tmp_path):
+    import shutil
+
+    from conftest import cli_env, run_cli
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], run_dir)
+    bare = tmp_path / "bin"  # a PATH with no browser on it (the CLI runs as sys.executable)
+    bare.mkdir()
+    env = cli_env(PATH=str(bare), SRFORENSICS_CHROMIUM="")
+    proc = run_cli("report", str(run_dir), "--pdf", env=env)
+    assert proc.returncode == 2 and "apt-get install -y chromium" in proc.stderr
+    assert "Traceback" not in proc.stderr

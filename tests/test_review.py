@@ -141,3 +141,23 @@ def test_review_in_headless_chromium_and_print_to_pdf(chromium, evidence, tmp_pa
     )
     assert pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-"
     assert shutil.which("chromium") or chromium
+
+
+def test_review_pdf_carries_the_evidence_hash_on_every_page(chromium, evidence, tmp_path):
+    from conftest import cli_env
+
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    out = tmp_path / "r"
+    proc = run_cli(
+        "review", str(evidence), "--model", "nullspace", "--samples", "3", "--pdf",
+        "--out", str(out), env=cli_env(SRFORENSICS_CHROMIUM=chromium),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sha = json.loads((out / "review.json").read_text())["input"]["sha256"]
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(out / "review.pdf"), "-"], capture_output=True, text=True
+    ).stdout
+    pages = text.count("\f") or 1
+    assert text.count(f"evidence SHA-256 {sha}") >= pages - 1 and "page 1 of" in text
+    assert "PDF SHA-256" in proc.stdout

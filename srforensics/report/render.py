@@ -48,7 +48,20 @@ def _environment():
         lstrip_blocks=True,
     )
     env.filters["fmt"] = _fmt
+    env.filters["css_string"] = css_string
     return env
+
+
+def css_string(value: Any) -> Any:
+    """``value`` as a quoted CSS string: every character but letters, digits, spaces and
+    ``.-_:`` as a CSS escape, so nothing in it can end the string or the style sheet."""
+    from markupsafe import Markup
+
+    out = "".join(
+        c if (c.isascii() and (c.isalnum() or c in " .-_:")) else f"\\{ord(c):06x} "
+        for c in str(value)
+    )
+    return Markup(f'"{out}"')
 
 
 def render_template(name: str, **context: Any) -> str:
