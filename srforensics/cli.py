@@ -463,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     rv.add_argument("--out", default=None, metavar="DIR", help="default: review-<image name>/")
     rv.add_argument(
+        "--reference",
+        default=None,
+        metavar="FILE",
+        help="a real image of the same scene at the outputs' resolution (e.g. the same region "
+        "of a higher-resolution frame): each output's RGB PSNR/SSIM and face similarity to it",
+    )
+    rv.add_argument(
         "--pdf",
         action="store_true",
         help="also print DIR/review.pdf with headless Chromium (page numbers and the evidence's "
@@ -791,6 +798,7 @@ def _cmd_review(args: argparse.Namespace, argv: Sequence[str]) -> int:
         id_threshold=args.id_threshold,
         device=args.device,
         out=args.out,
+        reference=args.reference,
         command=("srforensics", *argv),
     )
     page = run_review(config)

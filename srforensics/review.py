@@ -50,6 +50,9 @@ class ReviewConfig:
     face_weights: str | None = None
     id_threshold: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: An image of the same scene at the output's resolution (e.g. the same region of a
+    #: higher-resolution frame): what the camera would have recorded closer up.
+    reference: str | None = None
     command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -129,6 +132,11 @@ def run_review(config: ReviewConfig) -> Path:
                 r[name] = v
         except MetricUnavailable as exc:
             unavailable[name] = str(exc)
+    reference = (
+        _against_reference(config, outputs, rows, mconf, out_dir, device)
+        if config.reference
+        else None
+    )
     for r, o in zip(rows, outputs, strict=True):
         (out_dir / r["file"]).write_bytes(encode_png(o))
     std = pixel_std(np.stack(outputs))
@@ -154,6 +162,7 @@ def run_review(config: ReviewConfig) -> Path:
         "consistent_outputs": int(sum(r["consistent"] for r in rows)),
         "unavailable": unavailable,
         "face": face,
+        "reference": reference,
         "packages": package_versions(),
         "started_at": started,
         "finished_at": utc_now(),
@@ -162,6 +171,91 @@ def run_review(config: ReviewConfig) -> Path:
         json.dumps(review, indent=2, sort_keys=True, default=str) + "\n"
     )
     return _render(out_dir, review)
+
+
+#: Full-reference metrics of the outputs against ``--reference`` (RGB: the reference is no
+#: HR of the model's input, so the SR convention's Y-channel border crop is not assumed).
+REFERENCE_METRICS = ("psnr_rgb", "ssim_rgb")
+
+
+def _against_reference(config: ReviewConfig, outputs, rows, mconf, out_dir: Path, device: str):
+    """How far each output is from a real higher-resolution image of the same scene:
+    RGB PSNR and SSIM, and the cosine between each output's face and the reference's."""
+    from srforensics.metrics import MetricConfig, build_metric
+    from srforensics.resize import imresize
+
+    image, sha = read_image(config.reference, max_pixels=config.max_pixels)
+    ref = quantize(image)
+    h, w = outputs[0].shape[:2]
+    info: dict[str, Any] = {
+        "path": str(Path(config.reference).resolve()),
+        "sha256": sha,
+        "size": list(ref.shape[:2]),
+    }
+    if ref.shape[:2] != (h, w):
+        ref = quantize(np.clip(imresize(ref, size=(h, w)), 0.0, 1.0))
+        info["resized_to"] = [h, w]
+        info["resize"] = (
+            "MATLAB-compatible bicubic (antialiased when shrinking) to the outputs' size"
+        )
+    (out_dir / "reference.png").write_bytes(encode_png(ref))
+    batch, ref_t = to_tensor(outputs), to_tensor(ref).expand(len(outputs), -1, -1, -1)
+    mc = MetricConfig(scale=mconf.scale, crop_border=0, device=device)
+    for name in REFERENCE_METRICS:
+        for r, v in zip(rows, build_metric(name, mc)(batch, ref_t).tolist(), strict=True):
+            r[f"{name}_vs_reference"] = v
+    info["metrics"] = [f"{n}_vs_reference" for n in REFERENCE_METRICS]
+    info["identity"] = _identity_vs_reference(config, ref, outputs, rows, device)
+    return info
+
+
+def _identity_vs_reference(config: ReviewConfig, ref, outputs, rows, device: str):
+    """Cosine between the face of each output and the reference's face (None where either
+    has none), with the matcher :func:`_faces` uses."""
+    from srforensics.faces import NoFaceFound
+    from srforensics.faces.align import FaceAlign
+    from srforensics.faces.embed import choose_embedder, load_embedder
+    from srforensics.faces.identity import IdentityScorer
+    from srforensics.weights import WeightsError
+
+    align = FaceAlign()
+
+    def face(img):
+        try:
+            p = align.fit(img)
+        except NoFaceFound:
+            return None
+        return align.apply(img, **p), align.points(p)
+
+    try:
+        name, _ = (
+            (config.face_embedder, "")
+            if config.face_weights
+            else choose_embedder(config.face_embedder)
+        )
+        scorer = IdentityScorer(
+            load_embedder(name, weights_file=config.face_weights, device=device)
+        )
+    except WeightsError as exc:
+        return {"unavailable": str(exc)}
+    ref_face = face(ref)
+    if ref_face is None:
+        return {"unavailable": "no face is found in the reference"}
+    ref_emb = scorer.embed([ref_face[0]], ref_face[1])[0]
+    for r, o in zip(rows, outputs, strict=True):
+        found = face(o)
+        r["id_cosine_vs_reference"] = (
+            None
+            if found is None
+            else float(np.clip(scorer.embed([found[0]], found[1])[0] @ ref_emb, -1, 1))
+        )
+    values = [r["id_cosine_vs_reference"] for r in rows if r["id_cosine_vs_reference"] is not None]
+    return {
+        "matcher": name,
+        "mean": float(np.mean(values)) if values else None,
+        "min": float(np.min(values)) if values else None,
+        "faces": len(values),
+    }
 
 
 def _faces(config: ReviewConfig, outputs, rows, device: str) -> dict[str, Any]:
@@ -249,6 +343,7 @@ def _render(out_dir: Path, review: dict[str, Any]) -> Path:
         review_json=json.dumps(review, indent=2, sort_keys=True, default=str),
         input_src=uri("input.png"),
         std_src=uri("std.png"),
+        reference_src=uri("reference.png") if review.get("reference") else None,
         outputs=[dict(r, src=uri(r["file"])) for r in review["outputs"]],
     )
     path = out_dir / "review.html"

@@ -187,3 +187,35 @@ def test_weights_verify_rehashes_the_package_files():
     assert entries["dlib-landmarks-5"].status == "ok"
     with pytest.raises(W.WeightsError, match="installed package"):
         W.import_file(W.cached_path(W.spec("dlib-landmarks-5")))
+
+
+def test_review_of_real_240p_evidence_against_the_1080p_frame(realfaces, tmp_path):
+    """The README's evidence example: the face region of a real 240p frame reviewed with a
+    stochastic model, the same region of the real 1080p frame as ``--reference``: every
+    output gets RGB PSNR/SSIM and a face similarity to what the camera recorded closer up."""
+    from PIL import Image
+
+    low = Image.open(realfaces / "evidence" / "obama-240p.jpg").convert("RGB")
+    high = Image.open(realfaces / "evidence" / "obama-1080p.jpg").convert("RGB")
+    box = (172, 6, 272, 106)
+    f = high.size[0] / low.size[0]
+    low.crop(box).save(tmp_path / "face-240p.png")
+    high.crop(tuple(round(v * f) for v in box)).save(tmp_path / "face-1080p.png")
+    out = tmp_path / "review"
+    proc = run_cli(
+        "review", str(tmp_path / "face-240p.png"), "--model", "nullspace", "--samples", "4",
+        "--reference", str(tmp_path / "face-1080p.png"), "--out", str(out),
+        env=cli_env(TORCH_HOME=str(tmp_path / "torch")),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    review = json.loads((out / "review.json").read_text())
+    ref = review["reference"]
+    assert ref["resized_to"] == [400, 400] and ref["size"] == [450, 450]
+    for o in review["outputs"]:
+        assert 10 < o["psnr_rgb_vs_reference"] < 60 and 0 < o["ssim_rgb_vs_reference"] <= 1
+        assert -1 <= o["id_cosine_vs_reference"] <= 1
+    ident = ref["identity"]
+    print(f"outputs vs the 1080p face: cosine mean {ident['mean']:.3f}, min {ident['min']:.3f}")
+    assert ident["matcher"] == "dlib-resnet-v1" and ident["faces"] == 4 and ident["min"] > 0.8
+    html = (out / "review.html").read_text()
+    assert "Against a real higher-resolution image" in html and 'alt="the reference image"' in html
