@@ -47,8 +47,10 @@ from srforensics.run.folder import (
     LOCK_NAME,
     REPORT_NAME,
     UNHASHED,
+    check_new_run_dir,
     default_run_dir,
     image_stem,
+    make_run_dir,
     run_files,
     run_lock,
     safe_name,
@@ -466,11 +468,50 @@ class _Pipeline:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(run_dir / LEDGER_NAME)
+        self._check_footing()
         self.ledger.set_metrics(self.metric_infos, self.unavailable)
         self.ledger.set_meta("attribute_names", list(self.dataset.attribute_names))
         from srforensics.execution import LedgerSink
 
         self.sink = LedgerSink(self.ledger, run_dir)
+
+    def _check_footing(self) -> None:
+        """A run is one protocol, one model and one list of records: a resume whose protocol
+        file, model (or its weights) or dataset changed since the run started is refused
+        before anything is written, so that LRs of two protocols never mix in one ledger."""
+        records = hashlib.sha256(
+            json.dumps([(r.id, str(r.path)) for r in self.records]).encode()
+        ).hexdigest()
+        footing = json.loads(
+            json.dumps(
+                {
+                    "protocol_sha256": self.protocol.sha256,
+                    "model": self.card.to_dict(),
+                    "records_sha256": records,
+                },
+                sort_keys=True,
+                default=str,
+            )
+        )
+        recorded = self.ledger.get_meta("footing")
+        if recorded is None:
+            self.ledger.set_meta("footing", footing)
+            return
+        changed = [
+            what
+            for key, what in (
+                ("protocol_sha256", "the protocol (its resolved form's SHA-256)"),
+                ("model", "the model (its card or weights)"),
+                ("records_sha256", "the dataset's records"),
+            )
+            if recorded.get(key) != footing[key]
+        ]
+        if changed:
+            raise SRForensicsError(
+                f"{self.run_dir} was started with other inputs: {'; '.join(changed)} changed since. "
+                "Resuming would mix two audits in one run; restore them, or start a new run "
+                "with another --out"
+            )
 
     def pending(self, rec) -> dict[int, list[int]]:
         """The samples of each variant of ``rec`` that the ledger does not hold yet."""
@@ -1405,11 +1446,13 @@ def run_audit(config: AuditConfig) -> AuditRun:
         raise SRForensicsError(
             f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
         )
+    check_new_run_dir(run_dir)
     started = time.perf_counter()
     with ExitStack() as stack:
         # Everything is loaded and checked before the run folder is made.
         helpers, pipe = _load(stack, config, started)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_new_run_dir(run_dir, inputs=pipe.dataset.root)
+        make_run_dir(run_dir)
         with run_lock(run_dir):
             if (run_dir / CONFIG_NAME).exists():  # another process started here meanwhile
                 raise SRForensicsError(f"{run_dir} already holds a run; choose another --out")
@@ -1433,6 +1476,17 @@ def resume_audit(run_dir: str | Path, *, command: Sequence[str] | None = None) -
         raise SRForensicsError(f"cannot read {cfg_path}: {exc}") from None
     if command is not None:
         data["command"] = list(command)
+    from srforensics.provenance import MANIFEST_NAME
+
+    try:
+        status = json.loads((run_dir / MANIFEST_NAME).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "finished":
+        raise SRForensicsError(
+            f"{run_dir} is a finished run: it is never rewritten, so the manifest SHA-256 printed "
+            f"when it ended stays valid. Check it with 'srforensics verify {run_dir}'"
+        )
     config = AuditConfig.from_dict(data)
     started = time.perf_counter()
     with ExitStack() as stack:

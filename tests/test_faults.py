@@ -175,3 +175,73 @@ def test_the_audit_never_runs_a_forged_weight_file_and_records_why(tmp_path):
 def _unavailable(manifest: dict):
     """(metric, reason) pairs of the metrics the manifest says could not be computed."""
     return [(m["name"], m["unavailable"]) for m in manifest["metrics"] if m.get("unavailable")]
+
+
+# -- run folders: never written where they should not be ---------------------------------
+def test_out_must_be_a_new_or_empty_folder_outside_the_dataset(tiny_dataset, tmp_path):
+    """A folder of the user's files, the dataset folder itself (or one inside it), a path
+    below a file and an unwritable place are each refused with one line, exit 2; nothing is
+    written there."""
+    from conftest import run_cli
+
+    theirs = tmp_path / "notes"
+    theirs.mkdir()
+    (theirs / "case.txt").write_text("mine")
+    below = tmp_path / "file.txt"
+    below.write_text("x")
+    cases = {
+        str(theirs): "already holds files and no run",
+        str(tiny_dataset): "already holds files and no run",  # the dataset folder itself
+        str(tiny_dataset / "runs" / "r1"): "inside the dataset folder",
+        str(below / "run"): "which is a file",
+        "/proc/srforensics-cannot-write-here": "cannot write the run folder",
+    }
+    for out, said in cases.items():
+        proc = run_cli(
+            "audit", "--protocol", "bicubic-x4", "--dataset", str(tiny_dataset),
+            "--metrics", "psnr", "--samples", "1", "--out", out,
+        )  # fmt: skip
+        assert proc.returncode == 2 and said in proc.stderr, (out, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr and proc.stderr.count("srforensics: error:") == 1
+    assert sorted(p.name for p in theirs.iterdir()) == ["case.txt"]
+    assert not (tiny_dataset / "runs").exists()
+
+
+def test_a_negative_seed_is_one_clear_error(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("audit", "--seed", "-1", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "--seed must be a whole number from 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_finished_run_is_never_rewritten_and_resume_refuses_changed_inputs(
+    tiny_dataset, tmp_path
+):
+    """--resume of a finished run changes nothing (its printed manifest hash stays valid);
+    a stopped run whose protocol file changed since is refused before anything is written."""
+    import json
+    import shutil
+
+    from conftest import run_cli
+
+    from srforensics.resources import resource_dir
+
+    protocol = tmp_path / "proto.yaml"
+    shutil.copy(resource_dir("protocols") / "bicubic-x4.yaml", protocol)
+    out = tmp_path / "run"
+    args = ["audit", "--protocol", str(protocol), "--dataset", str(tiny_dataset),
+            "--metrics", "psnr", "--samples", "1", "--out", str(out)]  # fmt: skip
+    assert run_cli(*args).returncode == 0
+    before = (out / "manifest.json").read_bytes()
+    proc = run_cli("audit", "--resume", str(out))
+    assert proc.returncode == 2 and "is a finished run" in proc.stderr
+    assert (out / "manifest.json").read_bytes() == before
+
+    manifest = json.loads(before)  # as if the run had stopped after its last commit
+    (out / "manifest.json").write_text(json.dumps(dict(manifest, status="running")))
+    protocol.write_text(protocol.read_text().replace("variants: 1", "variants: 2"))
+    ledger_before = (out / "ledger.sqlite").read_bytes()
+    proc = run_cli("audit", "--resume", str(out))
+    assert proc.returncode == 2 and "the protocol (its resolved form's SHA-256)" in proc.stderr
+    assert (out / "ledger.sqlite").read_bytes() == ledger_before

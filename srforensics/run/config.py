@@ -63,6 +63,10 @@ class AuditConfig:
             object.__setattr__(self, "metrics", names)
         if self.samples < 1:
             raise SRForensicsError(f"--samples must be at least 1, got {self.samples}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise SRForensicsError(
+                f"--seed must be a whole number from 0 to 2^63 - 1 (numpy's SeedSequence), got {self.seed}"
+            )
         if self.variants is not None and self.variants < 1:
             raise SRForensicsError(f"--variants must be at least 1, got {self.variants}")
         if self.save_images not in ("report", "all", "none"):

@@ -58,6 +58,45 @@ def default_run_dir(config: AuditConfig) -> Path:
     )
 
 
+def check_new_run_dir(run_dir: Path, *, inputs: Path | None = None) -> None:
+    """Refuse an ``--out`` that is not a new or empty folder, and one inside the input data.
+
+    The run hashes every file of its folder into the manifest and writes its images there:
+    a folder that holds the user's files would have them vouched for (or overwritten), and
+    a folder inside the dataset would have the outputs read as evidence by a later audit.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SRForensicsError(f"--out {run_dir} is a file, not a folder; choose another --out")
+    for parent in run_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise SRForensicsError(f"--out {run_dir} is below {parent}, which is a file")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise SRForensicsError(
+            f"--out {run_dir} is a folder that already holds files and no run: srforensics "
+            "writes only into a new or empty folder; choose another --out"
+        )
+    if inputs is not None:
+        root = inputs.resolve()
+        if run_dir == root or root in run_dir.parents:
+            raise SRForensicsError(
+                f"--out {run_dir} is inside the dataset folder {root}: the outputs would be read "
+                "as evidence by a later audit of that folder; choose an --out outside it"
+            )
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run folder (and its parents), with a clear error where that is not allowed."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SRForensicsError(
+            f"cannot write the run folder {run_dir}: {exc.strerror or exc}; choose another --out"
+        ) from None
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run folder for this process; a second audit or resume of it is refused.
