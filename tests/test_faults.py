@@ -245,3 +245,35 @@ def test_a_finished_run_is_never_rewritten_and_resume_refuses_changed_inputs(
     proc = run_cli("audit", "--resume", str(out))
     assert proc.returncode == 2 and "the protocol (its resolved form's SHA-256)" in proc.stderr
     assert (out / "ledger.sqlite").read_bytes() == ledger_before
+
+
+def test_csv_exports_neutralise_spreadsheet_formulas(tmp_path):
+    """A record id such as =HYPERLINK(...) reaches the CSV as text ('=...), never as a
+    formula (OWASP, CSV injection); the Parquet export keeps it exactly."""
+    import csv
+
+    import pandas as pd
+    from conftest import run_cli, write_png
+    from skimage import data
+
+    folder = tmp_path / "data"
+    hostile = '=HYPERLINK("http://example.invalid","x")'
+    write_png(folder / "a.png", data.astronaut()[:64, :64])
+    write_png(folder / "b.png", data.coffee()[:64, :64])
+    (folder / "metadata.csv").write_text(
+        f'path,id,subject\na.png,"{hostile.replace(chr(34), chr(34) * 2)}",@cmd\nb.png,b,-2+3\n'
+    )
+    out = tmp_path / "run"
+    proc = run_cli(
+        "audit", "--protocol", "bicubic-x4", "--dataset", str(folder), "--metrics", "psnr",
+        "--samples", "1", "--breakdown-boot", "0", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("results", "per_input"):
+        with open(out / f"{name}.csv", newline="") as fh:
+            cells = [c for row in csv.reader(fh) for c in row]
+        assert not any(c.startswith(("=", "+", "@")) for c in cells), name
+        assert "'" + hostile in cells
+    exact = pd.read_parquet(out / "results.parquet")
+    assert hostile in set(exact.record_id) and "@cmd" in set(exact.subject)
+    assert "'-2+3" in open(out / "results.csv").read() and exact.psnr.notna().all()

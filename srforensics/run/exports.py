@@ -45,9 +45,28 @@ def export_tables(
     paths = []
     for name, df in tables.items():
         df.to_parquet(run_dir / f"{name}.parquet", index=False)
-        df.to_csv(run_dir / f"{name}.csv", index=False)
+        csv_safe(df).to_csv(run_dir / f"{name}.csv", index=False)
         paths += [run_dir / f"{name}.parquet", run_dir / f"{name}.csv"]
     return paths + extra
+
+
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP: CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(df):
+    """``df`` with every text cell that a spreadsheet would read as a formula prefixed with
+    ``'`` (OWASP's advice for CSV injection); numbers are left alone. The Parquet export
+    keeps the exact values."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    out = df.copy()
+    for col in out.columns:
+        if is_object_dtype(out[col]) or is_string_dtype(out[col]):
+            out[col] = out[col].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+            )
+    return out
 
 
 def _group_tables(tables, results, ledger, sensitive, *, seed: int, n_boot: int) -> list:
