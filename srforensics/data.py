@@ -22,7 +22,9 @@ import yaml
 from srforensics.errors import SRForensicsError
 from srforensics.resources import list_resources
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif",
+)  # fmt: skip
 CSV_NAME = "metadata.csv"
 #: The manifests a dataset folder may hold (one at most), and the columns naming the file.
 CSV_NAMES = (CSV_NAME, "labels.csv")
@@ -70,6 +72,9 @@ class Dataset:
     licence: str = ""
     card_path: str | None = None
     sensitive: tuple[str, ...] | None = None  # None: every attribute is a sensitive attribute
+    #: Files of a dataset folder that are not records, each ``(path, why)``: none is left
+    #: out without being named.
+    skipped: tuple[tuple[str, str], ...] = ()
 
     @property
     def sensitive_attributes(self) -> tuple[str, ...]:
@@ -86,6 +91,7 @@ class Dataset:
             "licence": self.licence,
             "card": self.card_path,
             "sensitive_attributes": list(self.sensitive_attributes),
+            "skipped": [{"path": p, "reason": why} for p, why in self.skipped],
         }
 
 
@@ -274,6 +280,7 @@ def load_folder(root: Path) -> Dataset:
         )
     csv_path = manifests[0] if manifests else root / CSV_NAME
     records: list[Record] = []
+    skipped: list[tuple[str, str]] = []
     attrs: list[str] = []
     if csv_path.is_file():
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -301,18 +308,37 @@ def load_folder(root: Path) -> Dataset:
                         error=error,
                     )
                 )
+        listed = {r.path.resolve() for r in records} | {csv_path.resolve()}
+        for p in sorted(root.rglob("*")):
+            parts = p.relative_to(root).parts
+            if p.is_dir() or any(part.startswith(".") for part in parts):
+                continue
+            if p.resolve() not in listed:
+                skipped.append((p.relative_to(root).as_posix(), f"not listed in {csv_path.name}"))
     else:
         for p in sorted(root.rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                rel = p.relative_to(root).as_posix()
+            rel = p.relative_to(root).as_posix()
+            if p.is_dir() or any(part.startswith(".") for part in p.relative_to(root).parts):
+                continue  # folders, and hidden files (.DS_Store, .git/)
+            if not p.is_file():
+                skipped.append((rel, "not a regular file (a named pipe, socket or device)"))
+            elif p.suffix.lower() in IMAGE_SUFFIXES:
                 file, error = _inside(root, rel, str(root))
                 records.append(Record(id=rel, path=file, subject=p.stem, error=error))
+            else:
+                skipped.append((rel, f"not an image file ({p.suffix or 'no suffix'})"))
         if not records:
             raise DatasetError(
                 f"dataset folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no {CSV_NAME}"
             )
     records = _check_unique(records, str(csv_path if csv_path.is_file() else root))
-    return Dataset(name=root.name, root=root, records=tuple(records), attribute_names=tuple(attrs))
+    return Dataset(
+        name=root.name,
+        root=root,
+        records=tuple(records),
+        attribute_names=tuple(attrs),
+        skipped=tuple(skipped),
+    )
 
 
 def available_datasets() -> dict[str, Path]:

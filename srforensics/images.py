@@ -63,6 +63,12 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                         f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}; "
                         "raise the pixel limit if the file is trusted"
                     )
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:
+                    raise ImageError(
+                        f"an animated image of {frames} frames: extract the frame to audit "
+                        "into a still image (PNG)"
+                    )
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 arr = _to_rgb_array(im)
@@ -95,8 +101,18 @@ def _to_rgb_array(im) -> np.ndarray:
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """Read an image file: ``(RGB float32 array, SHA-256 of the file bytes)``."""
+    """Read an image file: ``(RGB float32 array, SHA-256 of the file bytes)``.
+
+    Only a regular file is opened: a named pipe or a device would block the read (or never
+    end), so it is refused from its ``stat``, before any ``open``."""
+    import os
+    import stat
+
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise ImageError(f"{path} is {kind}; only regular image files are read")
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -277,3 +277,44 @@ def test_csv_exports_neutralise_spreadsheet_formulas(tmp_path):
     exact = pd.read_parquet(out / "results.parquet")
     assert hostile in set(exact.record_id) and "@cmd" in set(exact.subject)
     assert "'-2+3" in open(out / "results.csv").read() and exact.psnr.notna().all()
+
+
+def test_every_file_of_a_dataset_folder_is_a_record_or_named_as_skipped(tmp_path):
+    """An animated GIF is a record that fails with its reason (not silently skipped); a
+    still GIF is audited; other files are named in the manifest and the report as skipped;
+    a named pipe listed in metadata.csv fails its record at once instead of hanging."""
+    import json
+    import os
+
+    import pandas as pd
+    from conftest import run_cli, write_png
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path / "data"
+    write_png(folder / "a.png", data.astronaut()[:64, :64])
+    Image.fromarray(data.coffee()[:64, :64]).save(folder / "still.gif")
+    frames = [Image.fromarray(data.chelsea()[:64, i : i + 64]) for i in (0, 8, 16)]
+    frames[0].save(folder / "moving.gif", save_all=True, append_images=frames[1:])
+    (folder / "notes.txt").write_text("case notes")
+    out = tmp_path / "run"
+    args = ["audit", "--protocol", "bicubic-x4", "--metrics", "psnr", "--samples", "1",
+            "--breakdown-boot", "0"]  # fmt: skip
+    proc = run_cli(*args, "--dataset", str(folder), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = pd.read_parquet(out / "results.parquet")
+    status = res.groupby("record_id").status.first().to_dict()
+    assert status == {"a.png": "ok", "still.gif": "ok", "moving.gif": "failed"}
+    assert "animated image of 3 frames" in res[res.record_id == "moving.gif"].error.iloc[0]
+    skipped = json.loads((out / "manifest.json").read_text())["dataset"]["skipped"]
+    assert skipped == [{"path": "notes.txt", "reason": "not an image file (.txt)"}]
+    assert "notes.txt" in (out / "report.html").read_text()
+
+    listed = tmp_path / "listed"
+    write_png(listed / "a.png", data.astronaut()[:64, :64])
+    os.mkfifo(listed / "pipe.png")
+    (listed / "metadata.csv").write_text("path\na.png\npipe.png\n")
+    proc = run_cli(*args, "--dataset", str(listed), "--out", str(tmp_path / "r2"), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = pd.read_parquet(tmp_path / "r2" / "results.parquet")
+    assert "named pipe (FIFO)" in res[res.record_id == "pipe.png"].error.iloc[0]
