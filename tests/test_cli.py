@@ -93,7 +93,8 @@ def test_report_rerenders_a_finished_run(tiny_run):
     out, _ = tiny_run
     before = (out / "report.html").read_text()
     proc = run_cli("report", str(out))
-    assert proc.returncode == 0 and proc.stdout.strip() == str(out / "report.html")
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == str(out / "report.html")
+    assert proc.stdout.startswith("report SHA-256: ")  # re-sealed
     assert (out / "report.html").read_text() == before
     proc = run_cli("report", str(out / "nope"))
     assert proc.returncode == 2 and "not a run folder" in proc.stderr
