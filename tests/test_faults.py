@@ -318,3 +318,27 @@ def test_every_file_of_a_dataset_folder_is_a_record_or_named_as_skipped(tmp_path
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = pd.read_parquet(tmp_path / "r2" / "results.parquet")
     assert "named pipe (FIFO)" in res[res.record_id == "pipe.png"].error.iloc[0]
+
+
+def test_tiny_images_under_faces_fail_with_a_clear_reason(tmp_path):
+    import numpy as np
+    import pandas as pd
+    from conftest import run_cli, write_png
+    from skimage import data
+
+    folder = tmp_path / "data"
+    write_png(folder / "one.png", np.zeros((1, 1, 3), np.uint8))
+    write_png(folder / "three.png", np.full((3, 3, 3), 128, np.uint8))
+    write_png(folder / "astronaut.png", data.astronaut())
+    out = tmp_path / "run"
+    proc = run_cli(
+        "audit", "--protocol", "faces", "--dataset", str(folder), "--samples", "1",
+        "--metrics", "psnr", "--breakdown-boot", "0", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = pd.read_parquet(out / "results.parquet").drop_duplicates("record_id")
+    errors = dict(zip(res.record_id, res.error, strict=True))
+    assert "image 1x1 is smaller than the smallest face" in errors["one.png"]
+    assert "image 3x3 is smaller than the smallest face" in errors["three.png"]
+    assert "torch.cat" not in " ".join(str(e) for e in errors.values())
+    assert res[res.record_id == "astronaut.png"].status.item() == "ok"

@@ -54,11 +54,17 @@ def _detector(min_face_size: int):
 
 
 def detect_faces(img: np.ndarray, *, min_face_size: int = 20) -> list[dict[str, Any]]:
-    """Detect faces in an RGB float image; each: ``box`` (x1, y1, x2, y2), ``prob``, ``landmarks`` (5, 2)."""
+    """Detect faces in an RGB float image; each: ``box`` (x1, y1, x2, y2), ``prob``, ``landmarks`` (5, 2).
+
+    An image smaller than ``min_face_size`` (or MTCNN's 12 px window) holds no face MTCNN can
+    find: the answer is no face (MTCNN itself fails on an empty image pyramid)."""
     import torch
     from PIL import Image
 
     from srforensics.images import to_uint8
+
+    if min(img.shape[:2]) < max(12, min_face_size):
+        return []
 
     with torch.no_grad():
         boxes, probs, points = _detector(min_face_size).detect(
@@ -109,6 +115,12 @@ class FaceAlign(HRStep):
     }
 
     def fit(self, img: np.ndarray) -> dict[str, Any]:
+        smallest = max(12, self.spec["min_face_size"])
+        if min(img.shape[:2]) < smallest:
+            raise ValueError(
+                f"image {img.shape[1]}x{img.shape[0]} is smaller than the smallest face MTCNN "
+                f"looks for ({smallest} px): too small for a face protocol"
+            )
         faces = detect_faces(img, min_face_size=self.spec["min_face_size"])
         if not faces:
             raise NoFaceFound("MTCNN found no face in the HR image")
