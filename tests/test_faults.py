@@ -342,3 +342,20 @@ def test_tiny_images_under_faces_fail_with_a_clear_reason(tmp_path):
     assert "image 3x3 is smaller than the smallest face" in errors["three.png"]
     assert "torch.cat" not in " ".join(str(e) for e in errors.values())
     assert res[res.record_id == "astronaut.png"].status.item() == "ok"
+
+
+def test_a_model_that_ignores_its_seeds_finishes_and_is_called_unreproducible(tmp_path):
+    """The run finishes (the worst-case images it cannot recompute are not shown), the report
+    says the outputs are not reproducible from their seeds, and verify fails on them."""
+    from conftest import run_cli
+
+    out = tmp_path / "run"
+    proc = run_cli(
+        "audit", "--model", "srf_test_plugins:IgnoresSeeds", "--protocol", "faces",
+        "--samples", "3", "--breakdown-boot", "0", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = " ".join((out / "report.html").read_text().split())
+    assert "Not reproducible:" in html and "did not give back the outputs" in html
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1 and "recomputed pixels hash to" in proc.stdout

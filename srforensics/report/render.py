@@ -71,7 +71,7 @@ def render_template(name: str, **context: Any) -> str:
 
 
 def _image(run_dir: Path, rel: str | None) -> str | None:
-    if not rel:
+    if not isinstance(rel, str) or not rel:  # None, or NaN in a table: no image kept
         return None
     path = (run_dir / rel).resolve()
     if not path.is_relative_to(run_dir.resolve()) or not path.is_file():
@@ -357,6 +357,7 @@ def render_report(
             run_dir, results, int(manifest["config"].get("report_examples", 4)), std_maps
         ),
         galleries=_galleries(run_dir, results, per, std_maps, gallery_problems),
+        unreproducible=len(gallery_problems or []),
         lr_variants=_lr_variants(run_dir, lrs, manifest["protocol"]["resolved"].get("steps", [])),
         per_input_cols=per_cols,
         per_input_rows=per_rows,

@@ -282,3 +282,17 @@ class CollectorWatcher(Bicubic):
     def upscale(self, lr, *, scale):
         CollectorWatcher.seen.append(("call", gc.isenabled(), gc.get_freeze_count()))
         return super().upscale(lr, scale=scale)
+
+
+class IgnoresSeeds(SRModel):
+    """A stochastic model that draws its noise from torch's global random state, not from
+    the seeds it is given: its outputs cannot be recomputed."""
+
+    name = "ignores-seeds"
+    scale = 4
+    stochastic = True
+
+    def sample(self, lr, *, scale, n, seeds, context=None):
+        up = torch.nn.functional.interpolate(lr, scale_factor=scale, mode="bicubic")
+        out = up.unsqueeze(1).repeat(1, n, 1, 1, 1)
+        return (out + 0.05 * torch.randn_like(out)).clamp(0, 1)
