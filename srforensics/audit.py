@@ -1356,6 +1356,11 @@ def _execute(
         scored = LedgerTables.read(ledger)  # final scores; galleries add image paths
         drawing = _Histograms(scored.results, ledger.metrics(), helpers)
         saved = pipe.save_gallery_images(scored)
+    except SRForensicsError as exc:  # the run cannot go on: the folder says why
+        manifest["status"] = "stopped"
+        manifest["stopped_because"] = str(exc)
+        write_manifest(run_dir, manifest)
+        raise
     finally:
         bar.close()
     final = scored.with_image_paths(ledger, saved)  # the exports' tables; the report's too

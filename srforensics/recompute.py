@@ -93,6 +93,10 @@ class ModelCall:
     retry_alone: bool = True
 
 
+class ModelExit(SRForensicsError):
+    """The model asked the process to end (``SystemExit``): the run stops, with that reason."""
+
+
 def call_model(
     model, lrs: Sequence[Any], *, scale: int, seeds, contexts, timeout: float | None = None
 ) -> ModelCall:
@@ -111,6 +115,11 @@ def call_model(
         return ModelCall(error=str(exc), retry_alone=False)
     except Exception as exc:
         return ModelCall(error=f"model failed: {describe_error(exc)}")
+    except SystemExit as exc:  # a plug-in that ends the process: stop the run, saying so
+        raise ModelExit(
+            f"the model called sys.exit({exc.code!r}) while upscaling; the run stopped. The "
+            "outputs finished so far are in the ledger: fix the model, then --resume"
+        ) from None
     if not isinstance(outs, torch.Tensor):
         return ModelCall(
             error=f"model returned {type(outs).__name__}, expected a tensor of shape {expected}"

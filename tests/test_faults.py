@@ -359,3 +359,24 @@ def test_a_model_that_ignores_its_seeds_finishes_and_is_called_unreproducible(tm
     assert "Not reproducible:" in html and "did not give back the outputs" in html
     proc = run_cli("verify", str(out))
     assert proc.returncode == 1 and "recomputed pixels hash to" in proc.stdout
+
+
+def test_a_model_that_exits_or_cannot_be_built_gets_one_clear_error(tiny_dataset, tmp_path):
+    """SystemExit inside the model stops the run with one error line (exit 2) and a manifest
+    that says why (status stopped); a constructor that raises is one line, exit 2."""
+    import json
+
+    from conftest import run_cli
+
+    out = tmp_path / "run"
+    args = ["audit", "--protocol", "bicubic-x4", "--dataset", str(tiny_dataset),
+            "--metrics", "psnr", "--samples", "1", "--breakdown-boot", "0"]  # fmt: skip
+    proc = run_cli(*args, "--model", "srf_test_plugins:Exits", "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "srforensics: error: the model called sys.exit(3)" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and "sys.exit(3)" in manifest["stopped_because"]
+    proc = run_cli(*args, "--model", "srf_test_plugins:BrokenInit", "--out", str(tmp_path / "b"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "could not be created: RuntimeError: cannot find my weights" in proc.stderr
+    assert not (tmp_path / "b").exists()

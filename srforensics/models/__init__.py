@@ -129,9 +129,19 @@ def load_model(
             )
         try:
             model = target(**kwargs)
+        except SRForensicsError:
+            raise
         except TypeError as exc:
             raise SRForensicsError(
                 f"cannot create model {name!r} with arguments {args}: {exc}"
+            ) from None
+        except Exception as exc:  # the plug-in's own failure, said in one line
+            raise SRForensicsError(
+                f"model {name!r} could not be created: {type(exc).__name__}: {exc}"
+            ) from None
+        except SystemExit as exc:
+            raise SRForensicsError(
+                f"model {name!r} called sys.exit({exc.code!r}) while being created"
             ) from None
     if sampler:
         from srforensics.models.samplers import wrap

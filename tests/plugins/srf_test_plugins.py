@@ -296,3 +296,21 @@ class IgnoresSeeds(SRModel):
         up = torch.nn.functional.interpolate(lr, scale_factor=scale, mode="bicubic")
         out = up.unsqueeze(1).repeat(1, n, 1, 1, 1)
         return (out + 0.05 * torch.randn_like(out)).clamp(0, 1)
+
+
+class Exits(Bicubic):
+    """A model that ends the process from inside its call."""
+
+    name = "exits"
+
+    def upscale(self, lr, *, scale):
+        raise SystemExit(3)
+
+
+class BrokenInit(Bicubic):
+    """A model whose constructor fails."""
+
+    name = "broken-init"
+
+    def __init__(self, **kwargs):
+        raise RuntimeError("cannot find my weights")
