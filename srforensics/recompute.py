@@ -269,6 +269,23 @@ class Recomputer:
                     )
             return done
         rows = {(d.record_id, d.variant): ledger.outputs_of(d.record_id, d.variant) for d in done}
+        lost = {
+            (d.record_id, d.variant): sorted(
+                set(samples) - {r["sample"] for r in rows[(d.record_id, d.variant)]}
+            )
+            for d, (_, _, samples) in zip(done, members, strict=True)
+        }
+        if any(lost.values()):  # the batch cannot be formed again without every output's seed
+            for d in done:
+                gone = lost[(d.record_id, d.variant)]
+                d.problems.append(
+                    f"the ledger has no row for output(s) {gone} of this LR, which its model "
+                    "call names (a row was deleted)"
+                    if gone
+                    else f"not recomputed: outputs of another LR of {label or 'its model call'} "
+                    "are missing from the ledger"
+                )
+            return done
         seeds, contexts = [], []
         for d, (_, _, samples) in zip(done, members, strict=True):
             by_sample = {r["sample"]: r for r in rows[(d.record_id, d.variant)]}

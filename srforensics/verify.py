@@ -87,7 +87,7 @@ def _check_files(run_dir: Path, manifest: dict[str, Any], result: VerifyResult) 
         _check_file(Path(w["path"]), w["sha256"], f"weight file {Path(w['path']).name}", result)
 
 
-def _check_report(run_dir: Path, result: VerifyResult) -> None:
+def _check_report(run_dir: Path, manifest: dict[str, Any], result: VerifyResult) -> None:
     """The seal (report, gate verdicts, PDF against the manifest) and the report re-rendered
     from the ledger and the manifest, byte for byte."""
     import tempfile
@@ -106,9 +106,20 @@ def _check_report(run_dir: Path, result: VerifyResult) -> None:
     if fresh != kept:
         at = next((i for i, (a, b) in enumerate(zip(fresh, kept, strict=False)) if a != b), None)
         at = min(len(fresh), len(kept)) if at is None else at
+        from srforensics import __version__
+        from srforensics.provenance import git_commit
+
+        then = (manifest.get("srforensics_version"), (manifest.get("git") or {}).get("commit"))
+        now = (__version__, (git_commit() or {}).get("commit"))
+        other = (
+            f"; the run was rendered by srforensics {then[0]} (commit {then[1]}), this is "
+            f"{now[0]} (commit {now[1]}): a change of the report's template alone would do this"
+            if then != now
+            else ""
+        )
         result.problems.append(
             f"altered: report.html differs from the report re-rendered from the ledger and the "
-            f"manifest (from byte {at})"
+            f"manifest (from byte {at}){other}"
         )
 
 
@@ -205,7 +216,7 @@ def verify_run(
             f"altered: manifest.json hashes to {result.manifest_sha256}, expected {expect_manifest.lower()}"
         )
     _check_files(run_dir, manifest, result)
-    _check_report(run_dir, result)
+    _check_report(run_dir, manifest, result)
     config = AuditConfig.from_dict(manifest["config"])
     with Ledger(run_dir / LEDGER_NAME) as ledger, torch_threads(config.threads):
         _check_ledger(ledger, manifest, run_dir, result)
@@ -217,11 +228,13 @@ def verify_run(
         picked = sorted(int(b) for b in rng.choice(result.batches_total, size=k, replace=False))
         recomputer = _recomputer(run_dir, manifest, config, resolve_device(config.device))
         result.notes += _software_notes(manifest, recomputer.device)
+        scorer = _Rescorer(manifest, config, recomputer, ledger)
         run_seed = int(manifest["seeds"]["run_seed"])
         for batch in picked:
             for got in recomputer.batch(ledger, batch):
                 where = f"{got.record_id} variant {got.variant} (batch {batch})"
                 result.problems += [f"recompute: {where}: {p}" for p in got.problems]
+                result.problems += [f"rescore: {where}: {p}" for p in scorer.check(got)]
                 result.outputs_recomputed += got.checked
                 params = ledger.lr(got.record_id, got.variant)["params"]
                 fresh = recomputer.protocol.sample(
@@ -236,6 +249,68 @@ def verify_run(
             if progress is not None:
                 progress(1)
     return result
+
+
+class _Rescorer:
+    """The run's metrics, computed again on the outputs verify recomputed, against the scores
+    the ledger holds: a forged score is caught even where every hash was re-made to match.
+    Values agree to a relative 1e-4: the run scores an LR's distinct outputs together, with
+    reference features computed once (perhaps in a loader process); here they are scored as
+    one stack, and float32 metrics (VIF) then round differently, by up to about 1e-5. The identity scores, which need the whole gallery, are not recomputed."""
+
+    RTOL = 1e-4
+
+    def __init__(self, manifest: dict[str, Any], config, recomputer, ledger) -> None:
+        from srforensics.audit import build_metrics
+        from srforensics.faces.identity import OUTPUT_COLUMNS
+        from srforensics.metrics import MetricConfig
+
+        names = [
+            m["name"]
+            for m in manifest.get("metrics", [])
+            if not m.get("unavailable") and m["name"] not in OUTPUT_COLUMNS
+        ]
+        mconf = MetricConfig(
+            scale=recomputer.protocol.scale,
+            crop_border=config.crop_border,
+            device=recomputer.device,
+        )
+        self.metrics = build_metrics(names, mconf)[0] if names else []
+        results = ledger.results()
+        self.recorded = results.set_index(["record_id", "variant", "sample"])
+
+    def check(self, got) -> list[str]:
+        import torch
+
+        from srforensics.images import to_tensor
+
+        if not got.outputs or got.hr is None or got.lr is None or not self.metrics:
+            return []
+        samples = sorted(got.outputs)
+        out = to_tensor([got.outputs[s] for s in samples])
+        hr = to_tensor(got.hr).expand(len(samples), -1, -1, -1)
+        lr = to_tensor(got.lr).expand(len(samples), -1, -1, -1)
+        problems = []
+        with torch.no_grad():
+            for metric in self.metrics:
+                try:
+                    values = metric(out, hr if metric.requires_reference else None, lr=lr)
+                except Exception as exc:  # noqa: BLE001 - reported, as the run reports it
+                    problems.append(f"{metric.name}: could not be recomputed ({exc})")
+                    continue
+                for s, v in zip(samples, values.tolist(), strict=True):
+                    key = (got.record_id, got.variant, s)
+                    if key not in self.recorded.index or metric.name not in self.recorded:
+                        continue
+                    kept = self.recorded.at[key, metric.name]
+                    if kept is None or kept != kept:  # no value recorded (a note instead)
+                        continue
+                    if not math.isclose(float(kept), v, rel_tol=self.RTOL, abs_tol=1e-9):
+                        problems.append(
+                            f"output {s}: {metric.name} recomputes to {v:.6g}, the ledger says "
+                            f"{float(kept):.6g}"
+                        )
+        return problems
 
 
 def _recomputer(run_dir: Path, manifest: dict[str, Any], config, device: str) -> Any:

@@ -358,3 +358,41 @@ def test_the_report_is_sealed_and_verify_catches_any_edit_to_it(noisy_run, tmp_p
     (run_dir / "gates.json").write_text("{}")  # a file written after the seal
     proc = _verify(run_dir)
     assert "FAIL unsealed: gates.json is in the run folder but not in seal.json" in proc.stdout
+
+
+def test_verify_full_recomputes_scores_and_reports_a_deleted_ledger_row(noisy_run, tmp_path):
+    """A score forged in the ledger, with the manifest's digests and the seal made to match,
+    passes every hash, but `verify --full` scores the recomputed outputs again and names it;
+    a deleted output row is reported, not a crash."""
+    import sqlite3
+
+    from srforensics.ledger import Ledger
+    from srforensics.provenance import read_manifest, write_manifest
+    from srforensics.run.seal import write_seal
+
+    run_dir = _copy(noisy_run, tmp_path)
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:
+        rid, variant, sample, value = db.execute(
+            "SELECT record_id, variant, sample, value FROM scores WHERE metric = 'psnr' LIMIT 1"
+        ).fetchone()
+        db.execute(
+            "UPDATE scores SET value = ? WHERE record_id = ? AND variant = ? AND sample = ? "
+            "AND metric = 'psnr'",
+            (value + 3.0, rid, variant, sample),
+        )
+    manifest = read_manifest(run_dir)
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        manifest["ledger_content_sha256"] = ledger.content_digests()
+    write_manifest(run_dir, manifest)
+    write_seal(run_dir)  # the report is re-rendered from the forged ledger below
+    assert run_cli("report", str(run_dir)).returncode == 0
+    full = _verify(run_dir, "--full")
+    assert full.returncode == 1, full.stdout
+    assert f"output {sample}: psnr recomputes to" in full.stdout and "FAIL rescore:" in full.stdout
+    assert full.stdout.count("FAIL") == 1  # every hash matches: only the score is caught
+
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:
+        db.execute("DELETE FROM outputs WHERE rowid = (SELECT MIN(rowid) FROM outputs)")
+    proc = _verify(run_dir, "--full")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "table 'outputs' differs" in proc.stdout and "a row was deleted" in proc.stdout
