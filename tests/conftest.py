@@ -27,6 +27,24 @@ def write_png(path: Path, img: np.ndarray) -> None:
     Image.fromarray(img).save(path)
 
 
+#: Totals of the fault-injection suite, printed at the end of the session.
+FAULT_TOTALS: dict[str, list[int]] = {}
+
+
+def count_fault(kind: str, held: bool) -> None:
+    """Count one fault-injection trial of ``kind``; ``held``: the tool did what it must."""
+    done = FAULT_TOTALS.setdefault(kind, [0, 0])
+    done[0] += bool(held)
+    done[1] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FAULT_TOTALS:
+        terminalreporter.section("fault injection")
+        for kind, (ok, n) in sorted(FAULT_TOTALS.items()):
+            terminalreporter.write_line(f"{kind}: {ok}/{n}")
+
+
 def realfaces_dir() -> Path | None:
     """The real photographs beside the checkout (``../shared/realfaces``, or
     ``$SRFORENSICS_REALFACES``); never copied into the project."""

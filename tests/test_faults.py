@@ -1,5 +1,9 @@
-"""Fault injection: hostile weight files.
+"""The fault-injection suite (``pytest -m faults`` runs it and prints its totals).
 
+Hostile weight files, run folders written where they must not be, hostile dataset files,
+faulty and seed-ignoring models, tampering, and kill -9 followed by resume.
+
+Hostile weight files:
 A weight file known only by the 8-hex SHA-256 prefix in its name (the torch.hub
 convention) can be forged: a prefix match is found by brute force in minutes. The
 tests stand in for that brute force by registering the planted file's own prefix in
@@ -20,6 +24,8 @@ from conftest import run_fresh_python
 
 from srforensics import weights as W
 from srforensics.images import sha256_file
+
+pytestmark = pytest.mark.faults
 
 PAYLOAD = textwrap.dedent(
     """
@@ -380,3 +386,159 @@ def test_a_model_that_exits_or_cannot_be_built_gets_one_clear_error(tiny_dataset
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "could not be created: RuntimeError: cannot find my weights" in proc.stderr
     assert not (tmp_path / "b").exists()
+
+
+# -- kill -9 at random points, then resume ------------------------------------------------
+KILL_TRIALS = [("in this process", ()), ("--loaders 1", ("--loaders", "1")),
+               ("--workers 2", ("--workers", "2", "--shard-size", "2"))]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.parametrize("label, extra", KILL_TRIALS, ids=[t[0] for t in KILL_TRIALS])
+def test_kill_9_then_resume_is_identical_and_opens_no_socket(tiny_dataset, tmp_path, label, extra):
+    """Two trials per way of running: an audit is killed (SIGKILL) after a seeded random
+    number of committed outputs, resumed to the end, and its results compared with an
+    uninterrupted run's, row for row; no process of it opens an internet connection."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    import pandas as pd
+    from conftest import cli_env, count_fault, run_cli
+
+    log = tmp_path / "sockets.log"
+    env = cli_env(SRF_SLEEP="0.1", SRF_SOCKET_LOG=str(log))
+    args = ["audit", "--model", "srf_test_plugins:SlowNoisy", "--protocol", "bicubic-x4",
+            "--dataset", str(tiny_dataset), "--samples", "2", "--variants", "3",
+            "--batch-size", "1", "--metrics", "psnr,lr_psnr", "--breakdown-boot", "0", *extra]  # fmt: skip
+    ref = tmp_path / "reference"
+    assert run_cli(*args, "--out", str(ref), env=env).returncode == 0
+    expected = pd.read_parquet(ref / "results.parquet")
+
+    def committed(run_dir) -> int:
+        try:
+            with sqlite3.connect(f"file:{run_dir / 'ledger.sqlite'}?mode=ro", uri=True) as db:
+                return db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    rng = np.random.default_rng(abs(hash(label)) % 2**32)
+    for trial in range(2):
+        run_dir = tmp_path / f"killed-{trial}"
+        target = int(rng.integers(1, len(expected)))
+        child = subprocess.Popen([sys.executable, "-m", "srforensics", *args, "--out", str(run_dir)],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 180
+        while child.poll() is None and committed(run_dir) < target:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0, 0.2)))
+        killed = child.poll() is None
+        child.send_signal(signal.SIGKILL) if killed else None
+        child.wait()
+        resumed = run_cli("audit", "--resume", str(run_dir), env=env)
+        same = resumed.returncode == 0 and pd.read_parquet(run_dir / "results.parquet").equals(
+            expected
+        )
+        count_fault(f"kill -9 then resume ({label}): identical to an uninterrupted run", same)
+        assert same, resumed.stderr[-2000:]
+    no_socket = not log.exists()
+    count_fault("audits that opened no internet connection", no_socket)
+    assert no_socket, log.read_text()
+
+
+# -- tampering and faulty models, counted ------------------------------------------------
+@pytest.mark.faults
+def test_every_tamper_class_is_caught_by_verify(tiny_dataset, tmp_path):
+    """One-byte edits to an output PNG, results.parquet, a ledger score, manifest.json,
+    config.json, report.html and seal.json: verify names each one."""
+    import shutil
+    import sqlite3
+
+    from conftest import audit_tiny, count_fault, run_cli
+
+    run = tmp_path / "run"
+    assert audit_tiny(tiny_dataset, run).returncode == 0
+
+    def flip(path):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 1
+        path.write_bytes(bytes(data))
+
+    def score(path):
+        with sqlite3.connect(path / "ledger.sqlite") as db:
+            db.execute("UPDATE scores SET value = value + 1e-3 WHERE rowid = 1")
+
+    edits = {
+        "output PNG": lambda d: flip(sorted((d / "images").rglob("*_s1.png"))[0]),
+        "results.parquet": lambda d: flip(d / "results.parquet"),
+        "a score in ledger.sqlite": score,
+        "manifest.json": lambda d: (d / "manifest.json").write_text(
+            (d / "manifest.json").read_text().replace('"finished"', '"finishee"', 1)
+        ),
+        "config.json": lambda d: flip(d / "config.json"),
+        "report.html": lambda d: flip(d / "report.html"),
+        "seal.json": lambda d: (d / "seal.json").write_text(
+            (d / "seal.json").read_text().replace('"files"', '"filez"', 1)
+        ),
+    }
+    missed = []
+    for what, edit in edits.items():
+        copy = tmp_path / what.replace(" ", "_").replace(".", "_")
+        shutil.copytree(run, copy)
+        edit(copy)
+        proc = run_cli("verify", str(copy))
+        caught = proc.returncode != 0 and ("FAIL" in proc.stdout or "error" in proc.stderr)
+        count_fault("tampered files caught by verify", caught)
+        if not caught:
+            missed.append(what)
+    assert not missed, missed
+
+
+@pytest.mark.faults
+def test_faulty_models_fail_their_records_and_the_run_goes_on(tiny_dataset, tmp_path):
+    """A model that raises, returns NaN, the wrong shape, values out of range or too few
+    samples for one record: that record's outputs fail with the reason, the others finish."""
+    import pandas as pd
+    from conftest import audit_in_process, count_fault
+
+    faults = {
+        "raise_on": "model failed: RuntimeError",
+        "nan_on": "NaN or Inf",
+        "shape_on": "model returned shape",
+        "overshoot_on": "outside [0, 1]",
+        "few_on": "model returned shape",
+    }
+    for arg, said in faults.items():
+        _, res = audit_in_process(
+            tiny_dataset, tmp_path / arg, model="srf_test_plugins:Faulty",
+            model_args={arg: "coffee.png"}, samples=2, batch_size=1,
+        )  # fmt: skip
+        bad = res[res.record_id == "coffee.png"]
+        good = res[res.record_id.isin(["astronaut.png", "gray cam.png"])]
+        held = (
+            (bad.status == "failed").all()
+            and bad.error.str.contains(said, regex=False).all()
+            and (good.status == "ok").all()
+            and isinstance(res, pd.DataFrame)
+        )
+        count_fault("faulty model outputs recorded per record, the run going on", held)
+        assert held, (arg, bad[["status", "error"]].to_dict("records"))
+
+
+def test_the_network_guard_of_the_suite_blocks_and_records(tmp_path):
+    """The guard the kill trials rely on really refuses an internet connection."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    log = tmp_path / "sockets.log"
+    code = "import socket\ntry:\n socket.create_connection(('127.0.0.1', 9), timeout=1)\nexcept OSError as e:\n print(e)"
+    out = subprocess.run([sys.executable, "-c", code], env=cli_env(SRF_SOCKET_LOG=str(log)),
+                         capture_output=True, text=True).stdout  # fmt: skip
+    assert "blocked by the srforensics test suite" in out and "127.0.0.1" in log.read_text()

@@ -77,15 +77,23 @@ class Faulty(Bicubic):
 
     name = "faulty"
 
-    def __init__(self, *, device="cpu", dtype="float32", raise_on="", nan_on="", overshoot_on=""):
+    def __init__(
+        self, *, device="cpu", dtype="float32", raise_on="", nan_on="", overshoot_on="",
+        shape_on="", few_on="",
+    ):  # fmt: skip
         super().__init__(device=device, dtype=dtype)
         self.raise_on, self.nan_on, self.overshoot_on = raise_on, nan_on, overshoot_on
+        self.shape_on, self.few_on = shape_on, few_on
 
     def sample(self, lr, *, scale, n, seeds, context=None):
         ids = [c["record_id"] for c in context]
         if self.raise_on in ids:
             raise RuntimeError(f"cannot handle {self.raise_on}")
         out = super().sample(lr, scale=scale, n=n, seeds=seeds, context=context).clone()
+        if self.shape_on in ids:  # the whole call's tensor: one LR per call to make it one record's
+            return out[..., :-1]
+        if self.few_on in ids:
+            return out[:, : n - 1]
         for b, rid in enumerate(ids):
             if rid == self.nan_on:
                 out[b] = float("nan")
