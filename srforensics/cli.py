@@ -869,6 +869,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sqlite_errors() -> tuple[type[BaseException], ...]:
+    """SQLite's errors for a full or unwritable disk, which are not OSErrors."""
+    import sqlite3
+
+    return (sqlite3.OperationalError,) if "sqlite3" in sys.modules else ()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -896,6 +903,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except SRForensicsError as exc:
         _say(f"srforensics: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        _say(
+            f"srforensics: error: {exc.strerror}{where}. What was finished is in the run's "
+            "ledger: free space or fix the permission, then 'srforensics audit --resume RUN_DIR'",
+            file=sys.stderr,
+        )
+        return 2
+    except _sqlite_errors() as exc:
+        if not any(w in str(exc) for w in ("disk", "full", "readonly", "read-only")):
+            raise
+        _say(
+            f"srforensics: error: the ledger could not be written ({exc}). What was finished is "
+            "in it: free space, then 'srforensics audit --resume RUN_DIR'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         _say(

@@ -254,11 +254,14 @@ def verify_run(
 class _Rescorer:
     """The run's metrics, computed again on the outputs verify recomputed, against the scores
     the ledger holds: a forged score is caught even where every hash was re-made to match.
-    Values agree to a relative 1e-4: the run scores an LR's distinct outputs together, with
-    reference features computed once (perhaps in a loader process); here they are scored as
-    one stack, and float32 metrics (VIF) then round differently, by up to about 1e-5. The identity scores, which need the whole gallery, are not recomputed."""
 
-    RTOL = 1e-4
+    The outputs are scored as the audit scores them on the CPU: an LR's distinct outputs in
+    one call, against its HR's reference features computed once
+    (:func:`srforensics.audit.metric_scores`). Values agree to a relative 1e-6 (a GPU run
+    scores several LRs per call, which may round differently in the last bits). The
+    identity scores, which need the whole gallery, are not recomputed."""
+
+    RTOL = 1e-6
 
     def __init__(self, manifest: dict[str, Any], config, recomputer, ledger) -> None:
         from srforensics.audit import build_metrics
@@ -275,42 +278,52 @@ class _Rescorer:
             crop_border=config.crop_border,
             device=recomputer.device,
         )
+        self.device = recomputer.device
         self.metrics = build_metrics(names, mconf)[0] if names else []
-        results = ledger.results()
-        self.recorded = results.set_index(["record_id", "variant", "sample"])
+        self.recorded = ledger.results().set_index(["record_id", "variant", "sample"])
 
     def check(self, got) -> list[str]:
         import torch
 
-        from srforensics.images import to_tensor
+        from srforensics.audit import metric_batches, metric_scores
+        from srforensics.images import pixel_sha256, to_tensor
 
         if not got.outputs or got.hr is None or got.lr is None or not self.metrics:
             return []
-        samples = sorted(got.outputs)
-        out = to_tensor([got.outputs[s] for s in samples])
-        hr = to_tensor(got.hr).expand(len(samples), -1, -1, -1)
-        lr = to_tensor(got.lr).expand(len(samples), -1, -1, -1)
+        shas = {s: pixel_sha256(img) for s, img in got.outputs.items()}
+        unique = list({shas[s]: got.outputs[s] for s in sorted(got.outputs)}.items())
+        hr_t, lr_t = to_tensor(got.hr).to(self.device), to_tensor(got.lr).to(self.device)
         problems = []
         with torch.no_grad():
             for metric in self.metrics:
                 try:
-                    values = metric(out, hr if metric.requires_reference else None, lr=lr)
+                    features = (
+                        metric.reference_features(hr_t) if metric.requires_reference else None
+                    )
+                    ((_, counts, batch, ref, lrs),) = metric_batches(
+                        [[img for _, img in unique]], [hr_t], [lr_t], self.device
+                    )
+                    values = metric_scores(metric, batch, ref, lrs, counts, [features])
                 except Exception as exc:  # noqa: BLE001 - reported, as the run reports it
                     problems.append(f"{metric.name}: could not be recomputed ({exc})")
                     continue
-                for s, v in zip(samples, values.tolist(), strict=True):
-                    key = (got.record_id, got.variant, s)
-                    if key not in self.recorded.index or metric.name not in self.recorded:
-                        continue
-                    kept = self.recorded.at[key, metric.name]
-                    if kept is None or kept != kept:  # no value recorded (a note instead)
-                        continue
-                    if not math.isclose(float(kept), v, rel_tol=self.RTOL, abs_tol=1e-9):
-                        problems.append(
-                            f"output {s}: {metric.name} recomputes to {v:.6g}, the ledger says "
-                            f"{float(kept):.6g}"
-                        )
+                by_sha = {sha: v for (sha, _), v in zip(unique, values, strict=True)}
+                for s in sorted(got.outputs):
+                    problems += self._compare(got, s, metric.name, by_sha[shas[s]])
         return problems
+
+    def _compare(self, got, sample: int, name: str, value: float) -> list[str]:
+        key = (got.record_id, got.variant, sample)
+        if key not in self.recorded.index or name not in self.recorded:
+            return []
+        kept = self.recorded.at[key, name]
+        if kept is None or kept != kept:  # no value recorded (a note instead)
+            return []
+        if math.isclose(float(kept), value, rel_tol=self.RTOL, abs_tol=1e-12):
+            return []
+        return [
+            f"output {sample}: {name} recomputes to {value:.9g}, the ledger says {float(kept):.9g}"
+        ]
 
 
 def _recomputer(run_dir: Path, manifest: dict[str, Any], config, device: str) -> Any:

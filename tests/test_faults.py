@@ -542,3 +542,30 @@ def test_the_network_guard_of_the_suite_blocks_and_records(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=cli_env(SRF_SOCKET_LOG=str(log)),
                          capture_output=True, text=True).stdout  # fmt: skip
     assert "blocked by the srforensics test suite" in out and "127.0.0.1" in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_error_and_the_run_resumes(tmp_path):
+    """On a 2 MiB file system the audit stops with one error line (exit 2); with room again,
+    --resume finishes it and verify passes. Needs a tmpfs mount (root)."""
+    import subprocess
+
+    from conftest import run_cli
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        out = disk / "run"
+        proc = run_cli("audit", "--protocol", "bicubic-x4", "--samples", "4",
+                       "--save-images", "all", "--out", str(out))  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "srforensics: error: No space left on device" in proc.stderr
+        subprocess.run(["mount", "-o", "remount,size=256M", str(disk)], check=True)
+        proc = run_cli("audit", "--resume", str(out))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert run_cli("verify", str(out)).returncode == 0
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
