@@ -228,16 +228,14 @@ def run_fresh_python(code: str, tmp_path: Path, timeout: float = 600) -> dict[st
     }
 
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
+def _chromium_flags() -> list[str]:
+    """The package's offline headless flags (the ones its PDF export uses), and no QUIC."""
+    from srforensics.report.pdf import CHROMIUM_FLAGS as PACKAGE_FLAGS
+
+    return [*PACKAGE_FLAGS, "--disable-quic"]
+
+
+CHROMIUM_FLAGS = _chromium_flags()
 
 
 def open_in_chromium(chromium: str, page: Path, tmp_path: Path, *extra: str):

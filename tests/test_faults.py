@@ -183,6 +183,17 @@ def _unavailable(manifest: dict):
     return [(m["name"], m["unavailable"]) for m in manifest["metrics"] if m.get("unavailable")]
 
 
+def _audit_folder(folder, out, protocol: str) -> None:
+    """A one-output PSNR audit of ``folder`` into ``out``, which must finish."""
+    from conftest import run_cli
+
+    proc = run_cli(
+        "audit", "--protocol", protocol, "--dataset", str(folder), "--metrics", "psnr",
+        "--samples", "1", "--breakdown-boot", "0", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 # -- run folders: never written where they should not be ---------------------------------
 def test_out_must_be_a_new_or_empty_folder_outside_the_dataset(tiny_dataset, tmp_path):
     """A folder of the user's files, the dataset folder itself (or one inside it), a path
@@ -259,7 +270,7 @@ def test_csv_exports_neutralise_spreadsheet_formulas(tmp_path):
     import csv
 
     import pandas as pd
-    from conftest import run_cli, write_png
+    from conftest import write_png
     from skimage import data
 
     folder = tmp_path / "data"
@@ -270,11 +281,7 @@ def test_csv_exports_neutralise_spreadsheet_formulas(tmp_path):
         f'path,id,subject\na.png,"{hostile.replace(chr(34), chr(34) * 2)}",@cmd\nb.png,b,-2+3\n'
     )
     out = tmp_path / "run"
-    proc = run_cli(
-        "audit", "--protocol", "bicubic-x4", "--dataset", str(folder), "--metrics", "psnr",
-        "--samples", "1", "--breakdown-boot", "0", "--out", str(out),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _audit_folder(folder, out, "bicubic-x4")
     for name in ("results", "per_input"):
         with open(out / f"{name}.csv", newline="") as fh:
             cells = [c for row in csv.reader(fh) for c in row]
@@ -329,7 +336,7 @@ def test_every_file_of_a_dataset_folder_is_a_record_or_named_as_skipped(tmp_path
 def test_tiny_images_under_faces_fail_with_a_clear_reason(tmp_path):
     import numpy as np
     import pandas as pd
-    from conftest import run_cli, write_png
+    from conftest import write_png
     from skimage import data
 
     folder = tmp_path / "data"
@@ -337,11 +344,7 @@ def test_tiny_images_under_faces_fail_with_a_clear_reason(tmp_path):
     write_png(folder / "three.png", np.full((3, 3, 3), 128, np.uint8))
     write_png(folder / "astronaut.png", data.astronaut())
     out = tmp_path / "run"
-    proc = run_cli(
-        "audit", "--protocol", "faces", "--dataset", str(folder), "--samples", "1",
-        "--metrics", "psnr", "--breakdown-boot", "0", "--out", str(out),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _audit_folder(folder, out, "faces")
     res = pd.read_parquet(out / "results.parquet").drop_duplicates("record_id")
     errors = dict(zip(res.record_id, res.error, strict=True))
     assert "image 1x1 is smaller than the smallest face" in errors["one.png"]
