@@ -667,8 +667,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     for e in MODELS.entries():
         _say(f"{e.name:<20} {e.description or '-'}  [{e.origin}]")
-    from srforensics.models import SAMPLERS
+    from srforensics.models import ARCHITECTURES, KNOWN_SYSTEMS, SAMPLERS
 
+    _say("\nsystems by name (how each runs; where its weights come from):")
+    for system, how, weights in KNOWN_SYSTEMS:
+        _say(f"{system:<20} {how}; weights: {weights}")
+    _say(f"\narchitectures for model spec YAML: {', '.join(ARCHITECTURES.names())}")
     _say("\nsamplers (--sampler, on any model):")
     for e in SAMPLERS.entries():
         _say(f"{e.name:<20} {e.description}")

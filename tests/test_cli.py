@@ -58,6 +58,11 @@ def test_models_list():
         "imdn-x4",
     } <= set(names)
     assert {"tta", "mc-dropout", "input-noise"} <= set(names)
+    # The systems users know by name, each with how it runs and where its weights come from.
+    for system in ("SRCNN", "SRGAN", "ESRGAN"):
+        line = next(x for x in proc.stdout.splitlines() if x.startswith(system + " "))
+        assert "architecture" in line and "weights:" in line
+    assert "srcnn" in proc.stdout and run_cli("models").stdout == proc.stdout
 
 
 def test_protocols_list_and_show():

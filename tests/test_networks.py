@@ -13,7 +13,7 @@ from conftest import REPO, audit_tiny, cli_env, run_cli
 from srforensics.errors import SRForensicsError
 from srforensics.images import sha256_file
 from srforensics.models import load_model
-from srforensics.models.archs import EDSR, IMDN, MSRResNet, RRDBNet
+from srforensics.models.archs import EDSR, IMDN, SRCNN, MSRResNet, RRDBNet
 from srforensics.weights import WeightsError
 
 ARCHS = [
@@ -25,6 +25,7 @@ ARCHS = [
     ("edsr", EDSR, {"num_block": 2, "num_feat": 16, "upscale": 3}, 3),
     ("imdn", IMDN, {"nf": 64, "num_modules": 6, "upscale": 4}, 4),
     ("imdn", IMDN, {"nf": 64, "num_modules": 6, "upscale": 2}, 2),
+    ("srcnn", SRCNN, {"upscale": 3}, 3),
 ]
 
 # Keys of the public release files (first and last), as BasicSR / the IMDN repository save them.
@@ -50,6 +51,7 @@ PUBLIC_KEYS = {
         "LR_conv.weight",
         "upsampler.0.weight",
     ),
+    "srcnn": ("conv1.weight", "conv2.weight", "conv3.bias"),
 }
 
 
@@ -90,6 +92,28 @@ def test_public_key_layout_loads_and_gives_the_right_size(arch, cls, args, scale
         card.weights_sha256 == sha256_file(tmp_path / f"{arch}-x{scale}.pth")
         and card.licence == "CC0"
     )
+
+
+def test_srcnn_is_three_convolutions_on_the_bicubic_upscaled_lr():
+    """SRCNN's 9-5-5 layers (Dong et al. 2014) take the LR upscaled by the MATLAB bicubic
+    resize: the network equals those three convolutions applied by hand."""
+    import torch.nn.functional as F
+
+    from srforensics.resize import imresize_tensor
+
+    torch.manual_seed(0)
+    net = SRCNN(upscale=2).eval()
+    assert [c.kernel_size for c in (net.conv1, net.conv2, net.conv3)] == [(9, 9), (5, 5), (5, 5)]
+    assert (net.conv1.out_channels, net.conv2.out_channels) == (64, 32)
+    lr = torch.rand(1, 3, 10, 12)
+    up = imresize_tensor(lr, 2)
+    by_hand = F.conv2d(
+        F.relu(F.conv2d(F.relu(F.conv2d(up, net.conv1.weight, net.conv1.bias, padding=4)),
+                        net.conv2.weight, net.conv2.bias, padding=2)),
+        net.conv3.weight, net.conv3.bias, padding=2,
+    )  # fmt: skip
+    with torch.no_grad():
+        assert torch.allclose(net(lr), by_hand, atol=1e-6) and by_hand.shape[-2:] == (20, 24)
 
 
 def test_wrong_sha256_is_refused(tmp_path):

@@ -54,8 +54,17 @@ for _name, _target in [
     ("msrresnet", "MSRResNet"),
     ("edsr", "EDSR"),
     ("imdn", "IMDN"),
+    ("srcnn", "SRCNN"),
 ]:
     ARCHITECTURES.register(_name, f"srforensics.models.archs:{_target}")
+
+#: The systems users know by name, and how each runs here (``srforensics models list``).
+KNOWN_SYSTEMS = (
+    ("SRCNN", "architecture srcnn (9-5-5 on the bicubic-upscaled LR)", "your file, in a model spec YAML with its SHA-256"),
+    ("SRGAN", "architecture msrresnet (its SRResNet generator, without BN)", "your file, in a model spec YAML with its SHA-256"),
+    ("ESRGAN", "architecture rrdbnet, or spandrel's ESRGAN from a checkpoint", "realesrgan-x4plus / -x2plus (registered), or --model FILE.pth"),
+    ("any checkpoint", "spandrel detects the architecture (SwinIR, HAT, DAT, SPAN, ...)", "--model FILE.pth|.safetensors"),
+)  # fmt: skip
 
 SAMPLERS: Registry[Any] = Registry("sampler")
 SAMPLERS.register("tta", "srforensics.models.samplers:TTA", description="8 dihedral transforms")
@@ -150,4 +159,13 @@ def load_model(
     return model
 
 
-__all__ = ["ARCHITECTURES", "DTYPES", "MODELS", "SAMPLERS", "ModelCard", "SRModel", "load_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "DTYPES",
+    "KNOWN_SYSTEMS",
+    "MODELS",
+    "SAMPLERS",
+    "ModelCard",
+    "SRModel",
+    "load_model",
+]

@@ -164,6 +164,36 @@ class MSRResNet(nn.Module):
         )
 
 
+class SRCNN(nn.Module):
+    """SRCNN (Dong, Loy, He, Tang, ECCV 2014 / TPAMI 2016), the 9-5-5 network: three
+    convolutions (64 filters 9×9, 32 filters 5×5, ``num_out_ch`` 5×5, ReLU between) applied
+    to the LR upscaled by MATLAB bicubic, as the paper's input is. ``num_in_ch`` 3 is the
+    RGB variant; the paper's Y-only model is ``num_in_ch=num_out_ch=1``, not run here."""
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        upscale: int = 4,
+        f1: int = 9,
+        f2: int = 5,
+        f3: int = 5,
+        n1: int = 64,
+        n2: int = 32,
+    ) -> None:
+        super().__init__()
+        self.upscale = upscale
+        self.conv1 = nn.Conv2d(num_in_ch, n1, f1, padding=f1 // 2)
+        self.conv2 = nn.Conv2d(n1, n2, f2, padding=f2 // 2)
+        self.conv3 = nn.Conv2d(n2, num_out_ch, f3, padding=f3 // 2)
+
+    def forward(self, x):
+        from srforensics.resize import imresize_tensor
+
+        up = imresize_tensor(x, self.upscale)
+        return self.conv3(F.relu(self.conv2(F.relu(self.conv1(up)))))
+
+
 class Upsample(nn.Sequential):
     def __init__(self, scale: int, num_feat: int) -> None:
         layers: list[nn.Module] = []
