@@ -180,6 +180,8 @@ def test_a_second_process_on_the_same_run_folder_is_refused(noisy_run, tmp_path)
     from srforensics.ledger import Ledger
 
     run_dir = _copy(noisy_run, tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())  # as a stopped run's
+    (run_dir / "manifest.json").write_text(json.dumps(dict(manifest, status="running")))
     with Ledger(run_dir / "ledger.sqlite") as ledger:
         before = ledger.content_digests()
     with run_lock(run_dir):  # this test process holds the run, as a running audit would
