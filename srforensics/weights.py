@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -122,12 +123,23 @@ def cache_dir() -> Path:
 def target_dir(target: Target) -> Path:
     if target == "srforensics":
         return cache_dir()
-    import torch
-
-    hub = Path(torch.hub.get_dir())  # $TORCH_HOME/hub, as pyiqa and torchvision use it
+    hub = torch_hub_dir()
     if target == "torch-checkpoints":  # facenet-pytorch's own folder: $TORCH_HOME/checkpoints
         return hub.parent / "checkpoints"
     return hub / ("pyiqa" if target == "pyiqa" else "checkpoints")
+
+
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()``, where pyiqa and torchvision look: without importing torch
+    (seconds) when it is not imported yet, by torch's own rule: ``$TORCH_HOME/hub``, else
+    ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``. Once torch is imported its
+    answer is used, so a ``torch.hub.set_dir`` is honoured."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "hub"):
+        return Path(torch.hub.get_dir())
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(xdg, "torch")))
+    return Path(home) / "hub"
 
 
 def package_dir(package: str) -> Path | None:

@@ -17,7 +17,7 @@ from srforensics.metrics import (
     build_metric,
     describe_metric,
 )
-from srforensics.metrics.fidelity import psnr
+from srforensics.metrics.fidelity_ops import psnr
 from srforensics.resize import imresize
 
 

