@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import TINY_METRICS, audit_in_process, audit_tiny, cli_env, run_cli
 
-from srforensics.degradations.protocol import load_protocol
 from srforensics import weights as W
+from srforensics.degradations.protocol import load_protocol
 from srforensics.images import sha256_file
 
 METRICS = TINY_METRICS.split(",")

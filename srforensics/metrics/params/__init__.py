@@ -73,10 +73,14 @@ def read_libsvm_model(src: str | Path) -> tuple[dict[str, str], np.ndarray, np.n
             index, _, value = item.partition(":")
             j = int(index) - 1
             if not 0 <= j < BRISQUE_FEATURES:
-                raise ParameterFileError(f"{src}: feature index {index} out of 1..{BRISQUE_FEATURES}")
+                raise ParameterFileError(
+                    f"{src}: feature index {index} out of 1..{BRISQUE_FEATURES}"
+                )
             sv[i, j] = float(value)
     if int(header.get("total_sv", -1)) != len(rows):
-        raise ParameterFileError(f"{src}: header says {header.get('total_sv')} vectors, has {len(rows)}")
+        raise ParameterFileError(
+            f"{src}: header says {header.get('total_sv')} vectors, has {len(rows)}"
+        )
     return header, coef, sv
 
 
