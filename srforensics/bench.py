@@ -33,7 +33,7 @@ colour changes, and photographic crops of its other sample images.
   in the loader process, beside the model and the scores, while the denominator
   counts them as this process computes them alone.
 - ``in_run_ratio``: the same audits' wall time / (model time + metric time
-  measured inside each audit, :class:`srforensics.audit.RunTiming`, the
+  measured inside each audit, :class:`srforensics.run.pipeline.RunTiming`, the
   loaders' seconds on reference features included): no drift between numerator
   and denominator, but the metrics are timed while the loader processes run
   beside them, not alone; the median over the nine audits, with each audit's
@@ -44,7 +44,7 @@ colour changes, and photographic crops of its other sample images.
   sensitive attributes (5 and 2 groups, from a ``labels.csv``), 2 variants × 2 outputs each (800
   outputs), in this process after the throughput's warm-up (imports are not in the
   wall time, so the share is larger than in a fresh ``srforensics audit``). The seconds
-  are :attr:`srforensics.audit.RunTiming.breakdown_s`.
+  are :attr:`srforensics.run.pipeline.RunTiming.breakdown_s`.
 - ``memory``: peak RSS of an audit of R and 10 R records, each in a fresh
   process (its own high-water mark, ``VmHWM``), and the peak's growth above
   the RSS after imports.
@@ -169,12 +169,12 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     """Model, metric and protocol time, measured alone on the run's own LRs, batches and outputs."""
     import torch
 
-    from srforensics.audit import _Pipeline, metric_batches, metric_scores
     from srforensics.execution import heap_frozen, torch_threads
     from srforensics.images import read_image, to_tensor
     from srforensics.ledger import LEDGER_NAME, Ledger
     from srforensics.metrics.diversity import ntire_diversity, pixel_std
     from srforensics.recompute import call_model, model_context, output_images
+    from srforensics.run.pipeline import _Pipeline, metric_batches, metric_scores
 
     pipe = _Pipeline(config)
     times = {"model_s": 0.0, "metrics_s": 0.0, "protocol_s": 0.0}
@@ -250,7 +250,7 @@ def throughput(
     over their mean (a shared machine's speed drifts within minutes; a bracket cancels a
     steady drift). The first audit is the first bracket's start. Figures: the median ratio;
     times, the fastest of each (the minimum is the least disturbed)."""
-    from srforensics.audit import AuditConfig, run_audit
+    from srforensics.run.pipeline import AuditConfig, run_audit
 
     walls, parts_runs, timings = [], [], []
     for r in range(repeats + 1):
@@ -319,7 +319,7 @@ _RSS_PROBE = """
 import os, sys
 if os.environ.pop("SRFORENSICS_BENCH_BASELINE", "") == "1":
     import pyiqa, torch  # what any audit may import, before the baseline
-    import srforensics.audit
+    import srforensics.run.pipeline
 def status(field):
     with open("/proc/self/status") as fh:
         return next(int(l.split()[1]) / 1024 for l in fh if l.startswith(field + ":"))
@@ -358,7 +358,7 @@ def _audit_process(args: list[str], *, baseline: bool = True) -> tuple[float, di
 
 def breakdown_share(tmp: Path, *, records: int, samples: int) -> dict[str, Any]:
     """An audit of ``records`` labelled faces × ``samples`` outputs: the breakdowns' share."""
-    from srforensics.audit import AuditConfig, run_audit
+    from srforensics.run.pipeline import AuditConfig, run_audit
 
     faces = make_faces(tmp / "faces-labelled", records, seed=3)
     rng = np.random.default_rng(3)

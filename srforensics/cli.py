@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from srforensics.audit import AuditConfig, resume_audit, run_audit
+    from srforensics.run.pipeline import AuditConfig, resume_audit, run_audit
 
     command = ("srforensics", *argv)
     if args.resume:
@@ -785,7 +785,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_review(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from srforensics.review import ReviewConfig, run_review
+    from srforensics.evidence import ReviewConfig, run_review
 
     config = ReviewConfig(
         image=args.image,
@@ -828,7 +828,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from srforensics.verify import verify_run
+    from srforensics.run.verify import verify_run
 
     r = verify_run(
         args.run_dir,

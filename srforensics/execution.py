@@ -152,7 +152,7 @@ _PRELOAD = (
     "numpy",
     "torch",
     "scipy.ndimage",
-    "srforensics.audit",
+    "srforensics.run.pipeline",
     "srforensics.execution",
     # what every loader's start imports (30 to 40 ms in each helper otherwise)
     "threadpoolctl",
@@ -290,11 +290,11 @@ def _loader_init(config: dict[str, Any], environment: dict[str, str]) -> None:
 
 def _loader_metrics(config: dict[str, Any], protocol) -> list[tuple[Any, str]]:
     """The run's metrics whose reference features this loader computes ahead, with their keys
-    (:func:`srforensics.audit.metric_key`): on the CPU only (a GPU run computes them on its
+    (:func:`srforensics.run.pipeline.metric_key`): on the CPU only (a GPU run computes them on its
     device, in the driver), built as the driver builds them, downloading nothing. Any
     that cannot be built here are left to the driver."""
-    from srforensics.audit import build_metrics, metric_key, resolve_device
     from srforensics.metrics import MetricConfig, run_metric_names
+    from srforensics.run.pipeline import build_metrics, metric_key, resolve_device
 
     try:
         if resolve_device(config["device"]) != "cpu":
@@ -315,7 +315,7 @@ def _warm_up(protocol, metrics: Sequence[tuple[Any, str]] = ()) -> None:
     the run's seeds are not used."""
     import numpy as np
 
-    from srforensics.audit import loader_features
+    from srforensics.run.pipeline import loader_features
 
     # Her face, 128 px (a small picture: the detector's first calls cost least on it).
     photo = _astronaut()[:256:2, 96:352:2].astype(np.float32) / 255.0
@@ -353,7 +353,7 @@ def _loader_probe() -> str | None:
 def _loader_run(idx: int, rec, pending: Pending, run_seed: int):
     """Load one record, and the reference features of its HR for the metrics this loader
     computes ahead; the run seed is the driver's (resolved once, in the driver)."""
-    from srforensics.audit import load_record, loader_features
+    from srforensics.run.pipeline import load_record, loader_features
 
     loaded = load_record(
         _LOADER["protocol"],
@@ -424,7 +424,7 @@ class Loaders(_HelperPool):
     """Processes that decode, prepare and degrade the next records while this one runs the
     model and the metrics (``--loaders N``), like a ``DataLoader``'s workers.
 
-    Loading is pure (:func:`srforensics.audit.load_record`), so a record gives the same
+    Loading is pure (:func:`srforensics.run.pipeline.load_record`), so a record gives the same
     arrays wherever it is loaded, and records are handed over in order: results are
     identical to loading here. While the processes start (importing torch takes seconds)
     the records are loaded here; later, a record the processes have not reached yet is
@@ -636,7 +636,7 @@ _ALLOCATOR: dict[str, Any] = {"settings": None}
 def tune_allocator() -> str | None:
     """Keep freed blocks of up to 32 MiB in glibc's heap for reuse, rather than return them
     to the kernel: called by the CLI and by the helper processes an audit starts (processes
-    srforensics owns; a program that calls :func:`srforensics.audit.run_audit` may call it).
+    srforensics owns; a program that calls :func:`srforensics.run.pipeline.run_audit` may call it).
 
     glibc serves a block of 128 KiB or more with a fresh ``mmap`` and unmaps it when freed,
     raising that threshold only as such blocks are freed, and gives the top of its heap back
@@ -765,7 +765,7 @@ def _worker_init(config: dict[str, Any], environment: dict[str, str] | None = No
     loads its own); an error is kept and raised by the first shard, as the driver's would be."""
     _helper_start(environment)
     _WORKER["config"] = config
-    from srforensics.audit import AuditConfig, _Pipeline
+    from srforensics.run.pipeline import AuditConfig, _Pipeline
 
     try:
         with torch_threads(int(config.get("threads") or 1)):

@@ -197,7 +197,7 @@ def audit_in_process(tiny_dataset: Path, out: Path, **overrides):
     """An in-process audit of the tiny dataset (bicubic-x4, psnr, no images); returns (run, results)."""
     import pandas as pd
 
-    from srforensics.audit import AuditConfig, run_audit
+    from srforensics.run.pipeline import AuditConfig, run_audit
 
     config = dict(
         protocol="bicubic-x4",

@@ -169,7 +169,7 @@ def test_existing_run_folder_is_not_overwritten(tiny_run, tiny_dataset):
 
 
 def test_failing_and_nan_models_are_recorded_and_the_run_goes_on(tiny_dataset, tmp_path):
-    from srforensics.audit import AuditConfig, run_audit
+    from srforensics.run.pipeline import AuditConfig, run_audit
 
     base = dict(
         protocol="bicubic-x4",
@@ -281,7 +281,7 @@ def test_quick_start_faces_on_the_sample_dataset(tmp_path):
 
 
 def test_metric_groups_join_lrs_of_one_shape_on_a_gpu_only():
-    from srforensics.audit import GPU_METRIC_PIXELS, metric_groups
+    from srforensics.run.pipeline import GPU_METRIC_PIXELS, metric_groups
 
     shape = (1, 3, 512, 512)  # 2**18 pixels per output
     per_lr = GPU_METRIC_PIXELS // (8 * 512 * 512)  # LRs of 8 outputs that fit in one call
@@ -308,7 +308,7 @@ def test_lrs_scored_together_score_as_each_alone(tiny_dataset, tmp_path, monkeyp
     import numpy as np
     import srf_test_plugins
 
-    import srforensics.audit as audit
+    import srforensics.run.pipeline as audit
 
     metrics = (
         *TINY_METRICS.split(","),
@@ -471,7 +471,7 @@ def test_reference_features_are_computed_once_per_input(tiny_dataset, tmp_path, 
     computing the features is that input's note, not the run's end."""
     import srf_test_plugins
 
-    import srforensics.audit as audit
+    import srforensics.run.pipeline as audit
 
     counted, direct = "srf_test_plugins:CountedReference", "srf_test_plugins:BrightRefFails"
     real = audit.metric_groups

@@ -112,9 +112,9 @@ def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tm
     every record came from the loader process."""
     import shutil
 
-    from srforensics.audit import AuditConfig, _Pipeline
     from srforensics.bench import make_faces
     from srforensics.execution import Loaders, torch_threads
+    from srforensics.run.pipeline import AuditConfig, _Pipeline
 
     root = make_faces(tmp_path / "ds", 2)
     for name in ("coffee.png", "broken.png"):
@@ -148,10 +148,10 @@ def test_a_loader_process_computes_the_reference_features_this_process_would(tmp
     computing them, and computes the others itself."""
     import torch
 
-    from srforensics.audit import AuditConfig, _Pipeline
     from srforensics.bench import make_faces
     from srforensics.execution import Loaders, torch_threads
     from srforensics.images import to_tensor
+    from srforensics.run.pipeline import AuditConfig, _Pipeline
 
     root = make_faces(tmp_path / "ds", 2)
     metrics = (*FEATURE_METRICS, "srf_test_plugins:CountedReference")
@@ -255,9 +255,9 @@ def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path,
     import time
     from concurrent.futures import Future
 
-    from srforensics.audit import AuditConfig, _Pipeline
     from srforensics.bench import make_photos
     from srforensics.execution import Loaders
+    from srforensics.run.pipeline import AuditConfig, _Pipeline
 
     root = make_photos(tmp_path / "ds", 10, size=64)
     config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
@@ -309,9 +309,9 @@ def test_processes_that_become_ready_get_records_at_the_next_poll(tmp_path, monk
     processes are ready, without waiting for this process to want its next record."""
     from concurrent.futures import Future
 
-    from srforensics.audit import AuditConfig, _Pipeline
     from srforensics.bench import make_photos
     from srforensics.execution import Loaders
+    from srforensics.run.pipeline import AuditConfig, _Pipeline
 
     root = make_photos(tmp_path / "ds", 6, size=64)
     config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
@@ -344,10 +344,10 @@ def test_loader_processes_warm_up_matplotlib_once_every_record_is_sent(tmp_path,
     not pay for the first figure; in a thread, the warm-up leaves the axes the next reuses."""
     import threading
 
-    from srforensics.audit import AuditConfig, _Pipeline
     from srforensics.bench import make_photos
     from srforensics.execution import Loaders
     from srforensics.report import figures
+    from srforensics.run.pipeline import AuditConfig, _Pipeline
 
     root = make_photos(tmp_path / "ds", 6, size=64)
     config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
@@ -372,7 +372,7 @@ def test_loader_processes_warm_up_matplotlib_once_every_record_is_sent(tmp_path,
         assert [r is None for r in (f.result(timeout=60) for f in warm_ups)] == [True, True]
     assert len(got) == 6 and loaders.failure is None
     assert order[-2:] == ["warm_up", "warm_up"] and sorted(order[:-2]) == order[:-2]
-    from srforensics.audit import _helpers
+    from srforensics.run.pipeline import _helpers
 
     with _helpers(AuditConfig(protocol="bicubic-x4", loaders=1)) as started:
         assert started.loaders.when_idle is figures.warm_up  # what an audit's loaders run
@@ -392,8 +392,8 @@ def test_loader_processes_warm_up_matplotlib_once_every_record_is_sent(tmp_path,
 
 
 def test_an_audit_polls_its_loaders_between_the_lrs_of_a_batch(tiny_dataset, tmp_path, monkeypatch):
-    from srforensics.audit import _Pipeline
     from srforensics.execution import LoaderFeed
+    from srforensics.run.pipeline import _Pipeline
 
     inside, polls, batches = [], [], []
     run_batch, poll = _Pipeline._run_batch, LoaderFeed.poll
@@ -425,8 +425,8 @@ def test_an_audit_polls_its_loaders_between_the_lrs_of_a_batch(tiny_dataset, tmp
 def test_failed_loader_processes_leave_the_loading_here(tiny_dataset, protocol, reason, caplog):
     """Loaders whose protocol is not the run's, or that cannot start: the records are loaded
     here, with the same results, and the failure is logged once."""
-    from srforensics.audit import AuditConfig, _Pipeline
     from srforensics.execution import Loaders
+    from srforensics.run.pipeline import AuditConfig, _Pipeline
 
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), samples=1)
     pipe = _Pipeline(config)
@@ -449,8 +449,8 @@ def test_helper_processes_take_the_environment_of_the_audit_that_starts_them(
     of the audit that starts it, not the server's."""
     import os
 
-    from srforensics.audit import AuditConfig
     from srforensics.execution import Workers
+    from srforensics.run.pipeline import AuditConfig
 
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
     monkeypatch.setenv("SRFORENSICS_CACHE", str(tmp_path / "first"))
@@ -466,9 +466,9 @@ def test_helper_processes_take_the_environment_of_the_audit_that_starts_them(
 def test_a_worker_that_cannot_load_the_pipeline_fails_its_shards_with_the_reason(tiny_dataset):
     """Workers load their pipeline as they start; a failure there is raised by their first
     shard (the driver's own pipeline normally fails first, with the same message)."""
-    from srforensics.audit import AuditConfig
     from srforensics.errors import SRForensicsError
     from srforensics.execution import Shard, Workers, _worker_run
+    from srforensics.run.pipeline import AuditConfig
 
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
     with Workers(dict(config, model="no-such-model"), processes=1) as workers:
@@ -545,8 +545,8 @@ def test_ray_actors_share_the_gpus_when_there_are_fewer_than_actors():
 
 
 def test_bad_executor_settings_are_refused():
-    from srforensics.audit import AuditConfig
     from srforensics.errors import SRForensicsError
+    from srforensics.run.pipeline import AuditConfig
 
     with pytest.raises(SRForensicsError, match="--workers"):
         AuditConfig(workers=-1)
@@ -664,8 +664,8 @@ def test_the_benchmark_measures_the_audit_process_not_the_one_that_starts_it():
 
 def test_metrics_may_be_given_as_on_the_command_line():
     """``AuditConfig(metrics="psnr")`` means the metric psnr, not the metrics p, s, n, r."""
-    from srforensics.audit import AuditConfig
     from srforensics.errors import SRForensicsError
+    from srforensics.run.pipeline import AuditConfig
 
     assert AuditConfig(metrics="psnr").metrics == ("psnr",)
     assert AuditConfig(metrics="psnr, lr_psnr").metrics == ("psnr", "lr_psnr")
@@ -918,8 +918,8 @@ def test_the_allocator_is_left_alone_where_the_environment_sets_it():
 @needs_glibc
 def test_helper_processes_tune_their_allocator(tiny_dataset):
     """Loaders and workers are srforensics's own processes, tuned as the CLI is."""
-    from srforensics.audit import AuditConfig
     from srforensics.execution import Loaders, Workers, allocator_settings
+    from srforensics.run.pipeline import AuditConfig
 
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
     for pool in (Loaders, Workers):
@@ -933,9 +933,9 @@ def test_helper_processes_freeze_what_they_loaded(tmp_path):
     their heaps frozen (out of the collector's scans: torch's objects, and the rest)."""
     import gc
 
-    from srforensics.audit import AuditConfig, _Pipeline
     from srforensics.bench import make_photos
     from srforensics.execution import Loaders, Workers
+    from srforensics.run.pipeline import AuditConfig, _Pipeline
 
     root = make_photos(tmp_path / "ds", 2, size=64)
     config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)

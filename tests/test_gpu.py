@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from srforensics.audit import AuditConfig, run_audit
+from srforensics.run.pipeline import AuditConfig, run_audit
 
 pytestmark = [
     pytest.mark.gpu,

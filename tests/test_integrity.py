@@ -176,8 +176,8 @@ def test_verify_refuses_what_is_not_a_finished_run(tmp_path):
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(noisy_run, tmp_path):
-    from srforensics.audit import run_lock
     from srforensics.ledger import Ledger
+    from srforensics.run.pipeline import run_lock
 
     run_dir = _copy(noisy_run, tmp_path)
     manifest = json.loads((run_dir / "manifest.json").read_text())  # as a stopped run's

@@ -21,8 +21,8 @@ def _astronaut() -> str:
 
 @pytest.mark.parametrize("name", sorted(available_protocols()))
 def test_every_shipped_protocol_validates_previews_and_replays(name, tmp_path):
-    from srforensics.audit import AuditConfig, run_audit
     from srforensics.replay import preview_protocol, replay_lr
+    from srforensics.run.pipeline import AuditConfig, run_audit
 
     protocol = load_protocol(name)
     sheet = preview_protocol(name, _astronaut(), tmp_path / "preview")
@@ -78,7 +78,7 @@ def test_preview_cli_and_a_protocol_that_needs_a_face(tmp_path):
 
 
 def test_replay_cli_detects_tampered_parameters(tmp_path):
-    from srforensics.audit import AuditConfig, run_audit
+    from srforensics.run.pipeline import AuditConfig, run_audit
 
     run = run_audit(
         AuditConfig(

@@ -87,7 +87,7 @@ def test_lr_psnr_consistent_output_and_one_pixel_shift():
 
 
 def test_per_input_worst_best_mean_and_flags(tiny_dataset, tmp_path):
-    from srforensics.audit import AuditConfig, run_audit
+    from srforensics.run.pipeline import AuditConfig, run_audit
 
     run = run_audit(
         AuditConfig(

@@ -24,4 +24,5 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(code, "README.md (Python API)", "exec"), scope)  # noqa: S102
     assert scope["status"] == 0 and scope["check"].ok
-    assert scope["results"]["status"].eq("ok").any() and scope["page"].name == "review.html"
+    assert scope["results"]["status"].eq("ok").any() and scope["page"].report.name == "review.html"
+    assert scope["run"].counts.records == 5  # the sample dataset

@@ -177,7 +177,7 @@ def test_exported_tables_are_the_ledger_read_again_with_the_galleries_paths(
 ):
     """The audit reads its tables once, before the galleries, and takes the saved images'
     paths from the ledger afterwards: its exports are the ledger's tables read afresh."""
-    from srforensics.audit import export_tables
+    from srforensics.run.pipeline import export_tables
 
     run, _ = sensitive_run
     with Ledger(run.run_dir / "ledger.sqlite") as ledger:

@@ -79,7 +79,7 @@ def test_report_escapes_hostile_text(field, tiny_dataset, tmp_path):
     # A record id with markup must appear as text, never as HTML (Jinja2 autoescape).
     import shutil
 
-    from srforensics.audit import AuditConfig, run_audit
+    from srforensics.run.pipeline import AuditConfig, run_audit
 
     root = tmp_path / "ds"
     root.mkdir()

@@ -4,6 +4,7 @@
 - :mod:`~srforensics.run.folder`: the run folder: its names, lock, atomic writes, file hashes.
 - :mod:`~srforensics.run.timing`: where a run's time went, and what a run returns.
 - :mod:`~srforensics.run.exports`: the results, per-input and per-group tables.
-
-The pipeline that wires the stages together is :mod:`srforensics.audit`.
+- :mod:`~srforensics.run.seal`: the seal of the report and the files that come after the manifest.
+- :mod:`~srforensics.run.pipeline`: the pipeline that wires the stages together (:func:`run_audit`).
+- :mod:`~srforensics.run.verify`: re-checking a finished run folder (``srforensics verify``).
 """

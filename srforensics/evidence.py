@@ -64,11 +64,11 @@ class ReviewConfig:
 
 def run_review(config: ReviewConfig) -> Path:
     """Review one evidence image; return the path of ``review.html``."""
-    from srforensics.audit import resolve_device
     from srforensics.metrics import MetricConfig, MetricUnavailable, build_metric
     from srforensics.metrics.diversity import pixel_std, std_map_image
     from srforensics.models import load_model
     from srforensics.provenance import package_versions, utc_now
+    from srforensics.run.pipeline import resolve_device
     from srforensics.seeding import model_seed
 
     started = utc_now()
