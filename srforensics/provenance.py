@@ -33,11 +33,23 @@ TRACKED_PACKAGES = (
     "jinja2",
     "pyyaml",
     "tqdm",
+    "dlib-bin",
+    "face_recognition_models",
+    "spandrel",
+    "safetensors",
+    "threadpoolctl",
 )
 
-#: Licences shown in every report; pyiqa's restricts commercial use.
+#: Licences shown in every report, as docs/licences.md lists them; pyiqa's restricts
+#: commercial use.
 DEPENDENCY_LICENCES = {
     "pyiqa": "PolyForm-Noncommercial-1.0.0 (non-commercial use only)",
+    "srforensics": "Apache-2.0",
+    "dlib-bin": "Boost Software License 1.0",
+    "face_recognition_models": "MIT (its dlib model files: public domain)",
+    "spandrel": "MIT (each architecture's weights carry their own licence, shown on the model card)",
+    "safetensors": "Apache-2.0",
+    "threadpoolctl": "BSD-3-Clause",
     "torch": "BSD-3-Clause",
     "torchvision": "BSD-3-Clause",
     "facenet-pytorch": "MIT (MTCNN weights: MIT, from the original MTCNN release)",

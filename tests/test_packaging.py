@@ -66,3 +66,24 @@ def test_wheel_ships_resources_and_finds_them(tmp_path):
     assert "'faces'" in lines[1]
     assert lines[2].startswith(str(site))
     assert lines[3] == str(site / "srforensics" / "metrics" / "params" / "niqe_pris_params.npz")
+
+
+def test_the_licences_page_lists_what_every_report_lists():
+    """docs/licences.md and the report's licence table (provenance.DEPENDENCY_LICENCES) agree,
+    pyiqa's non-commercial licence first; every declared dependency has a licence."""
+    import re
+    import tomllib
+
+    from conftest import REPO
+
+    from srforensics.provenance import DEPENDENCY_LICENCES
+
+    page = (REPO / "docs" / "licences.md").read_text(encoding="utf-8")
+    table = page[page.index("## Dependencies") : page.index("## Weight and parameter files")]
+    rows = dict(re.findall(r"^\| (\w[\w.-]*) \| (.+) \|$", table, re.M)[1:])  # skip the header
+    assert rows == DEPENDENCY_LICENCES
+    assert next(iter(rows)) == "pyiqa" and "Non" in rows["pyiqa"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    assert declared <= {k.lower() for k in DEPENDENCY_LICENCES}, declared - set(DEPENDENCY_LICENCES)
+    assert project["license"] == "Apache-2.0" and (REPO / "LICENSE").is_file()
