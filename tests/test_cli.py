@@ -10,7 +10,7 @@ HEAVY = ("torch", "pyiqa", "numpy", "pandas", "matplotlib", "facenet_pytorch", "
 
 def test_help_imports_no_heavy_library():
     # `srforensics --help` must stay fast: the CLI imports torch, pyiqa & co. only when a
-    # command needs them. (Its wall time is measured in the README, not asserted here.)
+    # command needs them. (Its wall time is measured by the benchmark, not asserted here.)
     code = (
         "import sys, contextlib, io\n"
         "from srforensics import cli\n"

@@ -190,7 +190,7 @@ def test_weights_verify_rehashes_the_package_files():
 
 
 def test_review_of_real_240p_evidence_against_the_1080p_frame(realfaces, tmp_path):
-    """The README's evidence example: the face region of a real 240p frame reviewed with a
+    """The evidence example of docs/review.md: the face region of a real 240p frame reviewed with a
     stochastic model, the same region of the real 1080p frame as ``--reference``: every
     output gets RGB PSNR/SSIM and a face similarity to what the camera recorded closer up."""
     from PIL import Image

@@ -15,7 +15,7 @@ import pytest
 from srforensics.analysis import breakdown, disparities, disparity_stats, identity_rates
 from srforensics.gates import evaluate, exit_status, parse_gates, write_junit
 
-#: The README's example parity gate.
+#: The example parity gate of docs/fairness.md.
 SWAP_PARITY = {
     "name": "swap-parity",
     "metric": "id_swap",

@@ -85,7 +85,7 @@ class EmbedderCard:
 
 
 class FaceEmbedder:
-    """Base class of face embedders (the plug-in contract; README, plug-in guide).
+    """Base class of face embedders (the plug-in contract; docs/plugins.md).
 
     ``__init__(*, weights_file=None, device="cpu")``: ``weights_file`` is the user's
     ``--face-weights`` (None: the embedder's registered weights). Load files through

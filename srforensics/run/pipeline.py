@@ -141,7 +141,7 @@ class _Checked:
 #: On a GPU, the distinct outputs of the LRs of one model batch are scored together, up to
 #: this many pixels per call of each metric. One LR's outputs (N = 8) leave the GPU waiting on
 #: kernel launches: an H100 scored the ``faces`` protocol's metrics in 7.8 ms per 128 px output
-#: 8 at a time and 1.2 ms 64 at a time (README, "GPU"). On the CPU larger calls gain nothing
+#: 8 at a time and 1.2 ms 64 at a time (docs/performance.md). On the CPU larger calls gain nothing
 #: (per output, fsim, ssim_rgb and ssim ran slower 64 at a time), so each LR is scored alone.
 #: A call that fails (out of GPU memory, say) is retried one LR at a time.
 GPU_METRIC_PIXELS = 1 << 24
