@@ -112,7 +112,8 @@ def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tm
     every record came from the loader process."""
     import shutil
 
-    from srforensics.bench import make_faces
+    from workloads import make_faces
+
     from srforensics.execution import Loaders, torch_threads
     from srforensics.run.pipeline import AuditConfig, _Pipeline
 
@@ -147,8 +148,8 @@ def test_a_loader_process_computes_the_reference_features_this_process_would(tmp
     this process computes; the pipeline takes them (keyed to its own metrics) instead of
     computing them, and computes the others itself."""
     import torch
+    from workloads import make_faces
 
-    from srforensics.bench import make_faces
     from srforensics.execution import Loaders, torch_threads
     from srforensics.images import to_tensor
     from srforensics.run.pipeline import AuditConfig, _Pipeline
@@ -255,7 +256,8 @@ def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path,
     import time
     from concurrent.futures import Future
 
-    from srforensics.bench import make_photos
+    from workloads import make_photos
+
     from srforensics.execution import Loaders
     from srforensics.run.pipeline import AuditConfig, _Pipeline
 
@@ -309,7 +311,8 @@ def test_processes_that_become_ready_get_records_at_the_next_poll(tmp_path, monk
     processes are ready, without waiting for this process to want its next record."""
     from concurrent.futures import Future
 
-    from srforensics.bench import make_photos
+    from workloads import make_photos
+
     from srforensics.execution import Loaders
     from srforensics.run.pipeline import AuditConfig, _Pipeline
 
@@ -344,7 +347,8 @@ def test_loader_processes_warm_up_matplotlib_once_every_record_is_sent(tmp_path,
     not pay for the first figure; in a thread, the warm-up leaves the axes the next reuses."""
     import threading
 
-    from srforensics.bench import make_photos
+    from workloads import make_photos
+
     from srforensics.execution import Loaders
     from srforensics.report import figures
     from srforensics.run.pipeline import AuditConfig, _Pipeline
@@ -482,7 +486,8 @@ def test_helper_processes_start_before_this_process_loads_its_pipeline(
     tiny_dataset, tmp_path, monkeypatch, helpers
 ):
     """So that they import and load while this process does (both take seconds)."""
-    from srforensics import audit, execution
+    from srforensics import execution
+    from srforensics.run import pipeline as audit
 
     order = []
     for cls, name in ((execution.Workers, "workers"), (execution.Loaders, "loaders")):
@@ -597,71 +602,6 @@ def test_hr_side_work_is_done_once_per_input_never_per_sample(tiny_dataset, tmp_
     assert calls["embed_hr"] == readable
 
 
-def test_the_benchmark_writes_its_json(tmp_path):
-    """Smoke test only: the targets are checked by the full benchmark (README)."""
-    import json
-    import subprocess
-    import sys
-
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "srforensics.bench", "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(out.read_text())
-    assert data["overhead_ratio"] > 0 and data["complete"] is True
-    assert {"throughput", "memory", "workers", "cli_help_s", "machine"} <= set(data)
-    assert all(t["in_run_ratio"] > 1 for t in data["throughput"])  # wall > model + metrics
-    b = data["breakdown"]  # 8 faces × 2 variants × 1 output, with two sensitive attributes
-    assert b["outputs"] == 16 and 0 < b["breakdown_s"] < b["wall_s"]
-
-
-def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    def bench(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "srforensics.bench", "--quick", *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    out = tmp_path / "help.json"
-    proc = bench("--parts", "help", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(out.read_text())
-    assert data["complete"] is True and data["parts"] == ["help"] and data["cli_help_s"] > 0
-    assert not {"throughput", "breakdown", "memory", "workers"} & set(data)
-    assert data["overhead_ratio"] is None
-    if _glibc():  # tuned as the CLI tunes its process
-        assert "M_MMAP_THRESHOLD=33554432" in data["machine"]["allocator"]
-    proc = bench("--parts", "throughput,gpu", "--out", str(tmp_path / "x.json"))
-    assert proc.returncode == 2 and "--parts takes some of throughput, breakdown" in proc.stderr
-    assert not (tmp_path / "x.json").exists()
-
-
-def test_the_benchmark_measures_the_audit_process_not_the_one_that_starts_it():
-    """The peak RSS is the audit process's own high-water mark: Linux carries
-    ``getrusage``'s ``ru_maxrss`` over fork and exec, so a probe started by a large process
-    (here this one, holding 1 GiB more) would report the starter's size."""
-    import numpy as np
-
-    from srforensics.bench import _audit_process
-
-    held = np.ones(2**30 // 8)  # 1 GiB, touched
-    _, rss = _audit_process(["protocols", "list"], baseline=False)
-    assert held.sum() == held.size
-    # A Python process that imported srforensics's CLI: tens of MiB, far from 1 GiB.
-    assert 10 < rss["peak_rss_mib"] < 512
-    assert 0 <= rss["audit_growth_mib"] <= rss["peak_rss_mib"]
-
-
 def test_metrics_may_be_given_as_on_the_command_line():
     """``AuditConfig(metrics="psnr")`` means the metric psnr, not the metrics p, s, n, r."""
     from srforensics.errors import SRForensicsError
@@ -691,11 +631,11 @@ def test_helpers_draw_the_report_histograms_as_this_process_would(
 ):
     """The histograms are drawn in the helper processes while this one saves galleries and
     tables; the report shows exactly the figures this process draws from the ledger."""
-    from srforensics import audit
     from srforensics.analysis import with_flags
     from srforensics.ledger import LEDGER_NAME, Ledger
     from srforensics.report import histograms, render_report
     from srforensics.report.figures import distribution
+    from srforensics.run import pipeline as audit
 
     taken: list[dict[str, str]] = []
     real = audit._Histograms.collect
@@ -765,8 +705,8 @@ def test_histograms_no_helper_has_started_are_drawn_here():
     helper is busy here); they are the figures a helper draws."""
     import threading
 
-    from srforensics import audit
     from srforensics.report.figures import distribution
+    from srforensics.run import pipeline as audit
 
     results, metrics, wanted = _three_histograms()
     helpers = _ThreadHelpers(1)
@@ -791,8 +731,8 @@ def test_without_matplotlib_here_the_helpers_draw_every_histogram():
     import threading
     import time
 
-    from srforensics import audit
     from srforensics.report.figures import distribution
+    from srforensics.run import pipeline as audit
 
     results, metrics, wanted = _three_histograms()
     expected = {k: distribution(**kw) for k, kw in wanted.items()}
@@ -824,8 +764,8 @@ def test_helpers_take_the_next_histogram_as_they_finish_one():
     """Free helpers draw every histogram, one after the other, before this process is free."""
     import time
 
-    from srforensics import audit
     from srforensics.report.figures import distribution
+    from srforensics.run import pipeline as audit
 
     results, metrics, wanted = _three_histograms()
     helpers = _ThreadHelpers(2)
@@ -933,7 +873,8 @@ def test_helper_processes_freeze_what_they_loaded(tmp_path):
     their heaps frozen (out of the collector's scans: torch's objects, and the rest)."""
     import gc
 
-    from srforensics.bench import make_photos
+    from workloads import make_photos
+
     from srforensics.execution import Loaders, Workers
     from srforensics.run.pipeline import AuditConfig, _Pipeline
 

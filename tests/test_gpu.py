@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 KEYS = ["record_id", "variant", "sample"]
-RRDB = "srforensics.bench:RandomRRDBNet"
+RRDB = "workloads:RandomRRDBNet"  # tests/workloads.py
 #: Largest |cuda - cpu| allowed per column (psnr-like in dB, id_angle in degrees, the rest on
 #: their own scales). Measured on an H100 (torch 2.11, cuDNN 9.19, TF32 convolutions allowed,
 #: as torch's default): ``bicubic`` gave bit-identical outputs and differences of at most
