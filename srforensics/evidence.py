@@ -68,7 +68,7 @@ def run_review(config: ReviewConfig) -> Path:
     from srforensics.metrics.diversity import pixel_std, std_map_image
     from srforensics.models import load_model
     from srforensics.provenance import package_versions, utc_now
-    from srforensics.run.pipeline import resolve_device
+    from srforensics.run.scoring import resolve_device
     from srforensics.seeding import model_seed
 
     started = utc_now()

@@ -290,11 +290,11 @@ def _loader_init(config: dict[str, Any], environment: dict[str, str]) -> None:
 
 def _loader_metrics(config: dict[str, Any], protocol) -> list[tuple[Any, str]]:
     """The run's metrics whose reference features this loader computes ahead, with their keys
-    (:func:`srforensics.run.pipeline.metric_key`): on the CPU only (a GPU run computes them on its
+    (:func:`srforensics.run.scoring.metric_key`): on the CPU only (a GPU run computes them on its
     device, in the driver), built as the driver builds them, downloading nothing. Any
     that cannot be built here are left to the driver."""
     from srforensics.metrics import MetricConfig, run_metric_names
-    from srforensics.run.pipeline import build_metrics, metric_key, resolve_device
+    from srforensics.run.scoring import build_metrics, metric_key, resolve_device
 
     try:
         if resolve_device(config["device"]) != "cpu":
@@ -315,7 +315,7 @@ def _warm_up(protocol, metrics: Sequence[tuple[Any, str]] = ()) -> None:
     the run's seeds are not used."""
     import numpy as np
 
-    from srforensics.run.pipeline import loader_features
+    from srforensics.run.scoring import loader_features
 
     # Her face, 128 px (a small picture: the detector's first calls cost least on it).
     photo = _astronaut()[:256:2, 96:352:2].astype(np.float32) / 255.0
@@ -353,7 +353,8 @@ def _loader_probe() -> str | None:
 def _loader_run(idx: int, rec, pending: Pending, run_seed: int):
     """Load one record, and the reference features of its HR for the metrics this loader
     computes ahead; the run seed is the driver's (resolved once, in the driver)."""
-    from srforensics.run.pipeline import load_record, loader_features
+    from srforensics.run.records import load_record
+    from srforensics.run.scoring import loader_features
 
     loaded = load_record(
         _LOADER["protocol"],
@@ -424,7 +425,7 @@ class Loaders(_HelperPool):
     """Processes that decode, prepare and degrade the next records while this one runs the
     model and the metrics (``--loaders N``), like a ``DataLoader``'s workers.
 
-    Loading is pure (:func:`srforensics.run.pipeline.load_record`), so a record gives the same
+    Loading is pure (:func:`srforensics.run.records.load_record`), so a record gives the same
     arrays wherever it is loaded, and records are handed over in order: results are
     identical to loading here. While the processes start (importing torch takes seconds)
     the records are loaded here; later, a record the processes have not reached yet is

@@ -281,7 +281,7 @@ def test_quick_start_faces_on_the_sample_dataset(tmp_path):
 
 
 def test_metric_groups_join_lrs_of_one_shape_on_a_gpu_only():
-    from srforensics.run.pipeline import GPU_METRIC_PIXELS, metric_groups
+    from srforensics.run.scoring import GPU_METRIC_PIXELS, metric_groups
 
     shape = (1, 3, 512, 512)  # 2**18 pixels per output
     per_lr = GPU_METRIC_PIXELS // (8 * 512 * 512)  # LRs of 8 outputs that fit in one call
@@ -308,7 +308,7 @@ def test_lrs_scored_together_score_as_each_alone(tiny_dataset, tmp_path, monkeyp
     import numpy as np
     import srf_test_plugins
 
-    import srforensics.run.pipeline as audit
+    import srforensics.run.scoring as scoring
 
     metrics = (
         *TINY_METRICS.split(","),
@@ -319,10 +319,10 @@ def test_lrs_scored_together_score_as_each_alone(tiny_dataset, tmp_path, monkeyp
     )
     calls = srf_test_plugins.BrightRefFails.calls
     runs = {}
-    real = audit.metric_groups
+    real = scoring.metric_groups
     for mode in ("alone", "together"):
         if mode == "together":
-            monkeypatch.setattr(audit, "metric_groups", lambda c, s, d: real(c, s, "cuda"))
+            monkeypatch.setattr(scoring, "metric_groups", lambda c, s, d: real(c, s, "cuda"))
         calls.clear()
         run, res = audit_in_process(
             tiny_dataset,
@@ -471,13 +471,13 @@ def test_reference_features_are_computed_once_per_input(tiny_dataset, tmp_path, 
     computing the features is that input's note, not the run's end."""
     import srf_test_plugins
 
-    import srforensics.run.pipeline as audit
+    import srforensics.run.scoring as scoring
 
     counted, direct = "srf_test_plugins:CountedReference", "srf_test_plugins:BrightRefFails"
-    real = audit.metric_groups
+    real = scoring.metric_groups
     for mode in ("alone", "together"):
         if mode == "together":
-            monkeypatch.setattr(audit, "metric_groups", lambda c, s, d: real(c, s, "cuda"))
+            monkeypatch.setattr(scoring, "metric_groups", lambda c, s, d: real(c, s, "cuda"))
         srf_test_plugins.CountedReference.references.clear()
         run, res = audit_in_process(
             tiny_dataset,

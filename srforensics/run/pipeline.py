@@ -33,11 +33,8 @@ from srforensics.execution import (
 )
 from srforensics.images import (
     encode_png,
-    pixel_sha256,
-    read_image,
     to_tensor,
 )
-from srforensics.ledger import to_json
 from srforensics.recompute import call_model, model_context, output_images
 from srforensics.recompute import describe_error as _describe_error
 from srforensics.run.config import AuditConfig, Device, SaveImages
@@ -56,8 +53,15 @@ from srforensics.run.folder import (
     safe_name,
     write_atomic,
 )
+from srforensics.run.records import FAILED, OK, LoadedLR, LoadedRecord, load_record
+from srforensics.run.scoring import (
+    build_metrics,
+    metric_batches,
+    metric_key,
+    metric_scores,
+    resolve_device,
+)
 from srforensics.run.timing import TIMED_PARTS, AuditRun, RunTiming
-from srforensics.seeding import degradation_rng, model_seed
 
 if TYPE_CHECKING:
     from srforensics.analysis import LedgerTables
@@ -82,21 +86,6 @@ __all__ = [
     "run_lock",
     "safe_name",
 ]
-
-#: Output statuses written to the ledger.
-OK, FAILED, NO_FACE = "ok", "failed", "no_face"
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SRForensicsError(
-            "--device cuda was asked for, but torch sees no CUDA device; use --device cpu"
-        )
-    return device
 
 
 @dataclass(eq=False)
@@ -136,234 +125,6 @@ class _Checked:
     good: list[int] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
     hashes: list[str] = field(default_factory=list)
-
-
-#: On a GPU, the distinct outputs of the LRs of one model batch are scored together, up to
-#: this many pixels per call of each metric. One LR's outputs (N = 8) leave the GPU waiting on
-#: kernel launches: an H100 scored the ``faces`` protocol's metrics in 7.8 ms per 128 px output
-#: 8 at a time and 1.2 ms 64 at a time (docs/performance.md). On the CPU larger calls gain nothing
-#: (per output, fsim, ssim_rgb and ssim ran slower 64 at a time), so each LR is scored alone.
-#: A call that fails (out of GPU memory, say) is retried one LR at a time.
-GPU_METRIC_PIXELS = 1 << 24
-
-
-def metric_groups(
-    counts: Sequence[int], shapes: Sequence[tuple[int, ...]], device: str
-) -> list[list[int]]:
-    """Which LRs of a model batch are scored together: lists of their indices, in order.
-
-    ``counts``: each LR's distinct outputs; ``shapes``: each LR's HR shape (its outputs'
-    too). On ``cuda``, consecutive LRs of one HR shape are grouped while the group has at
-    most :data:`GPU_METRIC_PIXELS` output pixels (an LR with more is a group alone);
-    elsewhere each LR is a group. LRs with no output to score are in no group.
-    """
-    groups: list[list[int]] = []
-    total, last = 0, None
-    for i, (n, shape) in enumerate(zip(counts, shapes, strict=True)):
-        if n == 0:
-            continue
-        size = n * int(np.prod(shape[-2:]))
-        if device == "cuda" and groups and shape == last and total + size <= GPU_METRIC_PIXELS:
-            groups[-1].append(i)
-            total += size
-        else:
-            groups.append([i])
-            total, last = size, shape
-    return groups
-
-
-def metric_batches(
-    images: Sequence[Sequence[np.ndarray]], hrs: Sequence[Any], lrs: Sequence[Any], device: str
-) -> Iterator[tuple[list[int], list[int], Any, Any, Any]]:
-    """The metric calls that score a model batch's LRs, one per group of :func:`metric_groups`.
-
-    ``images``: each LR's outputs to score; ``hrs``, ``lrs``: each LR's ``[1, C, H, W]`` HR
-    and LR on ``device``. Yields the group's LR indices, each one's output count, and the
-    outputs, their references and their LRs as batches on ``device``.
-    """
-    for group in metric_groups([len(x) for x in images], [tuple(h.shape) for h in hrs], device):
-        counts = [len(images[i]) for i in group]
-        batch = to_tensor([img for i in group for img in images[i]]).to(device)
-        ref = _expand_cat([hrs[i] for i in group], counts)
-        yield group, counts, batch, ref, _expand_cat([lrs[i] for i in group], counts)
-
-
-def metric_scores(
-    metric, batch, ref, lr, counts: Sequence[int], features: Sequence[Any]
-) -> list[float]:
-    """``metric``'s scores of one :func:`metric_batches` call, one float per output.
-
-    ``features``: per LR of the call, the metric's features of its HR (computed once per
-    input by ``metric.reference_features``), the exception computing them raised (raised
-    here), or None. The outputs are scored against those features when every LR has them,
-    else the metric is called with the references themselves. A metric that returns a
-    value count other than one per output has failed (ValueError)."""
-    import torch
-
-    from srforensics.metrics.base import repeat_features
-
-    for f in features:
-        if isinstance(f, BaseException):
-            raise f
-    if metric.requires_reference and features and all(f is not None for f in features):
-        vals = metric.score_features(batch, repeat_features(features, counts), lr=lr)
-    else:
-        vals = metric(batch, ref if metric.requires_reference else None, lr=lr)
-    vals = torch.as_tensor(vals, dtype=torch.float64).reshape(-1).tolist()
-    if len(vals) != len(batch):
-        raise ValueError(f"returned {len(vals)} values for {len(batch)} outputs")
-    return vals
-
-
-def _expand_cat(tensors: Sequence[Any], counts: Sequence[int]):
-    """Each ``[1, C, H, W]`` tensor repeated ``counts[i]`` times, as one batch (a view when one)."""
-    import torch
-
-    if len(tensors) == 1:
-        return tensors[0].expand(counts[0], -1, -1, -1)
-    return torch.cat([t.expand(n, -1, -1, -1) for t, n in zip(tensors, counts, strict=True)])
-
-
-@dataclass
-class LoadedLR:
-    """One LR of a loaded record: its drawn parameters and pixels, or why it failed."""
-
-    variant: int
-    todo: list[int]
-    params: Any = None
-    params_json: str | None = None  # ``params`` as the ledger stores them (``ledger.to_json``)
-    lr: np.ndarray | None = None
-    lr_sha: str | None = None
-    error: str | None = None
-    seeds: list[int] = field(default_factory=list)  # the model's seed for each of ``todo``
-
-
-@dataclass
-class LoadedRecord:
-    """A record decoded, prepared and degraded, ready to be queued (see :func:`load_record`)."""
-
-    idx: int
-    rec: Any
-    pending: dict[int, list[int]]
-    protocol_sha256: str | None = None
-    status: str = OK
-    error: str | None = None
-    sha: str | None = None
-    hr: np.ndarray | None = None
-    hr_params: Any = None
-    hr_sha: str | None = None
-    lrs: list[LoadedLR] = field(default_factory=list)
-    #: Reference features a loader process computed: ``{metric: (key, features)}``, and
-    #: its seconds on them.
-    features: dict[str, Any] = field(default_factory=dict)
-    features_s: float = 0.0
-
-
-def load_record(
-    protocol, idx: int, rec, pending: Mapping[int, Sequence[int]], *, run_seed: int, max_pixels: int
-) -> LoadedRecord:
-    """Decode ``rec``, prepare its HR and draw and apply the degradation of every pending variant.
-
-    Pure: it writes nothing and uses no model, so it may run ahead in another process
-    (``--loaders``) and gives the same arrays wherever it runs. A failure is recorded in
-    what it returns (status and reason), never raised: a long run goes on.
-    """
-    from srforensics.faces import NoFaceFound
-
-    pending = {v: list(s) for v, s in pending.items() if s}
-    out = LoadedRecord(idx, rec, pending, protocol_sha256=protocol.sha256)
-    if not pending:
-        return out
-    if rec.error:  # refused by the dataset loader (outside the root, duplicate id)
-        out.status, out.error = FAILED, rec.error
-        return out
-    try:
-        img, out.sha = read_image(rec.path, max_pixels=max_pixels)
-        if rec.sha256 and out.sha != rec.sha256:
-            raise SRForensicsError(
-                f"file hash {out.sha[:12]}... differs from the dataset card's {rec.sha256[:12]}...: "
-                "the file is not the one the card describes"
-            )
-        hr, out.hr_params = protocol.prepare(img)
-    except NoFaceFound as exc:
-        out.status, out.error = NO_FACE, str(exc)
-        return out
-    except Exception as exc:  # a long run records the failure and goes on
-        out.status, out.error = FAILED, _describe_error(exc)
-        return out
-    out.hr, out.hr_sha = hr, pixel_sha256(hr)
-    for variant, todo in pending.items():
-        # The model's seeds too: pure, and here they are not computed where the model runs.
-        lr = LoadedLR(variant, todo, seeds=[model_seed(run_seed, rec.id, variant, s) for s in todo])
-        try:
-            lr.params = protocol.sample(degradation_rng(run_seed, rec.id, variant))
-            lr.lr = protocol.apply(hr, lr.params)
-            lr.lr_sha = pixel_sha256(lr.lr)
-            lr.params_json = to_json(lr.params)  # here, not where the model runs
-        except Exception as exc:
-            lr.error = f"degradation failed: {_describe_error(exc)}"
-        out.lrs.append(lr)
-    return out
-
-
-def build_metrics(
-    names: Sequence[str], config, *, loader: bool = False
-) -> tuple[list[Any], list[dict[str, Any]], dict[str, str]]:
-    """The metrics ``names`` (each named as the user named it), the infos of all of them,
-    and why each unavailable one is.
-
-    ``loader``: only those whose reference features a loader process may compute
-    (:attr:`~srforensics.metrics.Metric.loader_features`), the others not even built."""
-    from srforensics.metrics import METRICS, MetricUnavailable, build_metric
-
-    metrics, infos, unavailable = [], [], {}
-    for name in names:
-        canonical = METRICS.canonical(name)
-        if loader and not getattr(METRICS.get(name), "loader_features", False):
-            continue
-        try:
-            metric = build_metric(name, config)
-        except MetricUnavailable as exc:
-            infos.append(dict(METRICS.get(name).describe(), name=canonical))
-            unavailable[canonical] = str(exc)
-            continue
-        metric.name = canonical  # type: ignore[misc]  # the column is the name the user gave
-        if loader and not (metric.loader_features and metric.requires_reference):
-            continue
-        metrics.append(metric)
-        infos.append(metric.info())
-    return metrics, infos, unavailable
-
-
-def metric_key(metric) -> str:
-    """What must agree for a metric built in a loader process to stand for the driver's:
-    its class, metadata and configuration (downloads aside: a loader downloads nothing)."""
-    c = metric.config
-    ident = {
-        "class": f"{type(metric).__module__}:{type(metric).__qualname__}",
-        "info": metric.info(),
-        "config": [c.scale, c.border, str(c.device)],
-    }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def loader_features(metrics: Sequence[tuple[Any, str]], hr: np.ndarray) -> dict[str, Any]:
-    """Reference features of ``hr`` for each ``(metric, key)``, ready to cross processes:
-    ``{name: (key, portable features)}``. A metric that fails here is left out: the driver
-    computes it again, and reports its failure as its own."""
-    import torch
-
-    from srforensics.metrics.base import portable_features
-
-    hr_t = to_tensor(hr)
-    out: dict[str, Any] = {}
-    with torch.no_grad():
-        for metric, key in metrics:
-            try:
-                out[metric.name] = (key, portable_features(metric.reference_features(hr_t)))
-            except Exception:
-                continue
-    return out
 
 
 def _no_poll() -> None:

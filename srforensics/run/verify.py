@@ -191,7 +191,8 @@ def verify_run(
     from srforensics.ledger import LEDGER_NAME, Ledger
     from srforensics.provenance import MANIFEST_NAME, read_manifest
     from srforensics.replay import _canonical
-    from srforensics.run.pipeline import AuditConfig, resolve_device
+    from srforensics.run.config import AuditConfig
+    from srforensics.run.scoring import resolve_device
     from srforensics.seeding import degradation_rng
 
     run_dir = Path(run_dir).resolve()
@@ -257,7 +258,7 @@ class _Rescorer:
 
     The outputs are scored as the audit scores them on the CPU: an LR's distinct outputs in
     one call, against its HR's reference features computed once
-    (:func:`srforensics.run.pipeline.metric_scores`). Values agree to a relative 1e-6 (a GPU run
+    (:func:`srforensics.run.scoring.metric_scores`). Values agree to a relative 1e-6 (a GPU run
     scores several LRs per call, which may round differently in the last bits). The
     identity scores, which need the whole gallery, are not recomputed."""
 
@@ -266,7 +267,7 @@ class _Rescorer:
     def __init__(self, manifest: dict[str, Any], config, recomputer, ledger) -> None:
         from srforensics.faces.identity import OUTPUT_COLUMNS
         from srforensics.metrics import MetricConfig
-        from srforensics.run.pipeline import build_metrics
+        from srforensics.run.scoring import build_metrics
 
         names = [
             m["name"]
@@ -286,7 +287,7 @@ class _Rescorer:
         import torch
 
         from srforensics.images import pixel_sha256, to_tensor
-        from srforensics.run.pipeline import metric_batches, metric_scores
+        from srforensics.run.scoring import metric_batches, metric_scores
 
         if not got.outputs or got.hr is None or got.lr is None or not self.metrics:
             return []
