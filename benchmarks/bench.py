@@ -58,7 +58,11 @@ colour changes, and photographic crops of its other sample images.
   made: these audits use srforensics's own PSNR). Loading the
   pipeline in the driver and in each worker (a few seconds) is not parallel, so
   shorter audits gain less.
-- ``cli_help_s``: ``srforensics --help`` in a fresh process.
+- ``ssim``: SSIM in the SR convention against scikit-image's, pairs per second on one thread
+  (from scratch, and against reference statistics computed once), and the largest
+  difference of the values.
+- ``cli_help_s``, ``metrics_list_s``: ``srforensics --help`` and ``srforensics metrics list``
+  in a fresh process.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ from workloads import make_faces, make_photos  # noqa: E402
 RRDB = "workloads:RandomRRDBNet"
 
 #: What the benchmark can measure (``--parts``), in the order it measures them.
-PARTS = ("throughput", "breakdown", "memory", "workers", "help")
+PARTS = ("throughput", "breakdown", "memory", "workers", "ssim", "help")
 
 
 def _warm_up() -> None:
@@ -109,7 +113,8 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     from srforensics.ledger import LEDGER_NAME, Ledger
     from srforensics.metrics.diversity import ntire_diversity, pixel_std
     from srforensics.recompute import call_model, model_context, output_images
-    from srforensics.run.pipeline import _Pipeline, metric_batches, metric_scores
+    from srforensics.run.pipeline import _Pipeline
+    from srforensics.run.scoring import metric_batches, metric_scores
 
     pipe = _Pipeline(config)
     times = {"model_s": 0.0, "metrics_s": 0.0, "protocol_s": 0.0}
@@ -378,9 +383,72 @@ def workers(
     return out
 
 
-def cli_help_seconds() -> float:
+def ssim_speed(*, pairs: int = 32, size: int = 128, repeats: int = 5) -> dict[str, Any]:
+    """SSIM in the SR convention against scikit-image's, pairs per second on one thread:
+    ``pairs`` Y-channel pairs of ``size`` px (8-bit values, the output the HR plus noise),
+    cropped by the scale (4) as the audit crops them; the best of ``repeats``. ``ours`` scores
+    each pair from scratch, ``ours_reference_features`` against its HR's statistics computed
+    once (as an audit scores N outputs of one HR), ``skimage`` is
+    ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=255)``. ``max_abs_difference``: the largest difference of the values."""
+    import torch
+    from skimage.metrics import structural_similarity
+
+    from srforensics.metrics.fidelity_ops import ssim, ssim_features, ssim_reference
+
+    rng = np.random.default_rng(0)
+    side = size - 8
+    hr = np.round(rng.random((1, 1, side, side)) * 255)
+    out = np.clip(hr + rng.normal(0, 8, (pairs, 1, side, side)), 0, 255).round()
+    a, b = torch.from_numpy(out), torch.from_numpy(np.repeat(hr, pairs, axis=0))
+
+    def skimage_all():
+        return [
+            structural_similarity(
+                out[i, 0],
+                hr[0, 0],
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=255,
+            )
+            for i in range(pairs)
+        ]
+
+    def with_features():
+        feats = tuple(f.expand(pairs, -1, -1, -1) for f in ssim_reference(b[:1]))
+        return ssim_features(a, feats)
+
+    def rate(fn) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return round(pairs / best, 1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ours, sk = ssim(a, b), torch.tensor(skimage_all(), dtype=torch.float64)
+        result = {
+            "pairs": pairs,
+            "size": size,
+            "ours_pairs_per_s": rate(lambda: ssim(a, b)),
+            "ours_reference_features_pairs_per_s": rate(with_features),
+            "skimage_pairs_per_s": rate(skimage_all),
+            "max_abs_difference": float((ours - sk).abs().max()),
+        }
+    finally:
+        torch.set_num_threads(threads)
+    result["ours_vs_skimage"] = round(result["ours_pairs_per_s"] / result["skimage_pairs_per_s"], 2)
+    return result
+
+
+def cli_seconds(*args: str) -> float:
+    """``srforensics ARGS`` in a fresh process, wall seconds."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "srforensics", "--help"], capture_output=True, check=True)
+    subprocess.run([sys.executable, "-m", "srforensics", *args], capture_output=True, check=True)
     return round(time.perf_counter() - t, 3)
 
 
@@ -535,8 +603,12 @@ def main(argv: list[str] | None = None) -> int:
                 repeats=sizes["worker_repeats"],
             )
             save()
+    if "ssim" in parts:
+        result["ssim"] = ssim_speed(repeats=1 if args.quick else 5)
+        save()
     if "help" in parts:
-        result["cli_help_s"] = cli_help_seconds()
+        result["cli_help_s"] = cli_seconds("--help")
+        result["metrics_list_s"] = cli_seconds("metrics", "list")
     result["complete"] = True
     save()
     print_table(result)
@@ -577,8 +649,16 @@ def print_table(result: dict[str, Any]) -> None:
             if k.startswith("speedup_")
         )
         print(f"workers (realistic-x4): {speedups}; identical results: {w['identical_results']}")
+    if "ssim" in result:
+        q = result["ssim"]
+        print(
+            f"SSIM pairs/s: ours {q['ours_pairs_per_s']} (reference features once "
+            f"{q['ours_reference_features_pairs_per_s']}), scikit-image {q['skimage_pairs_per_s']}; "
+            f"ratio {q['ours_vs_skimage']}, max difference {q['max_abs_difference']:.1e}"
+        )
     if "cli_help_s" in result:
         print(f"srforensics --help: {result['cli_help_s']} s")
+        print(f"srforensics metrics list: {result['metrics_list_s']} s")
     print(f"overhead_ratio {result['overhead_ratio']}")
 
 

@@ -12,6 +12,7 @@ variants use the three RGB channels instead of Y.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,21 +51,35 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, peak: float = _PEAK) -> torch.Tens
     return ssim_features(a, ssim_reference(b), peak=peak)
 
 
-def _ssim_filter(t: torch.Tensor) -> torch.Tensor:
-    """The 11x11 Gaussian window (sigma 1.5), valid region, on ``(B, C, H, W)`` channel by channel."""
-    bsz, ch, h, w = t.shape
+def _ssim_filter(*maps: torch.Tensor) -> list[torch.Tensor]:
+    """The 11x11 Gaussian window (sigma 1.5), valid region, on ``(B, C, H, W)`` maps, channel by
+    channel: the window is separable, so a column pass then a row pass.
+
+    On the CPU all the maps go through ``scipy.ndimage.correlate1d`` in one call per pass (the
+    filter scikit-image's SSIM uses; float64 throughout), the columns the valid region drops
+    cut before the second pass. Elsewhere, ``conv2d`` on the device.
+    """
+    bsz, ch, h, w = maps[0].shape
     if min(h, w) < 11:
         raise ValueError(f"SSIM needs at least 11x11 pixels after cropping, got {w}x{h}")
-    g = _gaussian_window().to(t.device)
-    x = t.reshape(bsz * ch, 1, h, w)
+    g = _gaussian_window()
+    if maps[0].device.type == "cpu":
+        from scipy.ndimage import correlate1d
+
+        x = torch.stack(maps).numpy()
+        x = correlate1d(x, g.numpy(), axis=-1, output=np.empty_like(x))[..., 5:-5]
+        x = correlate1d(x, g.numpy(), axis=-2)[..., 5:-5, :]
+        return list(torch.from_numpy(x))
+    g = g.to(maps[0].device)
+    x = torch.cat(maps).reshape(len(maps) * bsz * ch, 1, h, w)
     x = F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
-    return x.reshape(bsz, ch, h - 10, w - 10)
+    return list(x.reshape(len(maps), bsz, ch, h - 10, w - 10))
 
 
 def ssim_reference(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference's SSIM statistics: itself, its local mean and its local variance."""
-    mu = _ssim_filter(b)
-    return b, mu, _ssim_filter(b * b) - mu**2
+    mu, bb = _ssim_filter(b, b * b)
+    return b, mu, bb - mu**2
 
 
 def ssim_features(
@@ -72,9 +87,9 @@ def ssim_features(
 ) -> torch.Tensor:
     """:func:`ssim` of ``a`` against the reference statistics of :func:`ssim_reference`."""
     b, mu_y, syy = features
-    mu_x = _ssim_filter(a)
-    sxx = _ssim_filter(a * a) - mu_x**2
-    sxy = _ssim_filter(a * b) - mu_x * mu_y
+    mu_x, aa, ab = _ssim_filter(a, a * a, a * b)
+    sxx = aa - mu_x**2
+    sxy = ab - mu_x * mu_y
     c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
     smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return smap.flatten(2).mean(dim=2).mean(dim=1)
