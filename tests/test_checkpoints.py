@@ -104,3 +104,26 @@ def test_torchscript_files_still_load_as_torchscript(tmp_path):
     torch.jit.script(Up()).save(str(path))
     model = load_model(str(path))
     assert model.card().version == "torchscript"
+
+
+def test_a_deterministic_checkpoint_gets_its_spread_from_a_sampler_the_report_names(
+    tiny_dataset, tmp_path
+):
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    path = _save(ESRGAN(num_filters=16, num_blocks=2, scale=4), tmp_path / "esrgan.pth")
+    out = tmp_path / "run"
+    proc = audit_tiny(
+        tiny_dataset, out, "--sampler", "input-noise", "--sampler-arg", "sigma=4", model=str(path)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["sampler"] == "input-noise" and m["model"]["sampler_args"] == {"sigma": 4}
+    html = (out / "report.html").read_text()
+    assert "made by the sampler <strong>input-noise</strong>" in html and "sigma = 4" in html
+    assert "noise the evidence could have carried anyway" in html
+    import pandas as pd
+
+    res = pd.read_parquet(out / "results.parquet")
+    ok = res[res.status == "ok"]
+    assert (ok.groupby(["record_id", "variant"]).output_sha256.nunique() == 2).all()

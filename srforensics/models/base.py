@@ -28,6 +28,8 @@ class ModelCard:
     sampler: str | None = None
     sampler_args: Mapping[str, Any] = field(default_factory=dict)
     weights_origin: str | None = None  # "registered", "model spec", "user-supplied", ...
+    #: With a sampler: what the spread of its outputs means.
+    sampler_spread: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -65,7 +65,7 @@ class CheckpointModel(SRModel):
             raise SRForensicsError(
                 f"{path}: spandrel recognises no architecture in this state dict. It knows "
                 f"{', '.join(known_architectures())}. For another architecture, write a model "
-                "class (docs/plugins.md) or a model spec YAML"
+                "class (the plug-in guide, docs/plugins.md) or a model spec YAML"
             ) from None
         except Exception as exc:  # a recognised architecture whose weights do not fit it
             raise SRForensicsError(

@@ -29,6 +29,8 @@ class Sampler(SRModel):
 
     stochastic = True
     options: ClassVar[tuple[str, ...]] = ()
+    #: What the spread of its outputs means, for the report.
+    spread: ClassVar[str] = ""
 
     def __init__(self, base: SRModel, **options: Any) -> None:
         super().__init__(device=base.device, dtype=base.dtype)
@@ -45,6 +47,7 @@ class Sampler(SRModel):
             description=f"{c.description} | sampler {self.name}: {doc}",
             sampler=self.name,
             sampler_args=self.args,
+            sampler_spread=self.spread,
         )
 
 
@@ -63,6 +66,10 @@ class TTA(Sampler):
     """The 8 dihedral transforms of the LR (flips, rotations) as outputs, transformed back."""
 
     name = "tta"
+    spread = (
+        "how much the model's answer depends on the orientation of the evidence (flips and "
+        "90-degree rotations); zero for a model equivariant to them; not a probability distribution"
+    )
 
     def sample(self, lr, *, scale, n, seeds, context=None):
         import torch
@@ -84,6 +91,7 @@ class InputNoise(Sampler):
 
     name = "input-noise"
     options = ("sigma",)
+    spread = "how much the outputs change under noise the evidence could have carried anyway"
 
     def __init__(self, base: SRModel, *, sigma: float = 2.0) -> None:
         super().__init__(base, sigma=sigma)
@@ -111,6 +119,10 @@ class MCDropout(Sampler):
 
     name = "mc-dropout"
     options = ("p",)
+    spread = (
+        "for a network trained with dropout, approximate Bayesian sampling; for one trained "
+        "without it, sensitivity to internal perturbation, not a posterior"
+    )
 
     def __init__(self, base: SRModel, *, p: float = 0.1) -> None:
         import torch
