@@ -1,14 +1,5 @@
-"""The arithmetic of PSNR and SSIM in the SR convention (see :mod:`srforensics.metrics.fidelity`).
-
-Convention (BasicSR / EDSR / RCAN evaluation): images on the 8-bit scale
-(rounded, as BasicSR ``tensor2img``), Y channel of BT.601 as MATLAB
-``rgb2ycbcr`` (range [16, 235]), ``crop_border`` pixels removed from each side
-(default: the scale), computed in float64. SSIM: Wang et al. 2004, 11x11
-Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, valid region only
-(equal to scikit-image ``structural_similarity(gaussian_weights=True,
-sigma=1.5, use_sample_covariance=False, data_range=255)``). The ``_rgb``
-variants use the three RGB channels instead of Y.
-"""
+"""The arithmetic of PSNR and SSIM in the SR convention, on float64 tensors of the 8-bit
+scale; the convention itself is described in :mod:`srforensics.metrics.fidelity`."""
 
 from __future__ import annotations
 
