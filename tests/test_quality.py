@@ -275,3 +275,19 @@ def test_torch_hub_dir_follows_torch(monkeypatch, tmp_path):
     first, second = out.stdout.split()
     assert first == second == str(tmp_path / "th" / "hub")
     assert W.torch_hub_dir() == __import__("pathlib").Path(torch.hub.get_dir())
+
+
+def test_an_audit_without_pyiqa_metrics_does_not_import_pyiqa(tiny_dataset, tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from srforensics.cli import main
+        status = main(["audit", "--model", "bicubic", "--protocol", "bicubic-x4",
+                       "--dataset", {str(tiny_dataset)!r}, "--metrics", "psnr,ssim,lr_psnr",
+                       "--samples", "1", "--breakdown-boot", "0", "--out", {str(tmp_path / "r")!r}])
+        print("status", status)
+        print("imported", "pyiqa" in sys.modules)
+        """
+    )
+    lines = run_fresh_python(code, tmp_path)
+    assert lines["status"] == "0" and lines["imported"] == "False"
