@@ -14,6 +14,8 @@ from typing import Any
 
 from srforensics import __version__
 from srforensics.errors import SRForensicsError
+from srforensics.run.config import AuditConfig
+from srforensics.run.options import add_options, given_options, key_value
 
 # C0/C1 controls (but newline and tab) and the bidirectional overrides of "Trojan Source".
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -35,26 +37,6 @@ def _say(*parts: object, file: Any = None) -> None:
     print(*(printable(p) for p in parts), file=file or sys.stdout)
 
 
-def _model_arg(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    import yaml
-
-    try:
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
-
-
-def _metric_list(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of metric names")
-    return names
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="srforensics",
@@ -71,242 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "output and write ledger, results, manifest and report to a run folder. "
         "The last line printed is the path of the report.",
     )
-    a.add_argument(
-        "--model",
-        default=None,
-        help="registry name (see 'models list') or package.module:Class (default: bicubic)",
-    )
-    a.add_argument(
-        "--model-arg",
-        action="append",
-        type=_model_arg,
-        default=[],
-        metavar="KEY=VALUE",
-        help="argument for the model's constructor (repeatable; VALUE parsed as YAML)",
-    )
-    a.add_argument(
-        "--protocol",
-        default=None,
-        help="shipped protocol name (see 'protocols list') or a YAML file (default: faces)",
-    )
-    a.add_argument(
-        "--dataset",
-        default=None,
-        help="dataset card name, card file, or folder of images "
-        "(default: sample, bundled with scikit-image)",
-    )
-    a.add_argument(
-        "--samples", type=int, default=None, metavar="N", help="outputs per LR (default: 4)"
-    )
-    a.add_argument(
-        "--variants",
-        type=int,
-        default=None,
-        metavar="V",
-        help="LR variants per image (default: the protocol's)",
-    )
-    a.add_argument(
-        "--metrics",
-        type=_metric_list,
-        default=None,
-        metavar="A,B,C",
-        help="metrics to compute (default: the protocol's; see 'metrics list')",
-    )
-    a.add_argument("--seed", type=int, default=None, help="run seed (default: the protocol's)")
-    a.add_argument(
-        "--crop-border",
-        type=int,
-        default=None,
-        metavar="PX",
-        help="pixels cropped from each side for PSNR/SSIM (default: the scale)",
-    )
-    a.add_argument(
-        "--out",
-        default=None,
-        metavar="DIR",
-        help="run folder (default: runs/<UTC time>-<model>-<protocol>/)",
-    )
-    a.add_argument(
-        "--save-images",
-        choices=("report", "all", "none"),
-        default=None,
-        help="report: images of the report's examples (default); all: every HR, LR and "
-        "output as PNG under images/; none",
-    )
-    a.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: cpu")
-    a.add_argument(
-        "--dtype",
-        choices=("float32", "float16", "bfloat16"),
-        default=None,
-        help="precision of the model (default: float32)",
-    )
-    a.add_argument(
-        "--sampler",
-        default=None,
-        help="turn the model into a sampler: tta, mc-dropout, input-noise",
-    )
-    a.add_argument(
-        "--sampler-arg",
-        action="append",
-        type=_model_arg,
-        default=[],
-        metavar="KEY=VALUE",
-        help="sampler option, e.g. p=0.1 (mc-dropout) or sigma=2 (input-noise); repeatable",
-    )
-    a.add_argument(
-        "--dataset-root",
-        default=None,
-        metavar="DIR",
-        help="local copy of a dataset whose card does not ship it (fairface, utkface, celeba, lfw, folder)",
-    )
-    a.add_argument(
-        "--gates",
-        default=None,
-        metavar="FILE",
-        help="gate file: judge the run at the end; exit 1 when a gate fails (gates.json, junit.xml "
-        "in the run folder)",
-    )
-    a.add_argument(
-        "--identity",
-        choices=("auto", "on", "off"),
-        default=None,
-        help="identity scores of faces (default auto: on for protocols that align a face)",
-    )
-    a.add_argument(
-        "--face-embedder",
-        default=None,
-        metavar="NAME",
-        help="face matcher: auto (default: facenet-vggface2 when its weights are in the cache, "
-        "else dlib-resnet-v1, which installs with the package; the choice is printed), "
-        "dlib-resnet-v1, facenet-vggface2, facenet-casia-webface, an entry point in "
-        "srforensics.face_embedders, or package.module:Class",
-    )
-    a.add_argument(
-        "--face-weights",
-        default=None,
-        metavar="FILE",
-        help="a lab's own state dict for the face embedder; its SHA-256 is recorded as user-supplied",
-    )
-    a.add_argument(
-        "--id-threshold",
-        type=float,
-        default=None,
-        metavar="COS",
-        help="verification threshold on cosine similarity (default: calibrated on the dataset's "
-        "HR faces at --id-fmr)",
-    )
-    a.add_argument(
-        "--id-fmr",
-        type=float,
-        default=None,
-        metavar="RATE",
-        help="false-match rate the threshold is calibrated at (default 1e-3)",
-    )
-    a.add_argument(
-        "--breakdown-boot",
-        type=int,
-        default=None,
-        metavar="N",
-        help="bootstrap replicates of every interval (records resampled, default 1000); 0 skips "
-        "the breakdowns, e.g. for a quick smoke run",
-    )
-    a.add_argument(
-        "--diversity",
-        choices=("auto", "mse16", "lpips"),
-        default=None,
-        help="distance maps for the NTIRE diversity score: LPIPS when its weights are present "
-        "(auto, the default), or squared error in 16x16 boxes (mse16)",
-    )
-    a.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="B",
-        help="LRs per model call (default: 8); each call's outputs are committed together",
-    )
-    a.add_argument(
-        "--range-tolerance",
-        type=float,
-        default=None,
-        metavar="T",
-        help="outputs outside [-T, 1+T] are recorded as failed; within it they are clipped "
-        "(default: 0.1)",
-    )
-    a.add_argument(
-        "--limit", type=int, default=None, metavar="N", help="audit only the first N records"
-    )
-    a.add_argument(
-        "--allow-downloads",
-        action="store_true",
-        default=None,
-        help="let metrics download missing weight files (off by default)",
-    )
-    a.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        metavar="N",
-        help="refuse input images over N pixels (decompression-bomb guard; default 64000000)",
-    )
-    a.add_argument(
-        "--model-timeout",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="a model call (one batch) running longer fails its outputs, and the run goes on",
-    )
-    a.add_argument(
-        "--trust-weights",
-        action="store_true",
-        default=None,
-        help="allow weight files that need full unpickling (they can run code); the manifest "
-        "records it",
-    )
-    a.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="worker processes, each running whole shards of records (decoding, degradation, "
-        "model, metrics); 0 = this process (default)",
-    )
-    a.add_argument(
-        "--loaders",
-        type=int,
-        default=None,
-        metavar="N",
-        help="processes that decode, prepare and degrade the next records while this one runs "
-        "the model and metrics (with --workers 0); 0 = none (default). Results are identical",
-    )
-    a.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="T",
-        help="torch threads of each process that computes (this one, or each worker; default 1: "
-        "parallelism comes from --workers). Results are bit-identical at the same T",
-    )
-    a.add_argument(
-        "--executor",
-        choices=("local", "ray"),
-        default=None,
-        help="local (default) or ray: shards on --workers Ray actors, with --device cuda one GPU "
-        "each or an even share of fewer (pip install 'srforensics[ray]')",
-    )
-    a.add_argument(
-        "--ray-address",
-        default=None,
-        metavar="ADDR",
-        help="an existing Ray cluster (default: start a local one)",
-    )
-    a.add_argument(
-        "--shard-size",
-        type=int,
-        default=None,
-        metavar="R",
-        help="records per shard (default 64); batches never cross shards, so results do not "
-        "depend on --workers or --executor",
-    )
+    # Every option of the audit is a field of AuditConfig, which carries its help.
+    add_options(a, AuditConfig)
     a.add_argument(
         "--resume",
         default=None,
@@ -432,12 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="bicubic",
         help="model name, file or package.module:Class (default bicubic)",
     )
-    rv.add_argument(
-        "--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE"
-    )
+    rv.add_argument("--model-arg", action="append", type=key_value, default=[], metavar="KEY=VALUE")
     rv.add_argument("--sampler", default=None, help="tta, mc-dropout or input-noise")
     rv.add_argument(
-        "--sampler-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE"
+        "--sampler-arg", action="append", type=key_value, default=[], metavar="KEY=VALUE"
     )
     rv.add_argument("--scale", type=int, default=4, help="upscaling factor (default 4)")
     rv.add_argument("--samples", type=int, default=16, help="outputs (default 16)")
@@ -528,55 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from srforensics.run.pipeline import AuditConfig, resume_audit, run_audit
+    from srforensics.run.pipeline import resume_audit, run_audit
 
     command = ("srforensics", *argv)
     if args.resume:
         run = resume_audit(args.resume, command=command)
     else:
-        given = {
-            "model": args.model,
-            "protocol": args.protocol,
-            "dataset": args.dataset,
-            "samples": args.samples,
-            "variants": args.variants,
-            "metrics": args.metrics,
-            "seed": args.seed,
-            "crop_border": args.crop_border,
-            "out": args.out,
-            "save_images": args.save_images,
-            "device": args.device,
-            "limit": args.limit,
-            "allow_downloads": args.allow_downloads,
-            "dtype": args.dtype,
-            "sampler": args.sampler,
-            "batch_size": args.batch_size,
-            "diversity": args.diversity,
-            "breakdown_boot": args.breakdown_boot,
-            "identity": args.identity,
-            "face_embedder": args.face_embedder,
-            "face_weights": args.face_weights,
-            "id_threshold": args.id_threshold,
-            "id_fmr": args.id_fmr,
-            "dataset_root": args.dataset_root,
-            "gates": args.gates,
-            "range_tolerance": args.range_tolerance,
-            "max_pixels": args.max_pixels,
-            "model_timeout": args.model_timeout,
-            "trust_weights": args.trust_weights,
-            "workers": args.workers,
-            "threads": args.threads,
-            "executor": args.executor,
-            "ray_address": args.ray_address,
-            "shard_size": args.shard_size,
-            "loaders": args.loaders,
-        }
-        config = AuditConfig(
-            **{k: v for k, v in given.items() if v is not None},
-            model_args=dict(args.model_arg),
-            sampler_args=dict(args.sampler_arg),
-            command=command,
-        )
+        config = AuditConfig(**given_options(args, AuditConfig), command=command)
         run = run_audit(config)
     by_reason: dict[str, list[str]] = {}
     for name, reason in run.unavailable.items():

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srforensics.errors import SRForensicsError
+from srforensics.limits import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     import torch
 
-#: Default decompression-bomb guard: images above this many pixels are refused.
-DEFAULT_MAX_PIXELS = 64_000_000
 
 # MATLAB rgb2ycbcr, rows for Y (inputs in [0, 1], output on the 8-bit scale).
 _Y_WEIGHTS = (65.481, 128.553, 24.966)

@@ -103,3 +103,34 @@ def test_report_rerenders_a_finished_run(tiny_run):
     assert (out / "report.html").read_text() == before
     proc = run_cli("report", str(out / "nope"))
     assert proc.returncode == 2 and "not a run folder" in proc.stderr
+
+
+def test_audit_options_come_from_the_configuration_and_are_documented():
+    """Each option of ``srforensics audit`` is a field of AuditConfig, written once there."""
+    import contextlib
+    import io
+    from dataclasses import fields
+
+    from conftest import REPO
+
+    from srforensics.cli import build_parser
+    from srforensics.run.config import AuditConfig
+    from srforensics.run.options import flag_of, given_options
+
+    parser = build_parser()
+    documented = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    optioned = [f for f in fields(AuditConfig) if "option" in f.metadata]
+    assert len(optioned) >= 35
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+        parser.parse_args(["audit", "--help"])
+    for f in optioned:
+        flag = flag_of(f, f.metadata["option"])
+        assert flag in help_text.getvalue() and f"`{flag}" in documented, flag
+    args = parser.parse_args(["audit", "--samples", "2", "--model-arg", "k=1", "--allow-downloads"])
+    assert given_options(args, AuditConfig) == {
+        "samples": 2,
+        "model_args": {"k": 1},
+        "sampler_args": {},
+        "allow_downloads": True,
+    }
