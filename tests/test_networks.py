@@ -17,8 +17,8 @@ from srforensics.models.archs import EDSR, IMDN, SRCNN, MSRResNet, RRDBNet
 from srforensics.weights import WeightsError
 
 ARCHS = [
-    ("rrdbnet", RRDBNet, {"scale": 4, "num_block": 2, "num_feat": 16, "num_grow_ch": 8}, 4),
-    ("rrdbnet", RRDBNet, {"scale": 2, "num_block": 1, "num_feat": 16, "num_grow_ch": 8}, 2),
+    ("rrdbnet", RRDBNet, {"scale": 4, "num_block": 2, "num_feat": 16}, 4),
+    ("rrdbnet", RRDBNet, {"scale": 2, "num_block": 1, "num_feat": 16}, 2),
     ("msrresnet", MSRResNet, {"num_block": 2, "num_feat": 16, "upscale": 4}, 4),
     ("msrresnet", MSRResNet, {"num_block": 2, "num_feat": 16, "upscale": 3}, 3),
     ("edsr", EDSR, {"num_block": 2, "num_feat": 16, "upscale": 4}, 4),
@@ -55,6 +55,23 @@ PUBLIC_KEYS = {
 }
 
 
+def basicsr_rrdbnet(state: dict) -> dict:
+    """spandrel's ESRGAN keys renamed to BasicSR's RRDBNet layout, that of Real-ESRGAN's files
+    (basicsr/archs/rrdbnet_arch.py: conv_first, body.N.rdbK.convM, conv_body, conv_up1/2,
+    conv_hr, conv_last)."""
+    import re
+
+    blocks = max(int(k.split(".")[3]) for k in state if k.startswith("model.1.sub.") and "RDB" in k)
+    fixed = {"model.0": "conv_first", f"model.1.sub.{blocks + 1}": "conv_body", "model.3": "conv_up1",
+             "model.6": "conv_up2", "model.8": "conv_hr", "model.10": "conv_last"}  # fmt: skip
+    out = {}
+    for k, v in state.items():
+        stem, param = k.rsplit(".", 1)
+        m = re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0", stem)
+        out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{param}" if m else f"{fixed[stem]}.{param}"] = v
+    return out
+
+
 def _spec(tmp_path, arch, args, scale, state, *, sha=None, wrap="module"):
     weights = tmp_path / f"{arch}-x{scale}.pth"
     if wrap == "module":
@@ -74,11 +91,11 @@ def _spec(tmp_path, arch, args, scale, state, *, sha=None, wrap="module"):
 def test_public_key_layout_loads_and_gives_the_right_size(arch, cls, args, scale, tmp_path):
     torch.manual_seed(0)
     net = cls(**args).eval()
+    # The state dict as the public release files hold it (BasicSR's layout for RRDBNet).
+    state = basicsr_rrdbnet(net.state_dict()) if arch == "rrdbnet" else net.state_dict()
     for key in PUBLIC_KEYS[arch]:
-        assert key in net.state_dict(), key
-    spec = _spec(
-        tmp_path, arch, args, scale, net.state_dict(), wrap="module" if scale != 2 else "params_ema"
-    )
+        assert key in state, key
+    spec = _spec(tmp_path, arch, args, scale, state, wrap="module" if scale != 2 else "params_ema")
     model = load_model(str(spec))
     lr = torch.rand(1, 3, 12, 10)
     out = model.sample(lr, scale=scale, n=2, seeds=[[0, 1]])
@@ -135,9 +152,10 @@ def test_mismatched_architecture_is_a_clear_error(tmp_path):
 
 
 def test_esrgan_original_key_names_are_converted():
-    net = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4)
+    net = RRDBNet(num_block=1, num_feat=8)
+    basicsr = basicsr_rrdbnet(net.state_dict())
     renamed = {}
-    for k, v in net.state_dict().items():
+    for k, v in basicsr.items():
         k = k.replace("conv_body", "trunk_conv")
         k = ("RRDB_trunk." + k[5:] if k.startswith("body.") else k).replace(".rdb", ".RDB")
         k = (
@@ -147,7 +165,24 @@ def test_esrgan_original_key_names_are_converted():
         )
         renamed[k] = v
     assert "RRDB_trunk.0.RDB1.conv1.weight" in renamed and "HRconv.weight" in renamed
-    assert RRDBNet.convert_keys(renamed).keys() == net.state_dict().keys()
+    for layout in (basicsr, renamed, net.state_dict()):
+        converted = RRDBNet.convert_keys(layout)
+        assert converted.keys() == net.state_dict().keys()
+        assert all(torch.equal(converted[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_rrdbnet_is_spandrels_esrgan_bit_for_bit(scale):
+    """The model-spec architecture runs what spandrel loads from the same file."""
+    from spandrel import ModelLoader
+
+    torch.manual_seed(0)
+    net = RRDBNet(scale=scale, num_feat=16, num_block=2).eval()
+    descriptor = ModelLoader().load_from_state_dict(basicsr_rrdbnet(net.state_dict()))
+    assert descriptor.architecture.id == "ESRGAN" and descriptor.scale == scale
+    lr = torch.rand(2, 3, 12, 16)
+    with torch.no_grad():
+        assert torch.equal(net(lr), descriptor.model.eval()(lr))
 
 
 def test_presets_need_their_registered_weights(tmp_path, monkeypatch):

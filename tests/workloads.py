@@ -29,9 +29,7 @@ class RandomRRDBNet(SRModel):
 
         super().__init__(device=device, dtype=dtype)
         torch.manual_seed(seed)
-        self.net = RRDBNet(
-            num_in_ch=3, num_out_ch=3, scale=4, num_feat=16, num_block=2, num_grow_ch=8
-        )
+        self.net = RRDBNet(num_in_ch=3, num_out_ch=3, scale=4, num_feat=16, num_block=2)
         self.net.eval().to(device, self.torch_dtype)
 
     def upscale(self, lr, *, scale):

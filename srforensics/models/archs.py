@@ -1,9 +1,11 @@
 """SR architectures whose state-dict keys match the public releases.
 
-- ``RRDBNet``: ESRGAN / Real-ESRGAN generator, BasicSR key layout
-  (``conv_first``, ``body.N.rdbK.convM``, ``conv_body``, ``conv_up1/2``, ``conv_hr``,
-  ``conv_last``); ESRGAN's original names (``RRDB_trunk``, ``trunk_conv``, ``upconv1``,
-  ``HRconv``) are mapped on load. Scale 2 and 1 use pixel-unshuffle, as Real-ESRGAN.
+- ``RRDBNet``: ESRGAN / Real-ESRGAN generator: spandrel's, which loads BasicSR's key layout
+  (``conv_first``, ``body.N.rdbK.convM``, ...), ESRGAN's original names (``RRDB_trunk``,
+  ...) and its own. Scale 2 and 1 use pixel-unshuffle, as Real-ESRGAN.
+
+The others are written here because spandrel has no architecture for them: MSRResNet
+(SRGAN's generator), EDSR, IMDN and SRCNN.
 - ``MSRResNet``: SRResNet without BN (BasicSR).
 - ``EDSR``: BasicSR layout (``conv_first``, ``body``, ``conv_after_body``, ``upsample``).
 - ``IMDN``: Hui et al. 2019, the official repository's layout (``fea_conv``,
@@ -15,10 +17,10 @@ All take and return RGB in [0, 1].
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn.functional as F
+from spandrel.architectures.ESRGAN import ESRGAN
 from torch import nn
 
 
@@ -26,53 +28,17 @@ def _sequential(block, n: int, **kw) -> nn.Sequential:
     return nn.Sequential(*[block(**kw) for _ in range(n)])
 
 
-def pixel_unshuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
-    return F.pixel_unshuffle(x, scale)
-
-
 # -- RRDBNet ------------------------------------------------------------------------------
-class ResidualDenseBlock(nn.Module):
-    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(num_feat, num_grow_ch, 3, 1, 1)
-        self.conv2 = nn.Conv2d(num_feat + num_grow_ch, num_grow_ch, 3, 1, 1)
-        self.conv3 = nn.Conv2d(num_feat + 2 * num_grow_ch, num_grow_ch, 3, 1, 1)
-        self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
-        self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
-        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+class RRDBNet(ESRGAN):
+    """ESRGAN / Real-ESRGAN's generator: spandrel's ESRGAN network, built from BasicSR's
+    arguments.
 
-    def forward(self, x):
-        x1 = self.lrelu(self.conv1(x))
-        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
-        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
-        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
-        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * 0.2 + x
+    Scale 2 and 1 pixel-unshuffle the input by 2 and 4 first, as Real-ESRGAN does (the
+    network always upsamples x4). spandrel's RRDB blocks grow by 32 channels, the value of
+    every published ESRGAN and Real-ESRGAN file. :meth:`convert_keys` takes a state dict in
+    BasicSR's layout, ESRGAN's original one or spandrel's, through spandrel's own detection.
+    """
 
-
-class RRDB(nn.Module):
-    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
-        super().__init__()
-        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
-
-    def forward(self, x):
-        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
-
-
-# ESRGAN's original repository names -> BasicSR names.
-_ESRGAN_KEYS = [
-    (r"^RRDB_trunk\.", "body."),
-    (r"\.RDB([123])\.", r".rdb\1."),
-    (r"^trunk_conv\.", "conv_body."),
-    (r"^upconv1\.", "conv_up1."),
-    (r"^upconv2\.", "conv_up2."),
-    (r"^HRconv\.", "conv_hr."),
-]
-
-
-class RRDBNet(nn.Module):
     def __init__(
         self,
         num_in_ch: int = 3,
@@ -82,36 +48,31 @@ class RRDBNet(nn.Module):
         num_block: int = 23,
         num_grow_ch: int = 32,
     ) -> None:
-        super().__init__()
         if scale not in (1, 2, 4):
             raise ValueError(f"RRDBNet supports scales 1, 2 and 4, not {scale}")
-        self.scale = scale
-        in_ch = num_in_ch * {1: 16, 2: 4, 4: 1}[scale]
-        self.conv_first = nn.Conv2d(in_ch, num_feat, 3, 1, 1)
-        self.body = _sequential(RRDB, num_block, num_feat=num_feat, num_grow_ch=num_grow_ch)
-        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
-        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        if num_grow_ch != 32:
+            raise ValueError(
+                f"RRDBNet (spandrel's ESRGAN) grows by 32 channels, the published value; got {num_grow_ch}"
+            )
+        shuffle = {1: 4, 2: 2, 4: None}[scale]
+        super().__init__(
+            in_nc=num_in_ch * (shuffle or 1) ** 2,
+            out_nc=num_out_ch,
+            num_filters=num_feat,
+            num_blocks=num_block,
+            scale=4,
+            shuffle_factor=shuffle,
+        )
 
     @staticmethod
     def convert_keys(state: dict) -> dict:
-        out = {}
-        for k, v in state.items():
-            for pattern, repl in _ESRGAN_KEYS:
-                k = re.sub(pattern, repl, k)
-            out[k] = v
-        return out
+        """``state`` in the layout of this network (spandrel's), converted by spandrel."""
+        from spandrel.architectures.ESRGAN import ESRGANArch
 
-    def forward(self, x):
-        feat = pixel_unshuffle(x, {1: 4, 2: 2}[self.scale]) if self.scale < 4 else x
-        feat = self.conv_first(feat)
-        feat = feat + self.conv_body(self.body(feat))
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+        try:
+            return dict(ESRGANArch().load(dict(state)).model.state_dict())
+        except (KeyError, ValueError, RuntimeError):
+            return dict(state)  # not an ESRGAN state dict: load_into names what does not fit
 
 
 # -- MSRResNet and EDSR -------------------------------------------------------------------
