@@ -127,3 +127,43 @@ def test_a_deterministic_checkpoint_gets_its_spread_from_a_sampler_the_report_na
     res = pd.read_parquet(out / "results.parquet")
     ok = res[res.status == "ok"]
     assert (ok.groupby(["record_id", "variant"]).output_sha256.nunique() == 2).all()
+
+
+@pytest.mark.slow
+def test_a_face_restoration_checkpoint_runs_on_the_faces_protocol(tmp_path):
+    """GFPGAN (spandrel's architecture, random weights): the aligned 32 px LR is restored at
+    512 px and resized to the 128 px output; the card says how, and what licence is known."""
+    import pandas as pd
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    from srforensics.models import load_model
+
+    torch.manual_seed(0)
+    net = GFPGAN(
+        out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,
+        fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True, narrow=1,
+        sft_half=True,
+    )  # fmt: skip  # the configuration spandrel detects GFPGAN v1.3/v1.4 files as
+    path = _save(net, tmp_path / "GFPGANv1.4-random.pth")
+    model = load_model(str(path))
+    assert model.scale is None and model.face_size == 512
+    lr = torch.rand(1, 3, 32, 32)
+    out = model.sample(lr, scale=4, n=1, seeds=[[0]])
+    assert out.shape == (1, 1, 3, 128, 128) and 0 <= out.min() and out.max() <= 1
+    with pytest.raises(ValueError, match="square, aligned face crop"):
+        model.upscale(torch.rand(1, 3, 32, 40), scale=4)
+    card = model.card()
+    assert "face restoration" in card.version and "512 px" in card.description
+
+    out_dir = tmp_path / "run"
+    proc = run_cli(
+        "audit", "--model", str(path), "--protocol", "faces", "--variants", "1", "--samples", "1",
+        "--metrics", "psnr,lr_psnr", "--identity", "off", "--breakdown-boot", "0",
+        "--out", str(out_dir),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = pd.read_parquet(out_dir / "results.parquet")
+    assert set(res[res.status == "ok"].record_id) == {"astronaut", "camera"}
+    assert res[res.status == "ok"].psnr.notna().all()
+    html = (out_dir / "report.html").read_text()
+    assert "GFPGAN face restoration at 512 px" in html and "model GFPGANv1.4-random" in html

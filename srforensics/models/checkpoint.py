@@ -93,32 +93,68 @@ class CheckpointModel(SRModel):
         self.descriptor.model.requires_grad_(False)
         self.name = path.stem  # type: ignore[misc]
         self.scale = int(desc.scale)  # type: ignore[misc]
+        #: A face-restoration model (spandrel's purpose "FaceSR", scale 1: GFPGAN,
+        #: RestoreFormer) restores an aligned face at its own size: the size it is run at.
+        self.face_size: int | None = None
+        if desc.purpose == "FaceSR" and desc.scale == 1:
+            self.face_size = int(desc.size_requirements.minimum or 512)
+            self.scale = None  # type: ignore[misc]  # any: the output is resized to the scale
         self.architecture = desc.architecture.name
         self.tags = list(desc.tags)
         self.path = path
         self._torch = torch
 
     def upscale(self, lr, *, scale):
+        if self.face_size is not None:
+            return self._restore_face(lr, scale=scale)
         if scale != self.scale:
             raise ValueError(f"{self.architecture} checkpoint upscales x{self.scale}, not x{scale}")
         with self._torch.no_grad():
             out = self.descriptor(lr.to(self.device, self.torch_dtype)).float()
         return out
 
+    def _restore_face(self, lr, *, scale: int):
+        """The LR (an aligned face crop) resized to the model's face size with MATLAB bicubic,
+        restored, and resized to ``scale`` times the LR with MATLAB bicubic (antialiased)."""
+        from srforensics.resize import imresize_tensor
+
+        h, w = lr.shape[-2:]
+        if h != w:
+            raise ValueError(
+                f"{self.architecture} restores a square, aligned face crop; this LR is {w}x{h} "
+                "(audit it under a faces protocol)"
+            )
+        size = (self.face_size, self.face_size)
+        with self._torch.no_grad():
+            x = imresize_tensor(lr.float(), size=size, method="bicubic").clamp(0, 1)
+            out = self.descriptor(x.to(self.device, self.torch_dtype)).float()
+            out = imresize_tensor(out.cpu(), size=(h * scale, w * scale), method="bicubic")
+        return out.clamp(0, 1)
+
     def card(self) -> ModelCard:
+        if self.face_size is not None:
+            what = (
+                f"{self.architecture} face restoration, architecture detected by spandrel: the LR "
+                f"(an aligned face crop) resized to {self.face_size} px with MATLAB bicubic, "
+                "restored, and resized to the output size with MATLAB bicubic. Trained on "
+                "aligned faces: run it under a faces protocol, which makes that crop"
+            )
+            version = f"{self.architecture} face restoration at {self.face_size} px"
+        else:
+            what = (
+                f"{self.architecture} ×{self.scale}, architecture detected by spandrel; outputs "
+                "clamped to [0, 1] by spandrel's inference, as in the architectures' reference code"
+            )
+            version = f"{self.architecture} x{self.scale}"
         return ModelCard(
             name=self.name,
-            version=f"{self.architecture} x{self.scale}"
-            + (f" ({', '.join(self.tags)})" if self.tags else ""),
+            version=version + (f" ({', '.join(self.tags)})" if self.tags else ""),
             weights_sha256=self.sha256,
             licence=(
                 f"not reported by spandrel for {self.architecture}: check where the checkpoint "
                 "came from"
             ),
             source=str(self.path),
-            description=(
-                f"{self.architecture} ×{self.scale}, architecture detected by spandrel; "
-                "outputs clamped to [0, 1] by spandrel's inference, as in the architectures' reference code"
-            ),
+            description=what,
             weights_origin="user-supplied",
         )
