@@ -167,3 +167,31 @@ def test_a_face_restoration_checkpoint_runs_on_the_faces_protocol(tmp_path):
     assert res[res.status == "ok"].psnr.notna().all()
     html = (out_dir / "report.html").read_text()
     assert "GFPGAN face restoration at 512 px" in html and "model GFPGANv1.4-random" in html
+
+
+def test_codeformer_from_the_extra_architectures_carries_its_non_commercial_licence(tmp_path):
+    """spandrel_extra_arches (the face-restoration extra) is found without changing spandrel's
+    own registry; CodeFormer's S-Lab licence is on the card, stated as non-commercial."""
+    import spandrel
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    from srforensics.models import load_model
+
+    path = _save(CodeFormer(), tmp_path / "codeformer.pth")
+    before = {a.architecture.id for a in spandrel.MAIN_REGISTRY.architectures()}
+    model = load_model(str(path))
+    assert {a.architecture.id for a in spandrel.MAIN_REGISTRY.architectures()} == before
+    assert "CodeFormer" not in before and model.face_size == 512 and model.scale is None
+    card = model.card()
+    assert card.licence == "S-Lab License 1.0 (CodeFormer): non-commercial use only"
+
+
+def test_a_non_commercial_model_licence_is_stated_plainly_in_the_report(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    proc = audit_tiny(tiny_dataset, out, model="srf_test_plugins:NonCommercial")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (out / "report.html").read_text()
+    assert (
+        "<strong>The model non-commercial-bicubic</strong> is licensed\n  "
+        "<strong>Example Licence 1.0: non-commercial use only</strong>"
+    ) in html

@@ -33,10 +33,31 @@ def is_torchscript(path: Path) -> bool:
         )
 
 
-def known_architectures() -> list[str]:
+#: Licences published with the reference releases of architectures whose checkpoints are
+#: mostly those releases' weights; any other architecture's licence is the file's source's.
+ARCHITECTURE_LICENCES = {
+    "GFPGAN": "Apache-2.0 (TencentARC GFPGAN release): check where this file came from",
+    "CodeFormer": "S-Lab License 1.0 (CodeFormer): non-commercial use only",
+}
+
+
+def registry():
+    """spandrel's architectures, and those of ``spandrel_extra_arches`` when it is installed
+    (``pip install "srforensics[face-restoration]"``: CodeFormer and others, several under
+    non-commercial licences). A copy: spandrel's own registry is left as it is."""
     from spandrel import MAIN_REGISTRY
 
-    return sorted({a.architecture.name for a in MAIN_REGISTRY.architectures()})
+    reg = MAIN_REGISTRY.copy()
+    try:
+        from spandrel_extra_arches import EXTRA_REGISTRY
+    except ImportError:
+        return reg
+    reg.add(*EXTRA_REGISTRY, ignore_duplicates=True)
+    return reg
+
+
+def known_architectures() -> list[str]:
+    return sorted({a.architecture.name for a in registry().architectures()})
 
 
 class CheckpointModel(SRModel):
@@ -60,7 +81,9 @@ class CheckpointModel(SRModel):
         self.sha256 = sha256_file(path)
         state = W.load_state_dict(path, sha256=self.sha256)
         try:
-            desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(state)
+            desc = spandrel.ModelLoader(device="cpu", registry=registry()).load_from_state_dict(
+                state
+            )
         except spandrel.UnsupportedModelError:
             raise SRForensicsError(
                 f"{path}: spandrel recognises no architecture in this state dict. It knows "
@@ -97,7 +120,8 @@ class CheckpointModel(SRModel):
         #: RestoreFormer) restores an aligned face at its own size: the size it is run at.
         self.face_size: int | None = None
         if desc.purpose == "FaceSR" and desc.scale == 1:
-            self.face_size = int(desc.size_requirements.minimum or 512)
+            req = desc.size_requirements
+            self.face_size = max(int(req.minimum or 0), int(req.multiple_of or 0)) or 512
             self.scale = None  # type: ignore[misc]  # any: the output is resized to the scale
         self.architecture = desc.architecture.name
         self.tags = list(desc.tags)
@@ -150,9 +174,10 @@ class CheckpointModel(SRModel):
             name=self.name,
             version=version + (f" ({', '.join(self.tags)})" if self.tags else ""),
             weights_sha256=self.sha256,
-            licence=(
+            licence=ARCHITECTURE_LICENCES.get(
+                self.architecture,
                 f"not reported by spandrel for {self.architecture}: check where the checkpoint "
-                "came from"
+                "came from",
             ),
             source=str(self.path),
             description=what,

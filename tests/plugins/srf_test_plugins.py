@@ -322,3 +322,10 @@ class BrokenInit(Bicubic):
 
     def __init__(self, **kwargs):
         raise RuntimeError("cannot find my weights")
+
+
+class NonCommercial(Bicubic):
+    """Bicubic under a non-commercial licence, as a restrictively licensed model's card says."""
+
+    name = "non-commercial-bicubic"
+    licence = "Example Licence 1.0: non-commercial use only"
