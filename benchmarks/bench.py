@@ -58,6 +58,10 @@ colour changes, and photographic crops of its other sample images.
   made: these audits use srforensics's own PSNR). Loading the
   pipeline in the driver and in each worker (a few seconds) is not parallel, so
   shorter audits gain less.
+- ``end_to_end``: the audit's wall time over that of the loop a user would write by hand
+  (the same records, MTCNN once per HR, the degradation, the model, the metrics and, with
+  identity, the matcher), both fresh processes timed whole, on ``faces`` with identity off
+  and on.
 - ``ssim``: SSIM in the SR convention against scikit-image's, pairs per second on one thread
   (from scratch, and against reference statistics computed once), and the largest
   difference of the values.
@@ -94,7 +98,7 @@ from workloads import make_faces, make_photos  # noqa: E402
 RRDB = "workloads:RandomRRDBNet"
 
 #: What the benchmark can measure (``--parts``), in the order it measures them.
-PARTS = ("throughput", "breakdown", "memory", "workers", "ssim", "help")
+PARTS = ("throughput", "end_to_end", "breakdown", "memory", "workers", "ssim", "help")
 
 
 def _warm_up() -> None:
@@ -383,6 +387,98 @@ def workers(
     return out
 
 
+#: The loop a user would write by hand for the ``faces`` protocol, run as a fresh process:
+#: the same records, MTCNN once per HR (the protocol's own HR step), the protocol's
+#: degradation, the model, the protocol's default metrics and, with identity, the matcher on
+#: the HR and each output and MTCNN on each output (face detected), each called directly;
+#: the scores are written as one CSV. What it lacks is what the audit adds: the ledger,
+#: hashes, manifest, images, per-input and per-group tables and the report.
+_HAND_LOOP = """
+import sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+import numpy as np, pandas as pd, torch
+from srforensics.degradations.protocol import load_protocol
+from srforensics.images import read_image, to_tensor, quantize
+from srforensics.metrics import build_metric, MetricConfig
+from srforensics.models import load_model
+from srforensics.seeding import degradation_rng, model_seed
+folder, out, samples, identity = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "on"
+torch.set_num_threads(1)
+protocol = load_protocol("faces")
+model = load_model("bicubic")
+config = MetricConfig(scale=protocol.scale)
+metrics = [build_metric(m, config) for m in protocol.metrics]
+if identity:
+    from srforensics.faces.align import detect_faces
+    from srforensics.faces.embed import load_embedder
+    embedder = load_embedder("auto")
+rows = []
+for path in sorted(folder.glob("*.png")):
+    img, _ = read_image(path)
+    hr, hr_params = protocol.prepare(img)
+    hr_t = to_tensor(hr)
+    points = protocol.face_landmarks(hr_params)
+    if identity:
+        marks = None if points is None else torch.as_tensor(np.asarray(points), dtype=torch.float32)[None]
+        ref = torch.nn.functional.normalize(embedder.embed(hr_t, landmarks=marks).double(), dim=1)
+    for v in range(protocol.variants):
+        lr = protocol.apply(hr, protocol.sample(degradation_rng(protocol.seed, path.name, v)))
+        lr_t = to_tensor(lr)
+        seeds = [[model_seed(protocol.seed, path.name, v, s) for s in range(samples)]]
+        with torch.no_grad():
+            outs = model.sample(lr_t, scale=protocol.scale, n=samples, seeds=seeds)[0]
+        outs = to_tensor([quantize(o.permute(1, 2, 0).numpy()) for o in outs])
+        scores = {m.name: m(outs, hr_t.expand(len(outs), -1, -1, -1), lr=lr_t.expand(len(outs), -1, -1, -1)).tolist() for m in metrics}
+        if identity:
+            emb = torch.nn.functional.normalize(embedder.embed(outs, landmarks=None if points is None else marks.expand(len(outs), -1, -1)).double(), dim=1)
+            scores["id_cosine"] = (emb @ ref[0]).tolist()
+            scores["face_detected"] = [float(bool(detect_faces(o.permute(1, 2, 0).numpy()))) for o in outs]
+        for s in range(samples):
+            rows.append({"record": path.name, "variant": v, "sample": s, **{k: vals[s] for k, vals in scores.items()}})
+pd.DataFrame(rows).to_csv(out, index=False)
+print(len(rows), time.perf_counter() - t0)
+"""
+
+
+def end_to_end(tmp: Path, *, faces: int, samples: int, repeats: int) -> list[dict[str, Any]]:
+    """The audit's wall time over the hand-written loop's (:data:`_HAND_LOOP`), both fresh
+    processes timed whole (interpreter start and imports included), on the ``faces``
+    protocol with ``bicubic`` and its default metrics, with identity on and off; the best of
+    ``repeats`` each, interleaved."""
+    folder = make_faces(tmp / "e2e-faces", faces)
+    out = []
+    for identity in ("off", "on"):
+        audit_s, loop_s = [], []
+        for r in range(repeats):
+            t = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "srforensics", "audit", "--model", "bicubic",
+                 "--protocol", "faces", "--dataset", str(folder), "--samples", str(samples),
+                 "--identity", identity, "--out", str(tmp / f"e2e-{identity}-{r}")],
+                capture_output=True, check=True,
+            )  # fmt: skip
+            audit_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-c", _HAND_LOOP, str(folder), str(tmp / f"e2e-{identity}.csv"),
+                 str(samples), identity],
+                capture_output=True, check=True,
+            )  # fmt: skip
+            loop_s.append(time.perf_counter() - t)
+        out.append(
+            {
+                "identity": identity,
+                "faces": faces,
+                "samples": samples,
+                "audit_s": round(min(audit_s), 2),
+                "hand_loop_s": round(min(loop_s), 2),
+                "ratio": round(min(audit_s) / min(loop_s), 3),
+            }
+        )
+    return out
+
+
 def ssim_speed(*, pairs: int = 32, size: int = 128, repeats: int = 5) -> dict[str, Any]:
     """SSIM in the SR convention against scikit-image's, pairs per second on one thread:
     ``pairs`` Y-channel pairs of ``size`` px (8-bit values, the output the HR plus noise),
@@ -606,6 +702,13 @@ def main(argv: list[str] | None = None) -> int:
     if "ssim" in parts:
         result["ssim"] = ssim_speed(repeats=1 if args.quick else 5)
         save()
+    if "end_to_end" in parts:
+        with tempfile.TemporaryDirectory(prefix="srforensics-e2e-") as tmp_name:
+            result["end_to_end"] = end_to_end(
+                Path(tmp_name), faces=4 if args.quick else 32, samples=2 if args.quick else 4,
+                repeats=1 if args.quick else 3,
+            )  # fmt: skip
+        save()
     if "help" in parts:
         result["cli_help_s"] = cli_seconds("--help")
         result["metrics_list_s"] = cli_seconds("metrics", "list")
@@ -649,6 +752,11 @@ def print_table(result: dict[str, Any]) -> None:
             if k.startswith("speedup_")
         )
         print(f"workers (realistic-x4): {speedups}; identical results: {w['identical_results']}")
+    for e in result.get("end_to_end", []):
+        print(
+            f"end to end (faces, identity {e['identity']}): audit {e['audit_s']} s, hand-written "
+            f"loop {e['hand_loop_s']} s, ratio {e['ratio']}"
+        )
     if "ssim" in result:
         q = result["ssim"]
         print(
