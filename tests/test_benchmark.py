@@ -72,7 +72,10 @@ def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
     if _glibc():  # tuned as the CLI tunes its process
         assert "M_MMAP_THRESHOLD=33554432" in data["machine"]["allocator"]
     proc = bench("--parts", "throughput,gpu", "--out", str(tmp_path / "x.json"))
-    assert proc.returncode == 2 and "--parts takes some of throughput, breakdown" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "--parts takes some of throughput, end_to_end, breakdown" in proc.stderr
+    )
     assert not (tmp_path / "x.json").exists()
 
 
