@@ -25,7 +25,7 @@ colour changes, and photographic crops of its other sample images.
   the loader processes start with each audit, as they do in the CLI, but forked
   from a fork server that the warm-up audits started (in the CLI it starts with
   the audit). This process's allocator is tuned as the CLI tunes its own
-  (:func:`srforensics.execution.tune_allocator`). The protocol's own work (face
+  (:func:`srforensics.runtime.tune_allocator`). The protocol's own work (face
   detection, degradation), also measured alone, is reported beside it. The
   top-level value is the largest over the models, with ``--loaders``. With
   loaders the ratio can be below 1: the reference features (a quarter to a third
@@ -112,15 +112,15 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     """Model, metric and protocol time, measured alone on the run's own LRs, batches and outputs."""
     import torch
 
-    from srforensics.execution import heap_frozen, torch_threads
     from srforensics.images import read_image, to_tensor
     from srforensics.ledger import LEDGER_NAME, Ledger
     from srforensics.metrics.diversity import ntire_diversity, pixel_std
     from srforensics.recompute import call_model, model_context, output_images
-    from srforensics.run.pipeline import _Pipeline
+    from srforensics.run.pipeline import Pipeline
     from srforensics.run.scoring import metric_batches, metric_scores
+    from srforensics.runtime import heap_frozen, torch_threads
 
-    pipe = _Pipeline(config)
+    pipe = Pipeline(config)
     times = {"model_s": 0.0, "metrics_s": 0.0, "protocol_s": 0.0}
     prepared: dict[str, np.ndarray] = {}  # the audit prepares each HR once, so does this
     hr_tensors: dict[str, Any] = {}  # and turns it into a tensor once
@@ -149,10 +149,10 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
                 if rid not in features:
                     hr_tensors[rid] = to_tensor(hr).to(pipe.device)
                     t = time.perf_counter()
-                    features[rid] = pipe._reference_features(hr_tensors[rid])
+                    features[rid] = pipe.reference_features(hr_tensors[rid])
                     times["metrics_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            call = call_model(pipe.model, lrs, scale=pipe.scale, seeds=seeds, contexts=contexts)
+            call = call_model(pipe.parts.model, lrs, scale=pipe.parts.scale, seeds=seeds, contexts=contexts)
             times["model_s"] += time.perf_counter() - t
             checked = [output_images(o, tolerance=1.0) for o in call.outputs]  # as the audit
             unique = [list({c.sha256: c.image for c in ch}.values()) for ch in checked]
@@ -163,7 +163,7 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
             ):
                 t = time.perf_counter()
                 with torch.no_grad():
-                    for metric in pipe.metrics:
+                    for metric in pipe.parts.metrics:
                         per_lr = [features[rids[i]].get(metric.name) for i in group]
                         metric_scores(metric, batch_t, ref, lr_t, counts, per_lr)
                 times["metrics_s"] += time.perf_counter() - t
@@ -171,7 +171,7 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
                 t = time.perf_counter()
                 stack = np.stack([c.image for c in checked[b]])
                 pixel_std(stack)
-                ntire_diversity(pipe.distance(stack, hr))
+                ntire_diversity(pipe.parts.distance(stack, hr))
                 times["metrics_s"] += time.perf_counter() - t
     return times
 
@@ -554,8 +554,8 @@ def machine() -> dict[str, Any]:
     threads, allocator settings), with the CPU, the torch version and the GPU, if any."""
     import torch
 
-    from srforensics.execution import allocator_settings
     from srforensics.provenance import environment
+    from srforensics.runtime import allocator_settings
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         help="bracketed audits per model (default 9; 1 with --quick)",
     )
     args = parser.parse_args(argv)
-    from srforensics.execution import tune_allocator
+    from srforensics.runtime import tune_allocator
 
     tune_allocator()  # as the CLI does: the audits measured here are the command's
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]

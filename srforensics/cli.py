@@ -589,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "action", "") is None:  # e.g. `srforensics models`: the list
         args = build_parser().parse_args([*argv, "list"])
-    from srforensics.execution import tune_allocator
+    from srforensics.runtime import tune_allocator
 
     tune_allocator()  # this process is the command's own: see tune_allocator
     try:

@@ -123,7 +123,7 @@ def git_commit(path: Path | None = None) -> dict[str, Any] | None:
 
 def environment(*, device: str = "cpu", allocator: str | None = None) -> dict[str, Any]:
     """Where the numbers were computed. ``allocator``: the C allocator's settings made for
-    this process (``srforensics.execution.allocator_settings()``), None for its defaults.
+    this process (``srforensics.runtime.allocator_settings()``), None for its defaults.
     For a CUDA run, also the GPU, the CUDA and cuDNN versions and whether TF32 (10-bit
     mantissa) was allowed for float32 convolutions and matrix products: each changes a
     model's float32 outputs in their last bits."""

@@ -360,7 +360,7 @@ def test_the_model_and_metrics_load_with_the_runs_thread_count(tiny_dataset, tmp
     import srf_test_plugins
     import torch
 
-    from srforensics.execution import torch_threads
+    from srforensics.runtime import torch_threads
 
     srf_test_plugins.ThreadsAtLoad.loads.clear()
     with torch_threads(2):

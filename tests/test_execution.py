@@ -114,14 +114,15 @@ def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tm
 
     from workloads import make_faces
 
-    from srforensics.execution import Loaders, torch_threads
-    from srforensics.run.pipeline import AuditConfig, _Pipeline
+    from srforensics.run.executors import Loaders
+    from srforensics.run.pipeline import AuditConfig, Pipeline
+    from srforensics.runtime import torch_threads
 
     root = make_faces(tmp_path / "ds", 2)
     for name in ("coffee.png", "broken.png"):
         shutil.copy(tiny_dataset / name, root / name)
     config = AuditConfig(protocol="faces", dataset=str(root), samples=2, variants=2, identity="off")
-    pipe = _Pipeline(config)
+    pipe = Pipeline(config)
     with Loaders(config.to_dict(), processes=1, share=False) as loaders:
         assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
         got = list(loaders.iterate(_items(pipe), pipe))
@@ -150,17 +151,18 @@ def test_a_loader_process_computes_the_reference_features_this_process_would(tmp
     import torch
     from workloads import make_faces
 
-    from srforensics.execution import Loaders, torch_threads
     from srforensics.images import to_tensor
-    from srforensics.run.pipeline import AuditConfig, _Pipeline
+    from srforensics.run.executors import Loaders
+    from srforensics.run.pipeline import AuditConfig, Pipeline
+    from srforensics.runtime import torch_threads
 
     root = make_faces(tmp_path / "ds", 2)
     metrics = (*FEATURE_METRICS, "srf_test_plugins:CountedReference")
     config = AuditConfig(
         protocol="faces", dataset=str(root), samples=2, identity="off", metrics=metrics
     )
-    pipe = _Pipeline(config)
-    assert set(pipe.feature_keys) == set(FEATURE_METRICS) - {"piqe"}
+    pipe = Pipeline(config)
+    assert set(pipe.parts.feature_keys) == set(FEATURE_METRICS) - {"piqe"}
     with Loaders(config.to_dict(), processes=1, share=False) as loaders:
         assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
         got = [loaded for _, loaded in loaders.iterate(_items(pipe), pipe)]
@@ -168,13 +170,13 @@ def test_a_loader_process_computes_the_reference_features_this_process_would(tmp
     with torch_threads(config.threads):
         for loaded in got:
             assert loaded.status == "ok" and loaded.features_s > 0
-            assert set(loaded.features) == set(pipe.feature_keys)
+            assert set(loaded.features) == set(pipe.parts.feature_keys)
             hr_t = to_tensor(loaded.hr)
             taken_before = pipe.features_taken
-            taken = pipe._reference_features(hr_t, loaded.features)
-            assert pipe.features_taken - taken_before == len(pipe.feature_keys)
-            here = pipe._reference_features(hr_t)
-            assert set(taken) == set(here) == set(pipe.feature_keys) | {metrics[-1]}
+            taken = pipe.reference_features(hr_t, loaded.features)
+            assert pipe.features_taken - taken_before == len(pipe.parts.feature_keys)
+            here = pipe.reference_features(hr_t)
+            assert set(taken) == set(here) == set(pipe.parts.feature_keys) | {metrics[-1]}
             for name, features in here.items():
                 for a, b in zip(taken[name], features, strict=True):
                     assert (a.dtype, a.shape, a.stride(), a.storage_offset()) == (
@@ -184,7 +186,7 @@ def test_a_loader_process_computes_the_reference_features_this_process_would(tmp
             # Features under another metric's key are not taken: computed here.
             wrong = {n: ("0" * 64, f) for n, (_, f) in loaded.features.items()}
             taken_before = pipe.features_taken
-            pipe._reference_features(hr_t, wrong)
+            pipe.reference_features(hr_t, wrong)
             assert pipe.features_taken == taken_before
 
 
@@ -200,7 +202,7 @@ def test_an_audit_takes_its_loaders_reference_features_and_gives_the_same_result
 
     import srf_test_plugins
 
-    from srforensics import execution
+    from srforensics.run.executors import loaders as execution
 
     where, counted = "srf_test_plugins:WhereFeatures", "srf_test_plugins:CountedReference"
     setup = dict(
@@ -238,7 +240,7 @@ def test_an_audit_takes_its_loaders_reference_features_and_gives_the_same_result
 def test_helper_processes_import_what_building_the_metrics_imports():
     """The fork server imports each metric's module and the slow imports it names (pyiqa's)
     once, rather than each loader process on its start."""
-    from srforensics.execution import _metric_imports
+    from srforensics.run.executors.processes import _metric_imports
 
     assert _metric_imports({"protocol": "bicubic-x4", "metrics": ["psnr"]}) == (
         "srforensics.metrics.fidelity",
@@ -248,178 +250,36 @@ def test_helper_processes_import_what_building_the_metrics_imports():
     assert _metric_imports({"protocol": "bicubic-x4", "metrics": ["no-such"]}) == ()
 
 
-def test_records_are_sent_to_loader_processes_only_once_they_are_ready(tmp_path, monkeypatch):
-    """While the processes start, this process loads the records it needs; records sent then
-    would be theirs (queued, they cannot be taken back) and loaded twice. Once the processes
-    are ready, the records ahead are sent to them, and this process loads the one it needs
-    now itself rather than wait for it."""
-    import time
-    from concurrent.futures import Future
-
+@pytest.mark.parametrize("processes, ahead, share", [(1, 3, True), (2, 2, True), (2, 4, False)])
+def test_records_loaded_ahead_are_those_this_process_loads(tmp_path, processes, ahead, share):
+    """Whatever loads each record (this process while the loaders start, or a loader, with
+    sharing or without, one process or two), every record is loaded once, in order, with the
+    arrays and reasons this process gives."""
     from workloads import make_photos
 
-    from srforensics.execution import Loaders
-    from srforensics.run.pipeline import AuditConfig, _Pipeline
+    from srforensics.run.executors import Loaders
+    from srforensics.run.pipeline import AuditConfig, Pipeline
 
     root = make_photos(tmp_path / "ds", 10, size=64)
     config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
-    pipe = _Pipeline(config)
-    here: list[int] = []
-    load = pipe.load
-
-    def slow_load(idx, *args):  # slower than the process, so that it takes what it is sent
-        here.append(idx)
-        time.sleep(0.2)
-        return load(idx, *args)
-
-    monkeypatch.setattr(pipe, "load", slow_load)
-    with Loaders(config.to_dict(), processes=1, ahead=3) as loaders:
-        # The process has started (it answers), but its answer is seen here only when the
-        # third record is wanted.
-        started, answer = loaders._probe, Future()
-        assert started.result(timeout=300)
-        monkeypatch.setattr(loaders, "_probe", answer)
-        sent: dict[int, tuple] = {}
-        submit = loaders._submit
-
-        def recording(item, run_seed):
-            sent[item[1]] = (loaders.ready, submit(item, run_seed))
-            return sent[item[1]][1]
-
-        monkeypatch.setattr(loaders, "_submit", recording)
-
-        def items():
-            for k, item in enumerate(_items(pipe)):
-                if k == 2:  # the first two are loaded while the processes start
-                    assert not sent and not loaders.ready
-                    answer.set_result(started.result())
-                yield item
-
-        got = list(loaders.iterate(items(), pipe))
-        assert loaders.failure is None and loaders.ready
-    assert sent and all(ready for ready, _ in sent.values())  # none before they were ready
-    assert here[:3] == [0, 1, 2]  # the third: needed when they became ready, loaded here
-    twice = {i for i, (_, fut) in sent.items() if not fut.cancelled()} & set(here)
-    assert not twice and len(got) == 10
-    assert not {3, 4, 5} & set(here)  # sent at the switch: loaded there while 2 was loaded here
-    for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
-        _assert_same_load(loaded, load(idx, rec, pending))
-
-
-def test_processes_that_become_ready_get_records_at_the_next_poll(tmp_path, monkeypatch):
-    """``poll`` (called between the LRs of a batch) sends the records ahead as soon as the
-    processes are ready, without waiting for this process to want its next record."""
-    from concurrent.futures import Future
-
-    from workloads import make_photos
-
-    from srforensics.execution import Loaders
-    from srforensics.run.pipeline import AuditConfig, _Pipeline
-
-    root = make_photos(tmp_path / "ds", 6, size=64)
-    config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
-    pipe = _Pipeline(config)
-    with Loaders(config.to_dict(), processes=1, ahead=3) as loaders:
-        started, answer = loaders._probe, Future()
-        assert started.result(timeout=300)
-        monkeypatch.setattr(loaders, "_probe", answer)  # their answer, held back
-        sent: list[int] = []
-        submit = loaders._submit
-        monkeypatch.setattr(
-            loaders, "_submit", lambda item, seed: sent.append(item[1]) or submit(item, seed)
-        )
-        feed = loaders.iterate(_items(pipe), pipe)
-        first = next(feed)
-        feed.poll()
-        assert not sent and loaders.loaded_here == 1  # not ready yet: nothing sent
-        answer.set_result(started.result())
-        feed.poll()
-        assert sent == [1, 2, 3] and loaders.loaded_here == 1  # sent with nothing more wanted
-        got = [first, *feed]
-        assert loaders.failure is None and sent == [1, 2, 3, 4, 5]
+    pipe = Pipeline(config)
+    with Loaders(config.to_dict(), processes=processes, ahead=ahead, share=share) as loaders:
+        got = list(loaders.iterate(_items(pipe), pipe))
+        assert loaders.failure is None
+    assert [n for n, _ in got] == [0] * 10 and [r.idx for _, r in got] == list(range(10))
     for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
         _assert_same_load(loaded, pipe.load(idx, rec, pending))
 
 
-def test_loader_processes_warm_up_matplotlib_once_every_record_is_sent(tmp_path, monkeypatch):
-    """Once every record is sent, each loader process draws a histogram (queued after the
-    records: it delays none), so that the report's histograms it draws at the run's end do
-    not pay for the first figure; in a thread, the warm-up leaves the axes the next reuses."""
-    import threading
-
-    from workloads import make_photos
-
-    from srforensics.execution import Loaders
-    from srforensics.report import figures
-    from srforensics.run.pipeline import AuditConfig, _Pipeline
-
-    root = make_photos(tmp_path / "ds", 6, size=64)
-    config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
-    pipe = _Pipeline(config)
-    with Loaders(config.to_dict(), processes=2, ahead=2, when_idle=figures.warm_up) as loaders:
-        assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
-        order, warm_ups = [], []
-        submit, send = loaders.submit, loaders._submit
-        monkeypatch.setattr(
-            loaders, "_submit", lambda item, seed: order.append(item[1]) or send(item, seed)
-        )
-
-        def recording(fn, *args, **kwargs):
-            order.append(fn.__name__)
-            warm_ups.append(submit(fn, *args, **kwargs))
-            return warm_ups[-1]
-
-        monkeypatch.setattr(loaders, "submit", recording)
-        feed = loaders.iterate(_items(pipe), pipe)
-        got = list(feed)
-        feed.poll()  # once only
-        assert [r is None for r in (f.result(timeout=60) for f in warm_ups)] == [True, True]
-    assert len(got) == 6 and loaders.failure is None
-    assert order[-2:] == ["warm_up", "warm_up"] and sorted(order[:-2]) == order[:-2]
-    from srforensics.run.pipeline import _helpers
-
-    with _helpers(AuditConfig(protocol="bicubic-x4", loaders=1)) as started:
-        assert started.loaders.when_idle is figures.warm_up  # what an audit's loaders run
-
-    axes = []
-
-    def warm_then_draw():
-        figures.warm_up()
-        axes.append(figures._HISTOGRAM.axes)
-        figures.distribution([1.0, 2.0, 2.5], title="x", higher_is_better=True)
-        axes.append(figures._HISTOGRAM.axes)
-
-    t = threading.Thread(target=warm_then_draw)
-    t.start()
-    t.join()
-    assert len(axes) == 2 and axes[0] is axes[1]
-
-
-def test_an_audit_polls_its_loaders_between_the_lrs_of_a_batch(tiny_dataset, tmp_path, monkeypatch):
-    from srforensics.execution import LoaderFeed
-    from srforensics.run.pipeline import _Pipeline
-
-    inside, polls, batches = [], [], []
-    run_batch, poll = _Pipeline._run_batch, LoaderFeed.poll
-
-    def in_batch(self, units):
-        inside.append(len(units))
-        batches.append(len(units))
-        try:
-            return run_batch(self, units)
-        finally:
-            inside.pop()
-
-    def spy(self):
-        polls.append(bool(inside))
-        return poll(self)
-
-    monkeypatch.setattr(_Pipeline, "_run_batch", in_batch)
-    monkeypatch.setattr(LoaderFeed, "poll", spy)
-    audit_in_process(tiny_dataset, tmp_path / "run", loaders=1, variants=2, batch_size=4)
-    # A poll after each model call and after each LR of its batch.
-    assert batches == [4, 2]  # three readable images, two variants each
-    assert polls.count(True) == len(batches) + sum(batches)
+def test_an_audit_with_two_loaders_and_full_batches_gives_the_results_of_one_process(
+    tiny_dataset, tmp_path
+):
+    """Records loaded by two processes while this one runs batches of four LRs: the ledger's
+    results are those of the audit that loads every record itself."""
+    setup = dict(SETUP, batch_size=4)
+    _, expected = audit_in_process(tiny_dataset, tmp_path / "here", **setup)
+    _, results = audit_in_process(tiny_dataset, tmp_path / "loaders", loaders=2, **setup)
+    _same(expected, results)
 
 
 @pytest.mark.parametrize(
@@ -429,11 +289,11 @@ def test_an_audit_polls_its_loaders_between_the_lrs_of_a_batch(tiny_dataset, tmp
 def test_failed_loader_processes_leave_the_loading_here(tiny_dataset, protocol, reason, caplog):
     """Loaders whose protocol is not the run's, or that cannot start: the records are loaded
     here, with the same results, and the failure is logged once."""
-    from srforensics.execution import Loaders
-    from srforensics.run.pipeline import AuditConfig, _Pipeline
+    from srforensics.run.executors import Loaders
+    from srforensics.run.pipeline import AuditConfig, Pipeline
 
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), samples=1)
-    pipe = _Pipeline(config)
+    pipe = Pipeline(config)
     with Loaders(dict(config.to_dict(), protocol=protocol), processes=1) as loaders:
         with caplog.at_level("WARNING", logger="srforensics"):
             assert not loaders.wait_ready(pipe.protocol.sha256, timeout=300)
@@ -453,15 +313,17 @@ def test_helper_processes_take_the_environment_of_the_audit_that_starts_them(
     of the audit that starts it, not the server's."""
     import os
 
-    from srforensics.execution import Workers
-    from srforensics.run.pipeline import AuditConfig
+    from srforensics.run.executors import Workers
+    from srforensics.run.pipeline import AuditConfig, worker_pipeline
 
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
     monkeypatch.setenv("SRFORENSICS_CACHE", str(tmp_path / "first"))
-    with Workers(config, processes=1) as first:  # starts the server if none runs yet
+    with Workers(
+        config, processes=1, start=worker_pipeline
+    ) as first:  # starts the server if none runs yet
         assert first.pool.submit(os.getenv, "SRFORENSICS_CACHE").result() == str(tmp_path / "first")
     monkeypatch.setenv("SRFORENSICS_CACHE", str(tmp_path / "second"))
-    with Workers(config, processes=1) as second:
+    with Workers(config, processes=1, start=worker_pipeline) as second:
         assert second.pool.submit(os.getenv, "SRFORENSICS_CACHE").result() == str(
             tmp_path / "second"
         )
@@ -471,40 +333,25 @@ def test_a_worker_that_cannot_load_the_pipeline_fails_its_shards_with_the_reason
     """Workers load their pipeline as they start; a failure there is raised by their first
     shard (the driver's own pipeline normally fails first, with the same message)."""
     from srforensics.errors import SRForensicsError
-    from srforensics.execution import Shard, Workers, _worker_run
-    from srforensics.run.pipeline import AuditConfig
+    from srforensics.run.executors import Shard, Workers
+    from srforensics.run.executors.workers import worker_run
+    from srforensics.run.pipeline import AuditConfig, worker_pipeline
 
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
-    with Workers(dict(config, model="no-such-model"), processes=1) as workers:
-        fut = workers.pool.submit(_worker_run, Shard(0, (), {}))
+    with Workers(
+        dict(config, model="no-such-model"), processes=1, start=worker_pipeline
+    ) as workers:
+        fut = workers.pool.submit(worker_run, Shard(0, (), {}))
         with pytest.raises(SRForensicsError, match="no-such-model"):
             fut.result(timeout=300)
 
 
-@pytest.mark.parametrize("helpers", [{"workers": 1}, {"loaders": 1}])
-def test_helper_processes_start_before_this_process_loads_its_pipeline(
-    tiny_dataset, tmp_path, monkeypatch, helpers
-):
-    """So that they import and load while this process does (both take seconds)."""
-    from srforensics import execution
-    from srforensics.run import pipeline as audit
-
-    order = []
-    for cls, name in ((execution.Workers, "workers"), (execution.Loaders, "loaders")):
-        monkeypatch.setattr(cls, "__init__", _noting(cls.__init__, order, name))
-    monkeypatch.setattr(
-        audit._Pipeline, "__init__", _noting(audit._Pipeline.__init__, order, "pipe")
-    )
-    audit_in_process(tiny_dataset, tmp_path / "run", **helpers)
-    assert order[:2] == [next(iter(helpers)), "pipe"]
-
-
-def _noting(init, order: list, name: str):
-    def noted(self, *args, **kwargs):
-        order.append(name)
-        return init(self, *args, **kwargs)
-
-    return noted
+def test_one_worker_process_gives_the_results_of_two(local_run, tiny_dataset, tmp_path):
+    """Shards go to whichever worker is free: one worker or two, the results are the same."""
+    _, one = audit_in_process(tiny_dataset, tmp_path / "one", workers=1, **SETUP)
+    _, two = audit_in_process(tiny_dataset, tmp_path / "two", workers=2, **SETUP)
+    _same(one, two)
+    _same(local_run[1], one)
 
 
 def test_shards_cut_the_batches_the_same_way_in_one_process(tiny_dataset, tmp_path, local_run):
@@ -537,7 +384,7 @@ def test_ray_actors_share_the_gpus_when_there_are_fewer_than_actors():
     """Whole GPUs while there is one per actor; else an even share, floored to Ray's 1e-4
     resolution (a fraction must be in (0, 1]), so every actor is placed; none: a clear error."""
     from srforensics.errors import SRForensicsError
-    from srforensics.execution import gpu_share
+    from srforensics.run.executors import gpu_share
 
     assert gpu_share(4, 2) == 1.0
     assert gpu_share(2, 2) == 1.0
@@ -635,13 +482,11 @@ def test_helpers_draw_the_report_histograms_as_this_process_would(
     from srforensics.ledger import LEDGER_NAME, Ledger
     from srforensics.report import histograms, render_report
     from srforensics.report.figures import distribution
-    from srforensics.run import pipeline as audit
+    from srforensics.run.histograms import Histograms
 
     taken: list[dict[str, str]] = []
-    real = audit._Histograms.collect
-    monkeypatch.setattr(
-        audit._Histograms, "collect", lambda self: taken.append(real(self)) or taken[-1]
-    )
+    real = Histograms.collect
+    monkeypatch.setattr(Histograms, "collect", lambda self: taken.append(real(self)) or taken[-1])
     run, _ = audit_in_process(
         tiny_dataset, tmp_path / "run", samples=2, metrics=("psnr", "lr_psnr"), **helpers
     )
@@ -706,14 +551,15 @@ def test_histograms_no_helper_has_started_are_drawn_here():
     import threading
 
     from srforensics.report.figures import distribution
-    from srforensics.run import pipeline as audit
+    from srforensics.run.helpers import Helpers
+    from srforensics.run.histograms import Histograms
 
     results, metrics, wanted = _three_histograms()
     helpers = _ThreadHelpers(1)
     with helpers.pool:
         busy = threading.Event()
         blocker = helpers.pool.submit(busy.wait, 30)  # the helper is busy: nothing has started
-        drawing = audit._Histograms(results, metrics, audit._Helpers(loaders=helpers))
+        drawing = Histograms(results, metrics, Helpers(loaders=helpers))
         assert len(drawing.futures) == 1  # one per process; the other two wait here
         drawn = drawing.collect(timeout=5)
         busy.set()
@@ -732,13 +578,14 @@ def test_without_matplotlib_here_the_helpers_draw_every_histogram():
     import time
 
     from srforensics.report.figures import distribution
-    from srforensics.run import pipeline as audit
+    from srforensics.run.helpers import Helpers
+    from srforensics.run.histograms import Histograms
 
     results, metrics, wanted = _three_histograms()
     expected = {k: distribution(**kw) for k, kw in wanted.items()}
     helpers = _ThreadHelpers(1)
     with helpers.pool:
-        drawing = audit._Histograms(results, metrics, audit._Helpers(loaders=helpers))
+        drawing = Histograms(results, metrics, Helpers(loaders=helpers))
         assert len(drawing.futures) == 1  # one at a time: the next as it finishes
         drawn = drawing.collect(timeout=30, help_here=False, patience=30)
     assert set(drawing.futures) == set(wanted)  # all three drawn by the helper
@@ -749,7 +596,7 @@ def test_without_matplotlib_here_the_helpers_draw_every_histogram():
     with helpers.pool:
         busy = threading.Event()
         blocker = helpers.pool.submit(busy.wait, 30)  # a stalled helper
-        drawing = audit._Histograms(results, metrics, audit._Helpers(loaders=helpers))
+        drawing = Histograms(results, metrics, Helpers(loaders=helpers))
         t = time.monotonic()
         drawn = drawing.collect(timeout=5, help_here=False, patience=0.3)
         waited = time.monotonic() - t
@@ -765,12 +612,13 @@ def test_helpers_take_the_next_histogram_as_they_finish_one():
     import time
 
     from srforensics.report.figures import distribution
-    from srforensics.run import pipeline as audit
+    from srforensics.run.helpers import Helpers
+    from srforensics.run.histograms import Histograms
 
     results, metrics, wanted = _three_histograms()
     helpers = _ThreadHelpers(2)
     with helpers.pool:
-        drawing = audit._Histograms(results, metrics, audit._Helpers(workers=helpers))
+        drawing = Histograms(results, metrics, Helpers(workers=helpers))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # each finished one hands the next over
             futures = list(drawing.futures.values())
@@ -795,7 +643,7 @@ needs_glibc = pytest.mark.skipif(not _glibc(), reason="glibc's allocator only")
 
 _MALLINFO = """
 import ctypes, sys
-from srforensics.execution import allocator_settings, tune_allocator
+from srforensics.runtime import allocator_settings, tune_allocator
 
 class MallInfo2(ctypes.Structure):  # glibc >= 2.33, malloc.h
     _fields_ = [(n, ctypes.c_size_t) for n in (
@@ -858,11 +706,14 @@ def test_the_allocator_is_left_alone_where_the_environment_sets_it():
 @needs_glibc
 def test_helper_processes_tune_their_allocator(tiny_dataset):
     """Loaders and workers are srforensics's own processes, tuned as the CLI is."""
-    from srforensics.execution import Loaders, Workers, allocator_settings
-    from srforensics.run.pipeline import AuditConfig
+    from functools import partial
+
+    from srforensics.run.executors import Loaders, Workers
+    from srforensics.run.pipeline import AuditConfig, worker_pipeline
+    from srforensics.runtime import allocator_settings
 
     config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
-    for pool in (Loaders, Workers):
+    for pool in (Loaders, partial(Workers, start=worker_pipeline)):
         with pool(config, processes=1) as helpers:
             got = helpers.pool.submit(allocator_settings).result(timeout=300)
         assert got is not None and "M_MMAP_THRESHOLD=33554432" in got, pool
@@ -875,14 +726,14 @@ def test_helper_processes_freeze_what_they_loaded(tmp_path):
 
     from workloads import make_photos
 
-    from srforensics.execution import Loaders, Workers
-    from srforensics.run.pipeline import AuditConfig, _Pipeline
+    from srforensics.run.executors import Loaders, Workers
+    from srforensics.run.pipeline import AuditConfig, Pipeline, worker_pipeline
 
     root = make_photos(tmp_path / "ds", 2, size=64)
     config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
-    pipe = _Pipeline(config)
+    pipe = Pipeline(config)
     with Loaders(config.to_dict(), processes=1) as loaders:
         assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
         assert loaders.submit(gc.get_freeze_count).result(timeout=60) > 10_000
-    with Workers(config.to_dict(), processes=1) as workers:
+    with Workers(config.to_dict(), processes=1, start=worker_pipeline) as workers:
         assert workers.submit(gc.get_freeze_count).result(timeout=300) > 10_000

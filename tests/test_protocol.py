@@ -301,7 +301,7 @@ def test_a_protocol_names_the_slow_imports_of_its_steps():
     the modules of the protocol's operators."""
     import importlib
 
-    from srforensics.execution import _protocol_imports
+    from srforensics.run.executors.processes import _protocol_imports
 
     faces = load_protocol("faces").imports()
     assert faces[0] == "facenet_pytorch"

@@ -25,6 +25,7 @@ import yaml
 
 from srforensics.errors import SRForensicsError
 from srforensics.models.base import ModelCard, SRModel
+from srforensics.models.names import ARCHITECTURES
 from srforensics.weights import (
     WeightsError,
     cache_dir,
@@ -37,8 +38,6 @@ from srforensics.weights import (
 
 
 def build_network(architecture: str, args: Mapping[str, Any]):
-    from srforensics.models import ARCHITECTURES
-
     cls = ARCHITECTURES.get(architecture)
     try:
         return cls(**dict(args))

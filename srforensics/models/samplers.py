@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from srforensics.errors import SRForensicsError
 from srforensics.models.base import ModelCard, SRModel, check_seeds
+from srforensics.models.names import SAMPLERS
 
 
 class Sampler(SRModel):
@@ -167,8 +168,6 @@ class MCDropout(Sampler):
 
 
 def wrap(model: SRModel, sampler: str, options: Mapping[str, Any]) -> SRModel:
-    from srforensics.models import SAMPLERS
-
     cls = SAMPLERS.get(sampler)
     unknown = sorted(set(options) - set(getattr(cls, "options", ())))
     if unknown:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -67,6 +69,22 @@ TIMED_PARTS = tuple(
     for f in fields(RunTiming)
     if f.name not in ("wall_s", "loader_metrics_s")
 )
+
+
+class Stopwatch:
+    """Seconds spent in this process on each of :data:`TIMED_PARTS` (see :class:`RunTiming`)."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(TIMED_PARTS, 0.0)
+
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Add the block's seconds to ``part``."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - t
 
 
 @dataclass(frozen=True)

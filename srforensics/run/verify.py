@@ -19,8 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from srforensics.errors import SRForensicsError
 from srforensics.images import pixel_sha256, read_image, sha256_file
+from srforensics.ledger import LEDGER_NAME, Ledger
+from srforensics.provenance import MANIFEST_NAME, read_manifest
+from srforensics.replay import _canonical
+from srforensics.run.config import AuditConfig
+from srforensics.run.scoring import resolve_device
+from srforensics.runtime import torch_threads
+from srforensics.seeding import degradation_rng
 
 
 @dataclass
@@ -185,32 +194,10 @@ def verify_run(
     seed : picks the sample (default: the run's seed), so a check can be repeated exactly.
     expect_manifest : the manifest SHA-256 printed at the end of the run, if kept apart.
     """
-    import numpy as np
-
-    from srforensics.execution import torch_threads
-    from srforensics.ledger import LEDGER_NAME, Ledger
-    from srforensics.provenance import MANIFEST_NAME, read_manifest
-    from srforensics.replay import _canonical
-    from srforensics.run.config import AuditConfig
-    from srforensics.run.scoring import resolve_device
-    from srforensics.seeding import degradation_rng
-
     run_dir = Path(run_dir).resolve()
-    if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
-        raise SRForensicsError(
-            f"{run_dir} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})"
-        )
     if not 0 < fraction <= 1:
         raise SRForensicsError(f"--fraction must be in (0, 1], got {fraction}")
-    try:
-        manifest = read_manifest(run_dir)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SRForensicsError(f"cannot read {run_dir / MANIFEST_NAME}: {exc}") from None
-    if manifest.get("status") != "finished":
-        raise SRForensicsError(
-            f"the run in {run_dir} did not finish (status {manifest.get('status')!r}); "
-            f"finish it with 'srforensics audit --resume {run_dir}', then verify it"
-        )
+    manifest = _finished_manifest(run_dir)
     result = VerifyResult(run_dir, sha256_file(run_dir / MANIFEST_NAME))
     if expect_manifest and expect_manifest.lower() != result.manifest_sha256:
         result.problems.append(
@@ -230,26 +217,48 @@ def verify_run(
         recomputer = _recomputer(run_dir, manifest, config, resolve_device(config.device))
         result.notes += _software_notes(manifest, recomputer.device)
         scorer = _Rescorer(manifest, config, recomputer, ledger)
-        run_seed = int(manifest["seeds"]["run_seed"])
         for batch in picked:
-            for got in recomputer.batch(ledger, batch):
-                where = f"{got.record_id} variant {got.variant} (batch {batch})"
-                result.problems += [f"recompute: {where}: {p}" for p in got.problems]
-                result.problems += [f"rescore: {where}: {p}" for p in scorer.check(got)]
-                result.outputs_recomputed += got.checked
-                params = ledger.lr(got.record_id, got.variant)["params"]
-                fresh = recomputer.protocol.sample(
-                    degradation_rng(run_seed, got.record_id, got.variant)
-                )
-                if _canonical(fresh) != _canonical(params):
-                    result.problems.append(
-                        f"recompute: {where}: the recorded degradation parameters are not the ones "
-                        "its seed draws"
-                    )
-            result.batches_recomputed += 1
+            _recompute_batch(batch, ledger, manifest, recomputer, scorer, result)
             if progress is not None:
                 progress(1)
     return result
+
+
+def _finished_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of the finished run in ``run_dir``; anything else is refused."""
+    if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():
+        raise SRForensicsError(
+            f"{run_dir} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})"
+        )
+    try:
+        manifest = read_manifest(run_dir)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SRForensicsError(f"cannot read {run_dir / MANIFEST_NAME}: {exc}") from None
+    if manifest.get("status") != "finished":
+        raise SRForensicsError(
+            f"the run in {run_dir} did not finish (status {manifest.get('status')!r}); "
+            f"finish it with 'srforensics audit --resume {run_dir}', then verify it"
+        )
+    return manifest
+
+
+def _recompute_batch(batch: int, ledger, manifest, recomputer, scorer, result) -> None:
+    """Recompute one model batch: its outputs' hashes, their scores, and the degradation
+    parameters its seeds draw, each against the ledger."""
+    run_seed = int(manifest["seeds"]["run_seed"])
+    for got in recomputer.batch(ledger, batch):
+        where = f"{got.record_id} variant {got.variant} (batch {batch})"
+        result.problems += [f"recompute: {where}: {p}" for p in got.problems]
+        result.problems += [f"rescore: {where}: {p}" for p in scorer.check(got)]
+        result.outputs_recomputed += got.checked
+        params = ledger.lr(got.record_id, got.variant)["params"]
+        fresh = recomputer.protocol.sample(degradation_rng(run_seed, got.record_id, got.variant))
+        if _canonical(fresh) != _canonical(params):
+            result.problems.append(
+                f"recompute: {where}: the recorded degradation parameters are not the ones "
+                "its seed draws"
+            )
+    result.batches_recomputed += 1
 
 
 class _Rescorer:
