@@ -127,7 +127,11 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
     features: dict[str, dict[str, object]] = {}  # and computes its reference features once
     # Under the audit's collector settings: a full collection of the loaded heap (a quarter
     # of a second) is not model or metric time, and would inflate this at random.
-    with Ledger(run_dir / LEDGER_NAME) as ledger, torch_threads(config.threads), heap_frozen():
+    with (
+        Ledger(run_dir / LEDGER_NAME) as ledger,
+        torch_threads(config.execution.threads),
+        heap_frozen(),
+    ):
         for batch in range(ledger.next_batch()):
             members = ledger.batch(batch)
             lrs, hrs, seeds, contexts = [], [], [], []
@@ -152,7 +156,9 @@ def component_times(run_dir: Path, config) -> dict[str, float]:
                     features[rid] = pipe.reference_features(hr_tensors[rid])
                     times["metrics_s"] += time.perf_counter() - t
             t = time.perf_counter()
-            call = call_model(pipe.parts.model, lrs, scale=pipe.parts.scale, seeds=seeds, contexts=contexts)
+            call = call_model(
+                pipe.parts.model, lrs, scale=pipe.parts.scale, seeds=seeds, contexts=contexts
+            )
             times["model_s"] += time.perf_counter() - t
             checked = [output_images(o, tolerance=1.0) for o in call.outputs]  # as the audit
             unique = [list({c.sha256: c.image for c in ch}.values()) for ch in checked]
@@ -198,7 +204,7 @@ def throughput(
 
     walls, parts_runs, timings = [], [], []
     for r in range(repeats + 1):
-        config = AuditConfig(
+        config = AuditConfig.from_options(
             model=model,
             protocol="faces",
             dataset=str(faces),
@@ -310,7 +316,7 @@ def breakdown_share(tmp: Path, *, records: int, samples: int) -> dict[str, Any]:
         f"face{i:04d}.png,s{i:04d},r{rng.integers(5)},g{rng.integers(2)}" for i in range(records)
     ]
     (faces / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    config = AuditConfig(
+    config = AuditConfig.from_options(
         model="bicubic",
         protocol="faces",
         dataset=str(faces),
@@ -329,7 +335,7 @@ def breakdown_share(tmp: Path, *, records: int, samples: int) -> dict[str, Any]:
         "samples": samples,
         "outputs": sum(run.counts.values()),
         "sensitive": ["race", "gender"],
-        "n_boot": config.breakdown_boot,
+        "n_boot": config.outputs.breakdown_boot,
         "wall_s": round(wall, 3),
         "breakdown_s": round(tm.breakdown_s, 3),
         "breakdown_share": round(tm.breakdown_s / tm.wall_s, 4),

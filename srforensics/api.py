@@ -7,8 +7,8 @@
 >>> srforensics.verify(run.run_dir).ok                                     # doctest: +SKIP
 
 Every function takes keyword arguments only (the run folder, where one is needed, comes
-first). ``audit`` takes the fields of :class:`srforensics.run.pipeline.AuditConfig` as keywords,
-or one ``config``; ``review`` those of :class:`srforensics.evidence.ReviewConfig`.
+first). ``audit`` takes the options of :class:`srforensics.run.config.AuditConfig` as keywords
+(the CLI's option names, with underscores), or one ``config``; ``review`` those of :class:`srforensics.evidence.ReviewConfig`.
 Errors a user can fix raise :class:`srforensics.SRForensicsError` with what to do.
 """
 
@@ -149,8 +149,8 @@ def audit(*, config: AuditConfig | None = None, **fields: Any) -> Run:
     config : AuditConfig, optional
         The whole configuration; or give its fields as keywords instead.
     **fields
-        Fields of :class:`srforensics.run.pipeline.AuditConfig` (the CLI's options, with
-        underscores): ``model``, ``protocol``, ``dataset``, ``samples``, ``out``, ...
+        Options of the audit by name (:meth:`AuditConfig.from_options`: the CLI's options,
+        with underscores): ``model``, ``protocol``, ``dataset``, ``samples``, ``out``, ...
 
     Returns
     -------
@@ -167,7 +167,7 @@ def audit(*, config: AuditConfig | None = None, **fields: Any) -> Run:
 
     if config is not None and fields:
         raise SRForensicsError("give either config or its fields as keywords, not both")
-    done = run_audit(config if config is not None else AuditConfig(**fields))
+    done = run_audit(config if config is not None else AuditConfig.from_options(**fields))
     return _run(done)
 
 

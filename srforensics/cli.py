@@ -14,7 +14,7 @@ from typing import Any
 
 from srforensics import __version__
 from srforensics.errors import SRForensicsError
-from srforensics.run.config import AuditConfig
+from srforensics.run.config import GROUPS, AuditConfig
 from srforensics.run.options import add_options, given_options, key_value
 
 # C0/C1 controls (but newline and tab) and the bidirectional overrides of "Trojan Source".
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "The last line printed is the path of the report.",
     )
     # Every option of the audit is a field of AuditConfig, which carries its help.
-    add_options(a, AuditConfig)
+    add_options(a, GROUPS)
     a.add_argument(
         "--resume",
         default=None,
@@ -280,7 +280,7 @@ def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.resume:
         run = resume_audit(args.resume, command=command)
     else:
-        config = AuditConfig(**given_options(args, AuditConfig), command=command)
+        config = AuditConfig.from_options(**given_options(args, GROUPS), command=command)
         run = run_audit(config)
     by_reason: dict[str, list[str]] = {}
     for name, reason in run.unavailable.items():

@@ -209,7 +209,7 @@ def audit_in_process(tiny_dataset: Path, out: Path, **overrides):
         breakdown_boot=0,
     )
     config.update(overrides)
-    run = run_audit(AuditConfig(**config))
+    run = run_audit(AuditConfig.from_options(**config))
     return run, pd.read_parquet(run.run_dir / "results.parquet")
 
 

@@ -99,7 +99,8 @@ def test_run_folder_contents(tiny_run, tiny_dataset):
     hashes = {i["record_id"]: i["sha256"] for i in manifest["inputs"]}
     assert hashes["coffee.png"] == sha256_file(tiny_dataset / "coffee.png")
     assert manifest["packages"]["torch"] and manifest["packages"]["pyiqa"]
-    assert manifest["config"]["samples"] == 2 and manifest["config"]["metrics"] == METRICS
+    assert manifest["config"]["study"]["samples"] == 2
+    assert manifest["config"]["study"]["metrics"] == METRICS
 
 
 def test_psnr_ssim_equal_scikit_image_on_the_saved_pngs(tiny_run):
@@ -179,7 +180,9 @@ def test_failing_and_nan_models_are_recorded_and_the_run_goes_on(tiny_dataset, t
         save_images="none",
     )
     run = run_audit(
-        AuditConfig(model="srf_test_plugins:Crashing", out=str(tmp_path / "crash"), **base)
+        AuditConfig.from_options(
+            model="srf_test_plugins:Crashing", out=str(tmp_path / "crash"), **base
+        )
     )
     res = pd.read_parquet(run.run_dir / "results.parquet")
     good = res[res.record_id != "broken.png"]
@@ -188,7 +191,7 @@ def test_failing_and_nan_models_are_recorded_and_the_run_goes_on(tiny_dataset, t
     assert run.report.is_file()
 
     run = run_audit(
-        AuditConfig(
+        AuditConfig.from_options(
             model="srf_test_plugins:NoisyModel",
             model_args={"nan_every": 2},
             out=str(tmp_path / "nan"),

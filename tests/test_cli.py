@@ -106,7 +106,8 @@ def test_report_rerenders_a_finished_run(tiny_run):
 
 
 def test_audit_options_come_from_the_configuration_and_are_documented():
-    """Each option of ``srforensics audit`` is a field of AuditConfig, written once there."""
+    """Each option of ``srforensics audit`` is a field of one of AuditConfig's groups, written
+    once there."""
     import contextlib
     import io
     from dataclasses import fields
@@ -114,12 +115,12 @@ def test_audit_options_come_from_the_configuration_and_are_documented():
     from conftest import REPO
 
     from srforensics.cli import build_parser
-    from srforensics.run.config import AuditConfig
+    from srforensics.run.config import GROUPS
     from srforensics.run.options import flag_of, given_options
 
     parser = build_parser()
     documented = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
-    optioned = [f for f in fields(AuditConfig) if "option" in f.metadata]
+    optioned = [f for g in GROUPS.values() for f in fields(g) if "option" in f.metadata]
     assert len(optioned) >= 35
     help_text = io.StringIO()
     with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
@@ -128,9 +129,28 @@ def test_audit_options_come_from_the_configuration_and_are_documented():
         flag = flag_of(f, f.metadata["option"])
         assert flag in help_text.getvalue() and f"`{flag}" in documented, flag
     args = parser.parse_args(["audit", "--samples", "2", "--model-arg", "k=1", "--allow-downloads"])
-    assert given_options(args, AuditConfig) == {
+    assert given_options(args, GROUPS) == {
         "samples": 2,
         "model_args": {"k": 1},
         "sampler_args": {},
         "allow_downloads": True,
     }
+
+
+def test_an_audit_configuration_is_made_in_groups_from_option_names():
+    """``from_options`` takes the CLI's option names and puts each in its group; an unknown
+    name is refused with the nearest ones; ``to_dict``/``from_dict`` round-trip."""
+    import pytest
+
+    from srforensics.errors import SRForensicsError
+    from srforensics.run.config import AuditConfig, IdentityConfig, StudyConfig
+
+    config = AuditConfig.from_options(model="nearest", samples=3, identity="off", workers=2)
+    assert config.study == StudyConfig(model="nearest", samples=3)
+    assert config.identity == IdentityConfig(mode="off")
+    assert config.execution.workers == 2
+    assert AuditConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(SRForensicsError, match=r"sampels \(did you mean samples"):
+        AuditConfig.from_options(sampels=3)
+    with pytest.raises(SRForensicsError, match="--samples must be at least 1"):
+        AuditConfig.from_options(samples=0)

@@ -81,7 +81,7 @@ def test_parameters_encoded_ahead_are_stored_as_they_are(tmp_path):
 
 
 def _items(pipe):
-    every = {v: list(range(pipe.config.samples)) for v in range(pipe.variants)}
+    every = {v: list(range(pipe.config.study.samples)) for v in range(pipe.variants)}
     return [(0, i, rec, every) for i, rec in enumerate(pipe.records)]
 
 
@@ -121,7 +121,9 @@ def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tm
     root = make_faces(tmp_path / "ds", 2)
     for name in ("coffee.png", "broken.png"):
         shutil.copy(tiny_dataset / name, root / name)
-    config = AuditConfig(protocol="faces", dataset=str(root), samples=2, variants=2, identity="off")
+    config = AuditConfig.from_options(
+        protocol="faces", dataset=str(root), samples=2, variants=2, identity="off"
+    )
     pipe = Pipeline(config)
     with Loaders(config.to_dict(), processes=1, share=False) as loaders:
         assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
@@ -131,7 +133,7 @@ def test_a_loader_process_loads_exactly_what_this_process_would(tiny_dataset, tm
     statuses = set()
     # With the audit's torch thread count, as the audit loads (MTCNN's convolutions may round
     # differently with another count: on AVX-512 machines they do).
-    with torch_threads(config.threads):
+    with torch_threads(config.execution.threads):
         for (_, loaded), (_, idx, rec, pending) in zip(got, _items(pipe), strict=True):
             _assert_same_load(loaded, pipe.load(idx, rec, pending))
             statuses.add(loaded.status)
@@ -158,7 +160,7 @@ def test_a_loader_process_computes_the_reference_features_this_process_would(tmp
 
     root = make_faces(tmp_path / "ds", 2)
     metrics = (*FEATURE_METRICS, "srf_test_plugins:CountedReference")
-    config = AuditConfig(
+    config = AuditConfig.from_options(
         protocol="faces", dataset=str(root), samples=2, identity="off", metrics=metrics
     )
     pipe = Pipeline(config)
@@ -167,7 +169,7 @@ def test_a_loader_process_computes_the_reference_features_this_process_would(tmp
         assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)
         got = [loaded for _, loaded in loaders.iterate(_items(pipe), pipe)]
         assert loaders.loaded_here == 0
-    with torch_threads(config.threads):
+    with torch_threads(config.execution.threads):
         for loaded in got:
             assert loaded.status == "ok" and loaded.features_s > 0
             assert set(loaded.features) == set(pipe.parts.feature_keys)
@@ -240,14 +242,17 @@ def test_an_audit_takes_its_loaders_reference_features_and_gives_the_same_result
 def test_helper_processes_import_what_building_the_metrics_imports():
     """The fork server imports each metric's module and the slow imports it names (pyiqa's)
     once, rather than each loader process on its start."""
+    from srforensics.run.config import AuditConfig
     from srforensics.run.executors.processes import _metric_imports
 
-    assert _metric_imports({"protocol": "bicubic-x4", "metrics": ["psnr"]}) == (
+    assert _metric_imports(AuditConfig.from_options(protocol="bicubic-x4", metrics=["psnr"])) == (
         "srforensics.metrics.fidelity",
     )
-    got = _metric_imports({"protocol": "faces", "metrics": None})  # the protocol's metrics
+    got = _metric_imports(AuditConfig.from_options(protocol="faces"))  # the protocol's metrics
     assert got == ("srforensics.metrics.fidelity", "srforensics.metrics.quality", "pyiqa")
-    assert _metric_imports({"protocol": "bicubic-x4", "metrics": ["no-such"]}) == ()
+    assert (
+        _metric_imports(AuditConfig.from_options(protocol="bicubic-x4", metrics=["no-such"])) == ()
+    )
 
 
 @pytest.mark.parametrize("processes, ahead, share", [(1, 3, True), (2, 2, True), (2, 4, False)])
@@ -261,7 +266,7 @@ def test_records_loaded_ahead_are_those_this_process_loads(tmp_path, processes, 
     from srforensics.run.pipeline import AuditConfig, Pipeline
 
     root = make_photos(tmp_path / "ds", 10, size=64)
-    config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
+    config = AuditConfig.from_options(protocol="bicubic-x4", dataset=str(root), samples=1)
     pipe = Pipeline(config)
     with Loaders(config.to_dict(), processes=processes, ahead=ahead, share=share) as loaders:
         got = list(loaders.iterate(_items(pipe), pipe))
@@ -289,12 +294,16 @@ def test_an_audit_with_two_loaders_and_full_batches_gives_the_results_of_one_pro
 def test_failed_loader_processes_leave_the_loading_here(tiny_dataset, protocol, reason, caplog):
     """Loaders whose protocol is not the run's, or that cannot start: the records are loaded
     here, with the same results, and the failure is logged once."""
+    from dataclasses import replace
+
     from srforensics.run.executors import Loaders
     from srforensics.run.pipeline import AuditConfig, Pipeline
 
-    config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), samples=1)
+    config = AuditConfig.from_options(protocol="bicubic-x4", dataset=str(tiny_dataset), samples=1)
     pipe = Pipeline(config)
-    with Loaders(dict(config.to_dict(), protocol=protocol), processes=1) as loaders:
+    with Loaders(
+        replace(config, study=replace(config.study, protocol=protocol)).to_dict(), processes=1
+    ) as loaders:
         with caplog.at_level("WARNING", logger="srforensics"):
             assert not loaders.wait_ready(pipe.protocol.sha256, timeout=300)
             got = list(loaders.iterate(_items(pipe), pipe))
@@ -316,7 +325,9 @@ def test_helper_processes_take_the_environment_of_the_audit_that_starts_them(
     from srforensics.run.executors import Workers
     from srforensics.run.pipeline import AuditConfig, worker_pipeline
 
-    config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
+    config = AuditConfig.from_options(
+        protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1
+    ).to_dict()
     monkeypatch.setenv("SRFORENSICS_CACHE", str(tmp_path / "first"))
     with Workers(
         config, processes=1, start=worker_pipeline
@@ -337,9 +348,13 @@ def test_a_worker_that_cannot_load_the_pipeline_fails_its_shards_with_the_reason
     from srforensics.run.executors.workers import worker_run
     from srforensics.run.pipeline import AuditConfig, worker_pipeline
 
-    config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
+    config = AuditConfig.from_options(
+        protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1
+    ).to_dict()
     with Workers(
-        dict(config, model="no-such-model"), processes=1, start=worker_pipeline
+        config | {"study": config["study"] | {"model": "no-such-model"}},
+        processes=1,
+        start=worker_pipeline,
     ) as workers:
         fut = workers.pool.submit(worker_run, Shard(0, (), {}))
         with pytest.raises(SRForensicsError, match="no-such-model"):
@@ -401,15 +416,15 @@ def test_bad_executor_settings_are_refused():
     from srforensics.run.pipeline import AuditConfig
 
     with pytest.raises(SRForensicsError, match="--workers"):
-        AuditConfig(workers=-1)
+        AuditConfig.from_options(workers=-1)
     with pytest.raises(SRForensicsError, match="--ray-address needs --executor ray"):
-        AuditConfig(ray_address="ray://x:10001")
+        AuditConfig.from_options(ray_address="ray://x:10001")
     with pytest.raises(SRForensicsError, match="--shard-size"):
-        AuditConfig(shard_size=0)
+        AuditConfig.from_options(shard_size=0)
     with pytest.raises(SRForensicsError, match="--loaders is for runs in this process"):
-        AuditConfig(loaders=1, workers=2)
+        AuditConfig.from_options(loaders=1, workers=2)
     with pytest.raises(SRForensicsError, match="--loaders must be"):
-        AuditConfig(loaders=-1)
+        AuditConfig.from_options(loaders=-1)
 
 
 def test_hr_side_work_is_done_once_per_input_never_per_sample(tiny_dataset, tmp_path, monkeypatch):
@@ -450,14 +465,14 @@ def test_hr_side_work_is_done_once_per_input_never_per_sample(tiny_dataset, tmp_
 
 
 def test_metrics_may_be_given_as_on_the_command_line():
-    """``AuditConfig(metrics="psnr")`` means the metric psnr, not the metrics p, s, n, r."""
+    """``AuditConfig.from_options(metrics="psnr")`` means the metric psnr, not the metrics p, s, n, r."""
     from srforensics.errors import SRForensicsError
     from srforensics.run.pipeline import AuditConfig
 
-    assert AuditConfig(metrics="psnr").metrics == ("psnr",)
-    assert AuditConfig(metrics="psnr, lr_psnr").metrics == ("psnr", "lr_psnr")
+    assert AuditConfig.from_options(metrics="psnr").study.metrics == ("psnr",)
+    assert AuditConfig.from_options(metrics="psnr, lr_psnr").study.metrics == ("psnr", "lr_psnr")
     with pytest.raises(SRForensicsError, match="--metrics is empty"):
-        AuditConfig(metrics=" , ")
+        AuditConfig.from_options(metrics=" , ")
 
 
 def test_the_cli_passes_loaders_on(tiny_dataset, tmp_path):
@@ -712,7 +727,9 @@ def test_helper_processes_tune_their_allocator(tiny_dataset):
     from srforensics.run.pipeline import AuditConfig, worker_pipeline
     from srforensics.runtime import allocator_settings
 
-    config = AuditConfig(protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1).to_dict()
+    config = AuditConfig.from_options(
+        protocol="bicubic-x4", dataset=str(tiny_dataset), workers=1
+    ).to_dict()
     for pool in (Loaders, partial(Workers, start=worker_pipeline)):
         with pool(config, processes=1) as helpers:
             got = helpers.pool.submit(allocator_settings).result(timeout=300)
@@ -730,7 +747,7 @@ def test_helper_processes_freeze_what_they_loaded(tmp_path):
     from srforensics.run.pipeline import AuditConfig, Pipeline, worker_pipeline
 
     root = make_photos(tmp_path / "ds", 2, size=64)
-    config = AuditConfig(protocol="bicubic-x4", dataset=str(root), samples=1)
+    config = AuditConfig.from_options(protocol="bicubic-x4", dataset=str(root), samples=1)
     pipe = Pipeline(config)
     with Loaders(config.to_dict(), processes=1) as loaders:
         assert loaders.wait_ready(pipe.protocol.sha256, timeout=300)

@@ -50,7 +50,7 @@ TOLERANCE = {
 
 def _audit(tmp_path, device: str, model: str, face_weights, **how) -> tuple[pd.DataFrame, dict]:
     run = run_audit(
-        AuditConfig(
+        AuditConfig.from_options(
             **how,
             model=model,
             protocol="faces",

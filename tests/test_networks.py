@@ -258,9 +258,9 @@ def test_plugin_class_in_a_temp_module(tmp_path, tiny_dataset):
     assert proc.returncode == 0, proc.stderr[-2000:]
     import json
 
-    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["config"]["model_args"] == {
-        "gain": 0.5
-    }
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["config"]["study"][
+        "model_args"
+    ] == {"gain": 0.5}
 
 
 @pytest.mark.slow

@@ -301,6 +301,7 @@ def test_a_protocol_names_the_slow_imports_of_its_steps():
     the modules of the protocol's operators."""
     import importlib
 
+    from srforensics.run.config import AuditConfig
     from srforensics.run.executors.processes import _protocol_imports
 
     faces = load_protocol("faces").imports()
@@ -309,10 +310,12 @@ def test_a_protocol_names_the_slow_imports_of_its_steps():
     x8 = load_protocol("faces-x8")
     operators = {type(s).__module__ for s in (*x8.hr_steps, *x8.steps)}
     assert {"srforensics.faces.align", "srforensics.degradations.ops"} <= operators
-    got = _protocol_imports({"protocol": "faces-x8"})
+    got = _protocol_imports(AuditConfig.from_options(protocol="faces-x8"))
     assert len(got) == len(set(got)) and set(got) == operators | set(faces)
     assert all(importlib.import_module(m) for m in got)
-    assert _protocol_imports({"protocol": "no-such-protocol"}) == ()  # the driver says why
+    assert (
+        _protocol_imports(AuditConfig.from_options(protocol="no-such-protocol")) == ()
+    )  # the driver says why
 
 
 def test_the_face_steps_imports_hold_what_it_uses():

@@ -34,7 +34,7 @@ def test_every_shipped_protocol_validates_previews_and_replays(name, tmp_path):
         assert pixel_sha256(png) == v["lr_sha256"]
 
     run = run_audit(
-        AuditConfig(
+        AuditConfig.from_options(
             protocol=name,
             dataset="sample",
             limit=1,
@@ -81,7 +81,7 @@ def test_replay_cli_detects_tampered_parameters(tmp_path):
     from srforensics.run.pipeline import AuditConfig, run_audit
 
     run = run_audit(
-        AuditConfig(
+        AuditConfig.from_options(
             protocol="plates",
             dataset="sample",
             limit=2,

@@ -90,7 +90,7 @@ def test_per_input_worst_best_mean_and_flags(tiny_dataset, tmp_path):
     from srforensics.run.pipeline import AuditConfig, run_audit
 
     run = run_audit(
-        AuditConfig(
+        AuditConfig.from_options(
             model="srf_test_plugins:NoisyModel",
             model_args={"amplitude": 0.1},
             protocol="bicubic-x4",

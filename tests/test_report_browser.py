@@ -86,7 +86,7 @@ def test_report_escapes_hostile_text(field, tiny_dataset, tmp_path):
     shutil.copy(tiny_dataset / "coffee.png", root / "coffee.png")
     (root / "metadata.csv").write_text("path,id\ncoffee.png,<script>alert(1)</script>\n")
     run = run_audit(
-        AuditConfig(
+        AuditConfig.from_options(
             protocol="bicubic-x4",
             dataset=str(root),
             samples=1,

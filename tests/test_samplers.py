@@ -112,7 +112,7 @@ def test_input_noise_spread_grows_with_sigma():
 def test_sampler_is_recorded_in_the_manifest(tiny_dataset, tmp_path):
     run, res = _run(tiny_dataset, tmp_path, model="nearest", sampler="tta", samples=8)
     manifest = json.loads((run.run_dir / "manifest.json").read_text())
-    assert manifest["model"]["sampler"] == "tta" and manifest["config"]["sampler"] == "tta"
+    assert manifest["model"]["sampler"] == "tta" and manifest["config"]["study"]["sampler"] == "tta"
     assert (res.groupby("record_id").output_sha256.nunique() == 1).all()
 
 

@@ -354,7 +354,7 @@ def render_report(
         dataset=manifest["dataset"],
         summary=summary,
         examples=_examples(
-            run_dir, results, int(manifest["config"].get("report_examples", 4)), std_maps
+            run_dir, results, int(manifest["config"]["outputs"].get("report_examples", 4)), std_maps
         ),
         galleries=_galleries(run_dir, results, per, std_maps, gallery_problems),
         unreproducible=len(gallery_problems or []),

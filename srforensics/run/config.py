@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from difflib import get_close_matches
 from typing import Any, Literal
 
 from srforensics.errors import SRForensicsError
 from srforensics.limits import DEFAULT_MAX_PIXELS
-from srforensics.run.options import check_choices, name_list, option
+from srforensics.run.options import check_choices, name_list, option, option_names
 
 STUDY, OUTPUTS, IDENTITY, EXECUTION, SAFETY = (
     "study",
@@ -23,10 +24,10 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
-class AuditConfig:
-    """Everything that defines an audit. ``None`` means "take it from the protocol"."""
+class StudyConfig:
+    """What is audited, on what, under which claim. ``None`` means "take it from the
+    protocol"."""
 
-    # -- the study: what is audited, on what, under which claim -------------------------
     model: str = option(
         "bicubic",
         group=STUDY,
@@ -109,7 +110,32 @@ class AuditConfig:
         kind="pairs",
         help="sampler option, e.g. p=0.1 (mc-dropout) or sigma=2 (input-noise); repeatable",
     )
-    # -- outputs and report --------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if isinstance(self.metrics, str):  # "psnr,ssim", as on the command line
+            names = tuple(m.strip() for m in self.metrics.split(",") if m.strip())
+            object.__setattr__(self, "metrics", names)
+        if self.samples < 1:
+            raise SRForensicsError(f"--samples must be at least 1, got {self.samples}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise SRForensicsError(
+                f"--seed must be a whole number from 0 to 2^63 - 1 (numpy's SeedSequence), got {self.seed}"
+            )
+        if self.variants is not None and self.variants < 1:
+            raise SRForensicsError(f"--variants must be at least 1, got {self.variants}")
+        if self.limit is not None and self.limit < 1:
+            raise SRForensicsError(f"--limit must be at least 1, got {self.limit}")
+        if self.metrics is not None and not self.metrics:
+            raise SRForensicsError("--metrics is empty; name at least one metric")
+        if self.crop_border is not None and self.crop_border < 0:
+            raise SRForensicsError(f"--crop-border must be >= 0, got {self.crop_border}")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """The run folder, the images it keeps, and the report's statistics."""
+
     out: str | None = option(
         None,
         group=OUTPUTS,
@@ -140,10 +166,24 @@ class AuditConfig:
         help="bootstrap replicates of every interval (records resampled); 0 skips the "
         "breakdowns, e.g. for a quick smoke run",
     )
-    # -- identity ------------------------------------------------------------------------
-    identity: str = option(
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.breakdown_boot != 0 and self.breakdown_boot < 50:
+            raise SRForensicsError(
+                f"--breakdown-boot must be 0 (off) or at least 50, got {self.breakdown_boot}"
+            )
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Identity scores: whether they are computed, with which face matcher, at which
+    threshold."""
+
+    mode: str = option(
         "auto",
         group=IDENTITY,
+        flag="--identity",
         choices=("auto", "on", "off"),
         help="identity scores of faces (auto: on for protocols that align a face)",
     )
@@ -178,7 +218,21 @@ class AuditConfig:
         parse=float,
         help="false-match rate the threshold is calibrated at",
     )
-    # -- execution -----------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if not 0 < self.id_fmr < 1:
+            raise SRForensicsError(f"--id-fmr must be in (0, 1), got {self.id_fmr}")
+        if self.id_threshold is not None and not -1 <= self.id_threshold <= 1:
+            raise SRForensicsError(
+                f"--id-threshold is a cosine similarity in [-1, 1], got {self.id_threshold}"
+            )
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """Where and how the work runs; results do not depend on it at a fixed ``threads``."""
+
     device: Device = option(
         "cpu",
         group=EXECUTION,
@@ -244,7 +298,34 @@ class AuditConfig:
         help="processes that decode, prepare and degrade the next records while this one runs "
         "the model and metrics (with --workers 0); 0 = none. Results are identical",
     )
-    # -- safety --------------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.batch_size < 1:
+            raise SRForensicsError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise SRForensicsError(
+                f"--workers must be 0 (this process) or more, got {self.workers}"
+            )
+        if self.threads < 1:
+            raise SRForensicsError(f"--threads must be at least 1, got {self.threads}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise SRForensicsError("--ray-address needs --executor ray")
+        if self.shard_size < 1:
+            raise SRForensicsError(f"--shard-size must be at least 1, got {self.shard_size}")
+        if self.loaders < 0:
+            raise SRForensicsError(f"--loaders must be 0 (none) or more, got {self.loaders}")
+        if self.loaders and (self.workers or self.executor != "local"):
+            raise SRForensicsError(
+                "--loaders is for runs in this process; with --workers or --executor ray "
+                "every worker loads its own records: drop --loaders"
+            )
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Guards against hostile inputs and misbehaving models."""
+
     range_tolerance: float = option(
         0.1,
         group=SAFETY,
@@ -279,93 +360,108 @@ class AuditConfig:
         help="allow weight files that need full unpickling (they can run code); the manifest "
         "records it",
     )
-    command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.metrics, str):  # "psnr,ssim", as on the command line
-            names = tuple(m.strip() for m in self.metrics.split(",") if m.strip())
-            object.__setattr__(self, "metrics", names)
         check_choices(self)
-        if self.samples < 1:
-            raise SRForensicsError(f"--samples must be at least 1, got {self.samples}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise SRForensicsError(
-                f"--seed must be a whole number from 0 to 2^63 - 1 (numpy's SeedSequence), got {self.seed}"
-            )
-        if self.variants is not None and self.variants < 1:
-            raise SRForensicsError(f"--variants must be at least 1, got {self.variants}")
-        if not 0 < self.id_fmr < 1:
-            raise SRForensicsError(f"--id-fmr must be in (0, 1), got {self.id_fmr}")
-        if self.id_threshold is not None and not -1 <= self.id_threshold <= 1:
-            raise SRForensicsError(
-                f"--id-threshold is a cosine similarity in [-1, 1], got {self.id_threshold}"
-            )
-        if self.breakdown_boot != 0 and self.breakdown_boot < 50:
-            raise SRForensicsError(
-                f"--breakdown-boot must be 0 (off) or at least 50, got {self.breakdown_boot}"
-            )
-        if self.batch_size < 1:
-            raise SRForensicsError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0 <= self.range_tolerance <= 1:
             raise SRForensicsError(
                 f"--range-tolerance must be in [0, 1], got {self.range_tolerance}"
             )
-        if self.limit is not None and self.limit < 1:
-            raise SRForensicsError(f"--limit must be at least 1, got {self.limit}")
-        if self.metrics is not None and not self.metrics:
-            raise SRForensicsError("--metrics is empty; name at least one metric")
         if self.model_timeout is not None and not self.model_timeout > 0:
             raise SRForensicsError(
                 f"--model-timeout is in seconds and must be positive, got {self.model_timeout}"
             )
-        if self.workers < 0:
-            raise SRForensicsError(
-                f"--workers must be 0 (this process) or more, got {self.workers}"
-            )
-        if self.threads < 1:
-            raise SRForensicsError(f"--threads must be at least 1, got {self.threads}")
-        if self.ray_address is not None and self.executor != "ray":
-            raise SRForensicsError("--ray-address needs --executor ray")
-        if self.shard_size < 1:
-            raise SRForensicsError(f"--shard-size must be at least 1, got {self.shard_size}")
-        if self.loaders < 0:
-            raise SRForensicsError(f"--loaders must be 0 (none) or more, got {self.loaders}")
-        if self.loaders and (self.workers or self.executor != "local"):
-            raise SRForensicsError(
-                "--loaders is for runs in this process; with --workers or --executor ray "
-                "every worker loads its own records: drop --loaders"
-            )
         if self.max_pixels < 1:
             raise SRForensicsError(f"--max-pixels must be at least 1, got {self.max_pixels}")
-        if self.crop_border is not None and self.crop_border < 0:
-            raise SRForensicsError(f"--crop-border must be >= 0, got {self.crop_border}")
+
+
+#: The groups of an audit's configuration: ``AuditConfig`` field -> its dataclass.
+GROUPS = {
+    "study": StudyConfig,
+    "outputs": OutputConfig,
+    "identity": IdentityConfig,
+    "execution": ExecutionConfig,
+    "safety": SafetyConfig,
+}
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything that defines an audit, in groups; each group checks its values when made.
+
+    Build one from the command line's option names with :meth:`from_options`
+    (``AuditConfig.from_options(model="bicubic", samples=2)``), or group by group
+    (``AuditConfig(study=StudyConfig(model="bicubic"))``).
+    """
+
+    study: StudyConfig = field(default_factory=StudyConfig)
+    outputs: OutputConfig = field(default_factory=OutputConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    #: The command that started (or resumed) the run, as recorded.
+    command: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_options(cls, *, command: Sequence[str] | None = None, **options: Any) -> AuditConfig:
+        """An audit from its options by name: each option's long flag without its dashes
+        (``model``, ``samples``, ``identity``, ``workers``, ...; ``model_args`` and
+        ``sampler_args`` as dicts). An unknown name is refused, with the nearest ones."""
+        where = option_names(GROUPS)
+        unknown = sorted(set(options) - set(where))
+        if unknown:
+            hints = [
+                f"{u} (did you mean {', '.join(close)}?)"
+                if (close := get_close_matches(u, where, n=2))
+                else u
+                for u in unknown
+            ]
+            raise SRForensicsError(
+                f"unknown audit option(s): {'; '.join(hints)}; the options are the CLI's "
+                "(srforensics audit --help), with underscores"
+            )
+        groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+        for name, value in options.items():
+            group, field_name = where[name]
+            groups[group][field_name] = value
+        return cls(
+            **{g: GROUPS[g](**kw) for g, kw in groups.items()},
+            command=None if command is None else tuple(command),
+        )
 
     def load_model(self, device: str):
         """The model (with its sampler) this configuration names, on ``device``."""
-        from srforensics.models import load_model
+        from srforensics.models import load_model  # lazy: torch, for --help speed
 
+        study = self.study
         return load_model(
-            self.model,
-            args=self.model_args,
+            study.model,
+            args=study.model_args,
             device=device,
-            dtype=self.dtype,
-            sampler=self.sampler,
-            sampler_args=self.sampler_args,
+            dtype=self.execution.dtype,
+            sampler=study.sampler,
+            sampler_args=study.sampler_args,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model_args"] = dict(self.model_args)
-        d["sampler_args"] = dict(self.sampler_args)
-        d["metrics"] = list(self.metrics) if self.metrics is not None else None
+        """The configuration as ``config.json`` and the manifest hold it: a dict per group."""
+        d: dict[str, Any] = {g: asdict(getattr(self, g)) for g in GROUPS}
+        d["study"]["model_args"] = dict(self.study.model_args)
+        d["study"]["sampler_args"] = dict(self.study.sampler_args)
+        metrics = self.study.metrics
+        d["study"]["metrics"] = list(metrics) if metrics is not None else None
         d["command"] = list(self.command) if self.command is not None else None
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditConfig:
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in data.items() if k in known}
-        for k in ("metrics", "command"):
-            if kw.get(k) is not None:
-                kw[k] = tuple(kw[k])
-        return cls(**kw)
+        """The configuration :meth:`to_dict` wrote."""
+        groups = {}
+        for name, group in GROUPS.items():
+            known = {f.name for f in fields(group)}
+            kw = {k: v for k, v in (data.get(name) or {}).items() if k in known}
+            if kw.get("metrics") is not None:
+                kw["metrics"] = tuple(kw["metrics"])
+            groups[name] = group(**kw)
+        command = data.get("command")
+        return cls(**groups, command=tuple(command) if command is not None else None)

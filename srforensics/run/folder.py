@@ -54,7 +54,7 @@ def default_run_dir(config: AuditConfig) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return (
         Path("runs")
-        / f"{stamp}-{safe_name(Path(config.model).name)}-{safe_name(Path(config.protocol).stem)}"
+        / f"{stamp}-{safe_name(Path(config.study.model).name)}-{safe_name(Path(config.study.protocol).stem)}"
     )
 
 

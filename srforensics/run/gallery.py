@@ -24,7 +24,7 @@ def save_gallery_images(parts, ledger, out: Outlet, tables) -> list[tuple[str, i
     (``gallery_problems``), with the reasons. Returns the LRs whose images were saved
     (``(record_id, variant)``).
     """
-    if parts.config.save_images == "none":
+    if parts.config.outputs.save_images == "none":
         return []
     hashes = _unsaved_hashes(tables)
     problems: list[dict[str, Any]] = []

@@ -37,13 +37,15 @@ class Helpers:
 def helpers(config, start: Starter) -> Iterator[Helpers]:
     """The helpers ``config`` asks for, shut down after the block; ``start`` loads a worker's
     work from the configuration (see :class:`~srforensics.run.executors.Workers`)."""
-    if config.loaders:
+    if config.execution.loaders:
         # Idle once every record is sent, they warm up for the report's histograms, which
         # they draw at the run's end (run.histograms).
-        with Loaders(config.to_dict(), processes=config.loaders, when_idle=warm_up) as loaders:
+        with Loaders(
+            config.to_dict(), processes=config.execution.loaders, when_idle=warm_up
+        ) as loaders:
             yield Helpers(loaders=loaders)
-    elif config.workers > 0 and config.executor == "local":
-        with Workers(config.to_dict(), processes=config.workers, start=start) as workers:
+    elif config.execution.workers > 0 and config.execution.executor == "local":
+        with Workers(config.to_dict(), processes=config.execution.workers, start=start) as workers:
             yield Helpers(workers=workers)
     else:
         yield Helpers()

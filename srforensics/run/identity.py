@@ -45,17 +45,17 @@ def load_identity(
     stage, reason, embedder = IdentityStage(), None, None
     try:
         name, why = (
-            (config.face_embedder, "its weights given by --face-weights")
-            if config.face_weights
-            else choose_embedder(config.face_embedder)
+            (config.identity.face_embedder, "its weights given by --face-weights")
+            if config.identity.face_weights
+            else choose_embedder(config.identity.face_embedder)
         )
-        stage.choice = {"asked": config.face_embedder, "used": name, "why": why}
-        embedder = load_embedder(name, weights_file=config.face_weights, device=device)
+        stage.choice = {"asked": config.identity.face_embedder, "used": name, "why": why}
+        embedder = load_embedder(name, weights_file=config.identity.face_weights, device=device)
         stage.card = embedder.card().to_dict()
         print(f"audit: identity: face matcher {name} ({why})", file=sys.stderr)
     except WeightsError as exc:
         reason = f"no face matcher: {exc}"
-        stage.choice = {"asked": config.face_embedder, "used": None, "why": reason}
+        stage.choice = {"asked": config.identity.face_embedder, "used": None, "why": reason}
         print(
             f"audit: identity unavailable ({reason}); face_detected is still scored",
             file=sys.stderr,
@@ -135,14 +135,16 @@ def _threshold(
     """The verification threshold: given, calibrated on the gallery's pairs at the run's
     FMR, or the matcher's published operating point (said to be so). Returns it (or None),
     why there is none, and why the published one was taken."""
-    if config.id_threshold is not None:
-        return Threshold(float(config.id_threshold), "given"), None, None
+    if config.identity.id_threshold is not None:
+        return Threshold(float(config.identity.id_threshold), "given"), None, None
     subjects = gallery.gallery_subjects
     try:
         genuine, impostor = (
             pair_scores(gallery.embeddings, subjects) if gallery.hr_idx else ([], [])
         )
-        found = calibrate_threshold(np.asarray(genuine), np.asarray(impostor), fmr=config.id_fmr)
+        found = calibrate_threshold(
+            np.asarray(genuine), np.asarray(impostor), fmr=config.identity.id_fmr
+        )
         return found, None, None
     except InsufficientPairs as exc:
         point = (stage.card or {}).get("operating_point")

@@ -94,7 +94,7 @@ class ModelStage:
         key = (tuple(unit.lr_t.shape), len(unit.todo))
         queue = self._pending.setdefault(key, [])
         queue.append(unit)
-        if len(queue) >= self.config.batch_size:
+        if len(queue) >= self.config.execution.batch_size:
             self.run_batch(self._pending.pop(key))
 
     def flush(self) -> None:
@@ -115,7 +115,7 @@ class ModelStage:
                 scale=self.parts.scale,
                 seeds=[u.seeds for u in units],
                 contexts=[u.context() for u in units],
-                timeout=self.config.model_timeout,
+                timeout=self.config.safety.model_timeout,
             )
         if call.error is not None:
             if len(units) > 1 and call.retry_alone:
@@ -139,7 +139,7 @@ class ModelStage:
     def _check(self, unit: Unit, outs) -> _Checked:
         """Check and quantise the outputs of one LR; failed ones get their ledger rows."""
         ch = _Checked(rows=[None] * len(unit.todo))
-        checked = output_images(outs, tolerance=self.config.range_tolerance)
+        checked = output_images(outs, tolerance=self.config.safety.range_tolerance)
         for j, (s, sd, out) in enumerate(zip(unit.todo, unit.seeds, checked, strict=True)):
             if out.image is not None:
                 ch.good.append(j)

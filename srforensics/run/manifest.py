@@ -49,7 +49,7 @@ def start_manifest(parts, ledger, run_dir: Path, history: list) -> dict[str, Any
         "seeds": {
             "run_seed": parts.run_seed,
             "variants": parts.variants,
-            "samples": config.samples,
+            "samples": config.study.samples,
             "scheme": SEED_SCHEME,
         },
         "device": parts.device,
@@ -67,7 +67,7 @@ def finish_manifest(
     manifest: dict[str, Any], parts, ledger, *, identity: dict | None, exports: list[Path]
 ) -> None:
     """Add to ``manifest`` what the finished run holds (the ledger is still open)."""
-    n_boot = parts.config.breakdown_boot or 1000
+    n_boot = parts.config.outputs.breakdown_boot or 1000
     manifest["inputs"] = [
         {k: r[k] for k in ("record_id", "path", "sha256", "status", "error")}
         for r in ledger.records()
@@ -80,7 +80,7 @@ def finish_manifest(
     manifest["metrics"] = metric_entries(parts)
     manifest["exports"] = {p.name: sha256_file(p) for p in exports}
     manifest["weights"] = parts.weights_log
-    manifest["trust_weights"] = parts.config.trust_weights
+    manifest["trust_weights"] = parts.config.safety.trust_weights
     manifest["status"] = "finished"
     manifest["finished_at"] = utc_now()
     manifest["ledger_content_sha256"] = ledger.content_digests()

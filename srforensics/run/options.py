@@ -13,7 +13,7 @@ Imports nothing heavy: ``srforensics --help`` builds its parser from these.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -73,10 +73,37 @@ def _options(cls: type) -> list[tuple[Any, Option]]:
     return [(f, f.metadata["option"]) for f in fields(cls) if "option" in f.metadata]
 
 
+def _classes(groups: Mapping[str, type] | type) -> list[tuple[str | None, type]]:
+    """``(group name, dataclass)`` of a mapping of groups, or of one dataclass."""
+    if isinstance(groups, Mapping):
+        return list(groups.items())
+    return [(None, groups)]
+
+
 def flag_of(f: Any, opt: Option) -> str:
     return opt.flag or "--" + f.name.replace("_", "-").removesuffix(
         "s" if opt.kind == "pairs" else ""
     )
+
+
+def name_of(f: Any) -> str:
+    """The name of a field's option outside the command line (in Python, and as its
+    argparse ``dest``): its long flag without the dashes, where the flag is not the field's
+    own name; otherwise the field's name."""
+    opt = f.metadata.get("option")
+    if opt is not None and opt.flag:
+        return opt.flag.lstrip("-").replace("-", "_")
+    return f.name
+
+
+def option_names(groups: Mapping[str, type] | type) -> dict[str, tuple[str | None, str]]:
+    """Every field of the ``groups``' dataclasses by its :func:`name_of`: its group and
+    field name."""
+    out: dict[str, tuple[str | None, str]] = {}
+    for group, cls in _classes(groups):
+        for f in fields(cls):
+            out[name_of(f)] = (group, f.name)
+    return out
 
 
 def _default_text(f: Any, opt: Option) -> str | None:
@@ -87,42 +114,48 @@ def _default_text(f: Any, opt: Option) -> str | None:
     return str(f.default)
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add an option for every field of ``cls`` that has one, in help groups.
+def add_options(parser: argparse.ArgumentParser, groups: Mapping[str, type] | type) -> None:
+    """Add an option for every field that has one, of the ``groups``' dataclasses (or of
+    one dataclass), in help groups.
 
     Every option's parsed default is None (an empty list for ``pairs``): a value the user
     did not give is left to the configuration, which may take it from elsewhere (an audit's
     protocol)."""
-    groups: dict[str, Any] = {}
-    for f, opt in _options(cls):
-        group = groups.get(opt.group) or groups.setdefault(
-            opt.group, parser.add_argument_group(opt.group)
-        )
-        default = _default_text(f, opt)
-        text = opt.help + (f" (default: {default})" if default else "")
-        kw: dict[str, Any] = {"dest": f.name, "help": text}
-        if opt.kind == "flag":
-            kw.update(action="store_true", default=None)
-        elif opt.kind == "pairs":
-            kw.update(
-                action="append", type=key_value, default=[], metavar=opt.metavar or "KEY=VALUE"
+    sections: dict[str, Any] = {}
+    for _, cls in _classes(groups):
+        for f, opt in _options(cls):
+            section = sections.get(opt.group) or sections.setdefault(
+                opt.group, parser.add_argument_group(opt.group)
             )
-        else:
-            kw.update(default=None, metavar=opt.metavar, choices=opt.choices)
-            if opt.parse is not None:
-                kw["type"] = opt.parse
-        group.add_argument(flag_of(f, opt), **kw)
+            section.add_argument(flag_of(f, opt), **_argument(f, opt))
 
 
-def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The values of ``cls``'s options that the user gave (``pairs`` as dicts)."""
+def _argument(f: Any, opt: Option) -> dict[str, Any]:
+    """``add_argument``'s keywords for one field's option."""
+    default = _default_text(f, opt)
+    text = opt.help + (f" (default: {default})" if default else "")
+    kw: dict[str, Any] = {"dest": name_of(f), "help": text}
+    if opt.kind == "flag":
+        kw.update(action="store_true", default=None)
+    elif opt.kind == "pairs":
+        kw.update(action="append", type=key_value, default=[], metavar=opt.metavar or "KEY=VALUE")
+    else:
+        kw.update(default=None, metavar=opt.metavar, choices=opt.choices)
+        if opt.parse is not None:
+            kw["type"] = opt.parse
+    return kw
+
+
+def given_options(args: argparse.Namespace, groups: Mapping[str, type] | type) -> dict[str, Any]:
+    """The values of the options that the user gave, by :func:`name_of` (``pairs`` as dicts)."""
     out: dict[str, Any] = {}
-    for f, opt in _options(cls):
-        value = getattr(args, f.name, None)
-        if opt.kind == "pairs":
-            out[f.name] = dict(value or [])
-        elif value is not None:
-            out[f.name] = value
+    for _, cls in _classes(groups):
+        for f, opt in _options(cls):
+            value = getattr(args, name_of(f), None)
+            if opt.kind == "pairs":
+                out[name_of(f)] = dict(value or [])
+            elif value is not None:
+                out[name_of(f)] = value
     return out
 
 

@@ -59,32 +59,36 @@ def load_parts(config: AuditConfig, *, started: float | None = None) -> Parts:
     """Load and check everything ``config`` names; ``started``: when the audit started
     (``time.perf_counter()``), for the loading time (default: now)."""
     started = time.perf_counter() if started is None else started
-    protocol = load_protocol(config.protocol)
-    dataset = load_dataset(config.dataset, root=config.dataset_root)
-    gate_file = load_gates(config.gates) if config.gates else None  # checked before anything runs
-    device = resolve_device(config.device)
-    with weights_policy(trust_pickles=config.trust_weights) as log:
+    protocol = load_protocol(config.study.protocol)
+    dataset = load_dataset(config.study.dataset, root=config.study.dataset_root)
+    gate_file = (
+        load_gates(config.study.gates) if config.study.gates else None
+    )  # checked before anything runs
+    device = resolve_device(config.execution.device)
+    with weights_policy(trust_pickles=config.safety.trust_weights) as log:
         model = config.load_model(device)
         _check_scale(config, model, protocol)
-        run_seed = protocol.seed if config.seed is None else config.seed
+        run_seed = protocol.seed if config.study.seed is None else config.study.seed
         mconf = MetricConfig(
             scale=protocol.scale,
-            crop_border=config.crop_border,
+            crop_border=config.study.crop_border,
             device=device,
-            allow_downloads=config.allow_downloads,
+            allow_downloads=config.safety.allow_downloads,
         )
-        names = run_metric_names(config.metrics, protocol.metrics)
+        names = run_metric_names(config.study.metrics, protocol.metrics)
         metrics, infos, unavailable = build_metrics(names, mconf)
-        distance_name, distance = distance_backend(config.diversity, device=device)
-        wanted = config.identity == "on" or (config.identity == "auto" and protocol.needs_face)
+        distance_name, distance = distance_backend(config.outputs.diversity, device=device)
+        wanted = config.identity.mode == "on" or (
+            config.identity.mode == "auto" and protocol.needs_face
+        )
         identity = load_identity(config, protocol, device, infos, unavailable, wanted=wanted)
     recomputer = Recomputer(
         protocol,
         model,
         device=device,
-        tolerance=config.range_tolerance,
-        max_pixels=config.max_pixels,
-        timeout=config.model_timeout,
+        tolerance=config.safety.range_tolerance,
+        max_pixels=config.safety.max_pixels,
+        timeout=config.safety.model_timeout,
         refit=False,  # galleries: this run's own HR parameters, the HR checked by its hash
     )
     records, limit_info = _records(config, dataset, run_seed)
@@ -97,7 +101,7 @@ def load_parts(config: AuditConfig, *, started: float | None = None) -> Parts:
         model=model,
         card=model.card(),
         run_seed=run_seed,
-        variants=protocol.variants if config.variants is None else config.variants,
+        variants=protocol.variants if config.study.variants is None else config.study.variants,
         metrics=metrics,
         metric_infos=infos,
         unavailable=unavailable,
@@ -116,7 +120,7 @@ def load_parts(config: AuditConfig, *, started: float | None = None) -> Parts:
 def _check_scale(config: AuditConfig, model, protocol) -> None:
     if model.scale is not None and model.scale != protocol.scale:
         raise SRForensicsError(
-            f"model {config.model!r} upscales x{model.scale}, but protocol "
+            f"model {config.study.model!r} upscales x{model.scale}, but protocol "
             f"{protocol.name!r} is x{protocol.scale}; pick a matching protocol"
         )
 
@@ -124,13 +128,13 @@ def _check_scale(config: AuditConfig, model, protocol) -> None:
 def _records(config: AuditConfig, dataset, run_seed: int) -> tuple[list, dict[str, Any] | None]:
     """The dataset's records the run audits (``--limit``: a stratified subset), and how
     they were chosen."""
-    if not config.limit:
+    if not config.study.limit:
         return list(dataset.records), None
     records, info = limit_records(
         dataset.records,
-        config.limit,
+        config.study.limit,
         attributes=dataset.sensitive_attributes,
         seed=run_seed,
     )
-    print(f"audit: --limit {config.limit}: {info['how']}", file=sys.stderr)
+    print(f"audit: --limit {config.study.limit}: {info['how']}", file=sys.stderr)
     return records, info

@@ -126,7 +126,7 @@ class Pipeline:
 
     def pending(self, rec) -> dict[int, list[int]]:
         """The samples of each variant of ``rec`` that the ledger does not hold yet."""
-        every = set(range(self.config.samples))
+        every = set(range(self.config.study.samples))
         return {
             v: sorted(every - self.ledger.done_samples(rec.id, v)) for v in range(self.variants)
         }
@@ -149,7 +149,7 @@ class Pipeline:
                 rec,
                 pending,
                 run_seed=self.run_seed,
-                max_pixels=self.config.max_pixels,
+                max_pixels=self.config.safety.max_pixels,
             )
 
     def queue_loaded(self, loaded: LoadedRecord) -> None:
@@ -276,15 +276,15 @@ class Pipeline:
 
     def _keep_images(self, idx: int, variant: int) -> bool:
         """Keep this LR's outputs: all, or the report's examples (first variant of the first records)."""
-        mode = self.config.save_images
+        mode = self.config.outputs.save_images
         return mode == "all" or (
-            mode == "report" and idx < self.config.report_examples and variant == 0
+            mode == "report" and idx < self.config.outputs.report_examples and variant == 0
         )
 
     def _keep_lr(self, idx: int, variant: int) -> bool:
         """Keep this LR: the report shows every variant of its example records (LRs are small)."""
-        mode = self.config.save_images
-        return mode == "all" or (mode == "report" and idx < self.config.report_examples)
+        mode = self.config.outputs.save_images
+        return mode == "all" or (mode == "report" and idx < self.config.outputs.report_examples)
 
 
 def worker_pipeline(config: dict[str, Any]) -> Pipeline:
@@ -295,8 +295,10 @@ def worker_pipeline(config: dict[str, Any]) -> Pipeline:
 
 # -- a run: start, compute, finish ------------------------------------------------------------
 def run_audit(config: AuditConfig) -> AuditRun:
-    """Run a new audit into ``config.out`` (or ``runs/<UTC time>-<model>-<protocol>/``)."""
-    run_dir = (Path(config.out) if config.out else default_run_dir(config)).resolve()
+    """Run a new audit into ``config.outputs.out`` (or ``runs/<UTC time>-<model>-<protocol>/``)."""
+    run_dir = (
+        Path(config.outputs.out) if config.outputs.out else default_run_dir(config)
+    ).resolve()
     if (run_dir / CONFIG_NAME).exists():
         raise SRForensicsError(
             f"{run_dir} already holds a run; use --resume {run_dir} to finish it, or choose another --out"
@@ -343,7 +345,7 @@ def _load(stack: ExitStack, config: AuditConfig, started: float) -> tuple[Helper
     CPUs."""
     with collection_paused():
         helped = stack.enter_context(helpers(config, worker_pipeline))
-        stack.enter_context(torch_threads(config.threads))
+        stack.enter_context(torch_threads(config.execution.threads))
         pipe = Pipeline(config, started=started)
     stack.enter_context(heap_frozen())
     return helped, pipe
@@ -386,11 +388,11 @@ def _compute(pipe: Pipeline, ledger: Ledger, helped: Helpers):
     try:
         run_shards(
             pipe,
-            shards(pipe.records, config.shard_size, pipe.pending),
+            shards(pipe.records, config.execution.shard_size, pipe.pending),
             start=worker_pipeline,
-            executor=config.executor,
-            workers=config.workers,
-            ray_address=config.ray_address,
+            executor=config.execution.executor,
+            workers=config.execution.workers,
+            ray_address=config.execution.ray_address,
             progress=bar.update,
             loaders=helped.loaders,
             pool=helped.workers,
@@ -411,13 +413,13 @@ def _finish(pipe, ledger, run_dir: Path, manifest, scored, drawing, saved, ident
     """Export the tables, write the finished manifest, judge the gates, render and seal the
     report."""
     config, parts = pipe.config, pipe.parts
-    n_boot = config.breakdown_boot or 1000
+    n_boot = config.outputs.breakdown_boot or 1000
     final = scored.with_image_paths(ledger, saved)  # the exports' tables; the report's too
-    sensitive = parts.dataset.sensitive_attributes if config.breakdown_boot else ()
+    sensitive = parts.dataset.sensitive_attributes if config.outputs.breakdown_boot else ()
     if sensitive:  # after the bar's 100 %: say what the run is doing now
         print(
             f"audit: per-group breakdowns and disparities of {', '.join(sensitive)} "
-            f"({config.breakdown_boot} record-level replicates) ...",
+            f"({config.outputs.breakdown_boot} record-level replicates) ...",
             file=sys.stderr,
             flush=True,
         )
@@ -460,6 +462,6 @@ def _with_timing(run: AuditRun, pipe: Pipeline, started: float) -> AuditRun:
     """``run`` with its :class:`RunTiming` (helper processes stopped: the command's time),
     when this process computed the records."""
     config = pipe.config
-    if config.executor != "local" or config.workers > 0:
+    if config.execution.executor != "local" or config.execution.workers > 0:
         return run  # the model and the metrics ran in other processes
     return replace(run, timing=pipe.timing(time.perf_counter() - started))

@@ -206,7 +206,7 @@ def verify_run(
     _check_files(run_dir, manifest, result)
     _check_report(run_dir, manifest, result)
     config = AuditConfig.from_dict(manifest["config"])
-    with Ledger(run_dir / LEDGER_NAME) as ledger, torch_threads(config.threads):
+    with Ledger(run_dir / LEDGER_NAME) as ledger, torch_threads(config.execution.threads):
         _check_ledger(ledger, manifest, run_dir, result)
         result.batches_total = ledger.next_batch()
         if not result.batches_total:
@@ -214,7 +214,7 @@ def verify_run(
         k = result.batches_total if full else max(1, math.ceil(fraction * result.batches_total))
         rng = np.random.default_rng(int(manifest["seeds"]["run_seed"] if seed is None else seed))
         picked = sorted(int(b) for b in rng.choice(result.batches_total, size=k, replace=False))
-        recomputer = _recomputer(run_dir, manifest, config, resolve_device(config.device))
+        recomputer = _recomputer(run_dir, manifest, config, resolve_device(config.execution.device))
         result.notes += _software_notes(manifest, recomputer.device)
         scorer = _Rescorer(manifest, config, recomputer, ledger)
         for batch in picked:
@@ -285,7 +285,7 @@ class _Rescorer:
         ]
         mconf = MetricConfig(
             scale=recomputer.protocol.scale,
-            crop_border=config.crop_border,
+            crop_border=config.study.crop_border,
             device=recomputer.device,
         )
         self.device = recomputer.device
@@ -342,13 +342,13 @@ def _recomputer(run_dir: Path, manifest: dict[str, Any], config, device: str) ->
     from srforensics.replay import manifest_protocol
     from srforensics.weights import weights_policy
 
-    with weights_policy(trust_pickles=config.trust_weights):
+    with weights_policy(trust_pickles=config.safety.trust_weights):
         model = config.load_model(device)
     return Recomputer(
         manifest_protocol(run_dir, manifest),
         model,
         device=device,
-        tolerance=config.range_tolerance,
-        max_pixels=config.max_pixels,
-        timeout=config.model_timeout,
+        tolerance=config.safety.range_tolerance,
+        max_pixels=config.safety.max_pixels,
+        timeout=config.safety.model_timeout,
     )

@@ -18,6 +18,7 @@ from PIL import Image
 from srforensics.degradations.protocol import load_protocol
 from srforensics.metrics import MetricConfig, run_metric_names
 from srforensics.recompute import describe_error
+from srforensics.run.config import AuditConfig
 from srforensics.run.executors.base import Pending, ShardWork
 from srforensics.run.executors.processes import HelperPool, helper_start, submit_in_background
 from srforensics.run.records import load_record
@@ -32,27 +33,30 @@ def _loader_init(config: dict[str, Any], environment: dict[str, str]) -> None:
     import torch  # lazy: the driver's own import of torch is timed as loading
     from threadpoolctl import threadpool_limits
 
-    threads = int(config.get("threads") or 1)
+    audit = AuditConfig.from_dict(config)
+    threads = audit.execution.threads
     torch.set_num_threads(threads)  # the driver's count: the same arrays, bit for bit
     _LOADER["limits"] = threadpool_limits(limits=threads)
-    protocol = load_protocol(config["protocol"])
+    protocol = load_protocol(audit.study.protocol)
     _LOADER["protocol"] = protocol
-    _LOADER["max_pixels"] = config["max_pixels"]
-    _LOADER["metrics"] = _loader_metrics(config, protocol)
+    _LOADER["max_pixels"] = audit.safety.max_pixels
+    _LOADER["metrics"] = _loader_metrics(audit, protocol)
     _warm_up(protocol, _LOADER["metrics"])
     freeze_heap()
 
 
-def _loader_metrics(config: dict[str, Any], protocol) -> list[tuple[Any, str]]:
+def _loader_metrics(config: AuditConfig, protocol) -> list[tuple[Any, str]]:
     """The run's metrics whose reference features this loader computes ahead, with their keys
     (:func:`srforensics.run.scoring.metric_key`): on the CPU only (a GPU run computes them on its
     device, in the driver), built as the driver builds them, downloading nothing. Any
     that cannot be built here are left to the driver."""
     try:
-        if resolve_device(config["device"]) != "cpu":
+        if resolve_device(config.execution.device) != "cpu":
             return []
-        mconf = MetricConfig(scale=protocol.scale, crop_border=config["crop_border"], device="cpu")
-        names = run_metric_names(config["metrics"], protocol.metrics)
+        mconf = MetricConfig(
+            scale=protocol.scale, crop_border=config.study.crop_border, device="cpu"
+        )
+        names = run_metric_names(config.study.metrics, protocol.metrics)
         metrics, _, _ = build_metrics(names, mconf, loader=True)  # no weight file read
     except Exception:
         return []
@@ -158,7 +162,8 @@ class Loaders(HelperPool):
     ):
         super().__init__(config, processes=processes, initializer=_loader_init)
         self.when_idle = when_idle
-        self.ahead = ahead or max(2 * int(config.get("batch_size") or 8), 4 * processes)
+        batch = AuditConfig.from_dict(config).execution.batch_size
+        self.ahead = ahead or max(2 * batch, 4 * processes)
         self.share = share
         self.ready = False  # the processes have started, with the run's protocol file
         self.failure: str | None = None

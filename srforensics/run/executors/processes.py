@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.connection import wait
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from srforensics.degradations.protocol import load_protocol
 from srforensics.metrics import METRICS, run_metric_names
 from srforensics.metrics.quality import hub_policy
+from srforensics.run.config import AuditConfig
 from srforensics.runtime import tune_allocator
 
 #: Imported once, in the fork server every helper process is forked from: a new process then
@@ -50,25 +51,25 @@ def process_context(imports: Sequence[str] = ()):
     return ctx
 
 
-def _protocol_imports(config: Mapping[str, Any]) -> tuple[str, ...]:
+def _protocol_imports(config: AuditConfig) -> tuple[str, ...]:
     """What the run's protocol imports, for the fork server: the modules of its operators,
     and their slow imports (the face detector's, say)."""
     try:
-        protocol = load_protocol(config["protocol"])
+        protocol = load_protocol(config.study.protocol)
     except Exception:  # the driver reports a bad protocol, with the reason
         return ()
     steps = (*protocol.hr_steps, *protocol.steps)
     return tuple(dict.fromkeys((*(type(s).__module__ for s in steps), *protocol.imports())))
 
 
-def _metric_imports(config: Mapping[str, Any]) -> tuple[str, ...]:
+def _metric_imports(config: AuditConfig) -> tuple[str, ...]:
     """What building the run's metrics imports, for the fork server: each metric's module,
     and the slow imports it names (``imports()``: pyiqa's, about 5 s in each loader process
     otherwise, which builds the metrics whose reference features it computes)."""
     modules: list[str] = []
     try:
-        protocol = load_protocol(config["protocol"])
-        for name in run_metric_names(config.get("metrics"), protocol.metrics):
+        protocol = load_protocol(config.study.protocol)
+        for name in run_metric_names(config.study.metrics, protocol.metrics):
             factory = METRICS.get(name)
             modules += [factory.__module__, *getattr(factory, "imports", tuple)()]
     except Exception:  # the driver reports a bad name, with the reason
@@ -147,12 +148,13 @@ class HelperPool:
         modules its fork server imports beside what the protocol and the metrics need."""
         # As this process sets it before it imports pyiqa: a fork server that starts now
         # imports pyiqa for the helpers (see _metric_imports) with the same setting.
-        hub_policy(allow_downloads=bool(config.get("allow_downloads")))
+        audit = AuditConfig.from_dict(config)
+        hub_policy(allow_downloads=audit.safety.allow_downloads)
         self.processes = processes
         self.pool = ProcessPoolExecutor(
             max_workers=processes,
             mp_context=process_context(
-                (*imports, *_protocol_imports(config), *_metric_imports(config))
+                (*imports, *_protocol_imports(audit), *_metric_imports(audit))
             ),
             initializer=initializer,
             initargs=(config, dict(os.environ), *initargs),

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any
 
+from srforensics.run.config import AuditConfig
 from srforensics.run.executors.base import Shard, Starter
 from srforensics.run.executors.local import process_shard
 from srforensics.run.executors.processes import HelperPool, helper_start, submit_in_background
@@ -24,11 +25,12 @@ def worker_init(
     driver loads its own); an error is kept and raised by the first shard, as the driver's
     would be."""
     helper_start(environment)
-    _WORKER["config"] = config
+    _WORKER["threads"] = 1
     try:
         if start is None:
             raise RuntimeError("a worker process was started without a starter")
-        with torch_threads(int(config.get("threads") or 1)):
+        _WORKER["threads"] = AuditConfig.from_dict(config).execution.threads
+        with torch_threads(_WORKER["threads"]):
             _WORKER["work"] = start(config)
     except Exception as exc:
         _WORKER["error"] = exc
@@ -43,7 +45,7 @@ def worker_run(shard: Shard) -> list[tuple]:
     """Process ``shard`` with this worker's work: the writes it would make, for the driver."""
     if "error" in _WORKER:
         raise _WORKER["error"]
-    with torch_threads(int(_WORKER["config"].get("threads") or 1)):
+    with torch_threads(_WORKER["threads"]):
         sink = BufferSink()
         process_shard(_WORKER["work"], shard, sink)
     return sink.ops
