@@ -8,6 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from srforensics.metrics.fidelity import CONSISTENCY_DB
+from srforensics.resampling import (
+    MIN_RECORDS_FOR_INTERVAL,
+    RecordTable,
+    Resampling,
+    estimate,
+    group_codes,
+    stream,
+)
+
+# pandas: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -54,8 +67,6 @@ def with_flags(results: pd.DataFrame) -> pd.DataFrame:
     """Add ``inconsistent``: an ok output whose LR-PSNR is under 45 dB (NTIRE's consistency
     rule): degraded again, it does not give back its LR. Missing when LR-PSNR is."""
     import pandas as pd
-
-    from srforensics.metrics.fidelity import CONSISTENCY_DB
 
     out = results.copy()
     if "lr_psnr" in out:
@@ -161,7 +172,6 @@ def identity_rates(
 
     The same draws as the breakdown's ``overall`` row, so the two print the same interval.
     """
-    from srforensics.resampling import RecordTable, Resampling, estimate
 
     ok = results[results["status"] == "ok"]
     cols = [c for c in IDENTITY_RATES if c in ok and ok[c].notna().any()]
@@ -232,7 +242,6 @@ def group_tables(
 ) -> dict[str, RecordTable]:
     """The :class:`RecordTable` of each group of ``feature`` (records whose value is known),
     groups in sorted order. Attributes belong to records, so a record is in one group."""
-    from srforensics.resampling import RecordTable, group_codes
 
     labels, known = group_codes(ok, feature)
     if not known.any():
@@ -265,8 +274,6 @@ def breakdown(
     (:mod:`srforensics.resampling`), which fairlearn's row bootstrap does not.
     """
     import pandas as pd
-
-    from srforensics.resampling import RecordTable, Resampling, estimate
 
     ok = results[results["status"] == "ok"].reset_index(drop=True)
     columns = [c for c in columns if c in ok and pd.api.types.is_numeric_dtype(ok[c])]
@@ -370,7 +377,6 @@ def disparities(
     counts, in ``small_groups``) unless ``include_small``. A value that cannot be given
     is ``None`` with the reason beside it: the result is strict JSON.
     """
-    from srforensics.resampling import MIN_RECORDS_FOR_INTERVAL, Resampling, estimate, stream
 
     rs = Resampling(n_boot=n_boot, seed=seed, level=level)
     label = "×".join(feature)

@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from srforensics.errors import SRForensicsError
 
+# Each function imports what it runs (the pipeline, pandas, torch) when it is called:
+# ``import srforensics`` and ``srforensics --help`` stay cheap.
+
 if TYPE_CHECKING:
     import pandas as pd
 

@@ -11,6 +11,7 @@ downloads anything and never opens a file outside the dataset root.
 from __future__ import annotations
 
 import csv
+import difflib
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,8 +20,12 @@ from typing import Any
 
 import yaml
 
+from srforensics.datasets_layouts import LAYOUTS
 from srforensics.errors import SRForensicsError
 from srforensics.resources import list_resources
+
+# numpy: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 IMAGE_SUFFIXES = (
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif",
@@ -176,7 +181,6 @@ def normalise_attributes(
 def _raw_records(
     layout: str, root: Path, card: Mapping[str, Any], where: str
 ) -> list[dict[str, Any]]:
-    from srforensics.datasets_layouts import LAYOUTS
 
     try:
         loader = LAYOUTS.get(layout)
@@ -356,7 +360,6 @@ def load_dataset(spec: str | Path, *, root: str | Path | None = None) -> Dataset
         return load_folder(path)
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
         return load_card(path, root_override=root_path)
-    import difflib
 
     close = difflib.get_close_matches(str(spec), list(cards), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""

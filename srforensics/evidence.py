@@ -22,6 +22,10 @@ import numpy as np
 
 from srforensics import __version__
 from srforensics.errors import SRForensicsError
+from srforensics.faces import NoFaceFound
+from srforensics.faces.align import FaceAlign
+from srforensics.faces.embed import choose_embedder, load_embedder
+from srforensics.faces.identity import IdentityScorer
 from srforensics.images import (
     DEFAULT_MAX_PIXELS,
     encode_png,
@@ -30,6 +34,18 @@ from srforensics.images import (
     read_image,
     to_tensor,
 )
+from srforensics.metrics import MetricConfig, MetricUnavailable, build_metric
+from srforensics.metrics.diversity import pixel_std, std_map_image
+from srforensics.provenance import package_versions, utc_now
+from srforensics.report import render_template
+from srforensics.report.figures import png_data_uri
+from srforensics.resize import imresize
+from srforensics.run.scoring import resolve_device
+from srforensics.seeding import model_seed
+from srforensics.weights import WeightsError
+
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 
 @dataclass(frozen=True)
@@ -64,12 +80,7 @@ class ReviewConfig:
 
 def run_review(config: ReviewConfig) -> Path:
     """Review one evidence image; return the path of ``review.html``."""
-    from srforensics.metrics import MetricConfig, MetricUnavailable, build_metric
-    from srforensics.metrics.diversity import pixel_std, std_map_image
     from srforensics.models import load_model
-    from srforensics.provenance import package_versions, utc_now
-    from srforensics.run.scoring import resolve_device
-    from srforensics.seeding import model_seed
 
     started = utc_now()
     image, sha = read_image(config.image, max_pixels=config.max_pixels)
@@ -181,8 +192,6 @@ REFERENCE_METRICS = ("psnr_rgb", "ssim_rgb")
 def _against_reference(config: ReviewConfig, outputs, rows, mconf, out_dir: Path, device: str):
     """How far each output is from a real higher-resolution image of the same scene:
     RGB PSNR and SSIM, and the cosine between each output's face and the reference's."""
-    from srforensics.metrics import MetricConfig, build_metric
-    from srforensics.resize import imresize
 
     image, sha = read_image(config.reference, max_pixels=config.max_pixels)
     ref = quantize(image)
@@ -212,11 +221,6 @@ def _against_reference(config: ReviewConfig, outputs, rows, mconf, out_dir: Path
 def _identity_vs_reference(config: ReviewConfig, ref, outputs, rows, device: str):
     """Cosine between the face of each output and the reference's face (None where either
     has none), with the matcher :func:`_faces` uses."""
-    from srforensics.faces import NoFaceFound
-    from srforensics.faces.align import FaceAlign
-    from srforensics.faces.embed import choose_embedder, load_embedder
-    from srforensics.faces.identity import IdentityScorer
-    from srforensics.weights import WeightsError
 
     align = FaceAlign()
 
@@ -262,11 +266,6 @@ def _faces(config: ReviewConfig, outputs, rows, device: str) -> dict[str, Any]:
     """Faces found in each output (MTCNN) and identity agreement across the outputs with the
     face matcher (``auto``: see :func:`~srforensics.faces.embed.choose_embedder`), judged at
     ``--id-threshold`` or else the matcher's published operating point."""
-    from srforensics.faces import NoFaceFound
-    from srforensics.faces.align import FaceAlign
-    from srforensics.faces.embed import choose_embedder, load_embedder
-    from srforensics.faces.identity import IdentityScorer
-    from srforensics.weights import WeightsError
 
     align = FaceAlign()
     crops, points = [], []
@@ -331,8 +330,6 @@ def _faces(config: ReviewConfig, outputs, rows, device: str) -> dict[str, Any]:
 
 
 def _render(out_dir: Path, review: dict[str, Any]) -> Path:
-    from srforensics.report import render_template
-    from srforensics.report.figures import png_data_uri
 
     def uri(rel: str) -> str:
         return png_data_uri((out_dir / rel).read_bytes())

@@ -56,6 +56,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from srforensics.errors import SRForensicsError
+from srforensics.ledger import LEDGER_NAME, Ledger
+from srforensics.provenance import MANIFEST_NAME, read_manifest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -482,8 +484,6 @@ def exit_status(verdicts: Sequence[Verdict]) -> int:
 def gate_run(run_dir: str | Path, gate_file: GateFile) -> list[Verdict]:
     """Evaluate gates on a finished run folder's results (with its flags and error columns)."""
     from srforensics.analysis import with_flags
-    from srforensics.ledger import LEDGER_NAME, Ledger
-    from srforensics.provenance import MANIFEST_NAME, read_manifest
 
     run_dir = Path(run_dir)
     if not (run_dir / LEDGER_NAME).is_file() or not (run_dir / MANIFEST_NAME).is_file():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,9 @@ import numpy as np
 
 from srforensics.errors import SRForensicsError
 from srforensics.limits import DEFAULT_MAX_PIXELS
+
+# PIL, torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 if TYPE_CHECKING:
     import torch
@@ -104,8 +109,6 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
 
     Only a regular file is opened: a named pipe or a device would block the read (or never
     end), so it is refused from its ``stat``, before any ``open``."""
-    import os
-    import stat
 
     try:
         mode = os.stat(path).st_mode

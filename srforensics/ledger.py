@@ -7,6 +7,7 @@ resume recomputes only what is missing. Exports to Parquet and CSV.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srforensics.errors import SRForensicsError
+
+# numpy, pandas: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 if TYPE_CHECKING:
     import numpy as np
@@ -419,7 +423,6 @@ class Ledger:
         """Each LR's ``record_id``, ``variant``, ``lr_sha256`` and ``params_sha256``: the SHA-256
         of its parameters as stored (canonical JSON: sorted keys, no spaces), without parsing
         them (a blur kernel is thousands of numbers)."""
-        import hashlib
 
         rows = self.conn.execute(
             "SELECT record_id, variant, lr_sha256, params FROM lrs ORDER BY record_id, variant"
@@ -494,7 +497,6 @@ class Ledger:
 
         Content, not file bytes: SQLite may rewrite its file (checkpoints) without changing a value.
         """
-        import hashlib
 
         encode = _ROW_ENCODER.encode
         out = {}

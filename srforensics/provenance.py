@@ -13,6 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 MANIFEST_NAME = "manifest.json"
 
 #: Distributions whose versions every manifest records.

@@ -30,6 +30,9 @@ from srforensics.images import (
     to_uint8,
 )
 
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 
 def describe_error(exc: BaseException) -> str:
     """One line for a failure: the message of a user error, else its type and first line."""

@@ -15,8 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from srforensics import __version__
 from srforensics.errors import SRForensicsError
+from srforensics.faces import NoFaceFound
 from srforensics.images import encode_png, pixel_sha256, read_image
+from srforensics.ledger import LEDGER_NAME, Ledger
+from srforensics.provenance import MANIFEST_NAME, git_commit, read_manifest
+from srforensics.report import render_template
+from srforensics.report.figures import png_data_uri
 from srforensics.seeding import degradation_rng
 
 
@@ -25,7 +31,6 @@ def _canonical(obj: Any) -> str:
 
 
 def _prepare(protocol, img: np.ndarray, source: str):
-    from srforensics.faces import NoFaceFound
 
     try:
         return protocol.prepare(img)
@@ -36,7 +41,6 @@ def _prepare(protocol, img: np.ndarray, source: str):
 
 
 def _kernel_png(kernel: Any) -> str | None:
-    from srforensics.report.figures import png_data_uri
 
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim != 2 or k.max() <= k.min():
@@ -72,8 +76,6 @@ def preview_protocol(
 ) -> Path:
     """Write the HR, each LR variant, ``params.json`` and an ``index.html`` sheet; return the sheet."""
     from srforensics.degradations.protocol import load_protocol
-    from srforensics.report import render_template
-    from srforensics.report.figures import png_data_uri
 
     protocol = load_protocol(protocol_name)
     img, sha = read_image(image)
@@ -164,7 +166,6 @@ class ReplayResult:
 def manifest_protocol(run_dir: Path, manifest: dict[str, Any]):
     """The protocol a run recorded (resolved form), checked against its recorded SHA-256."""
     from srforensics.degradations.protocol import parse_protocol
-    from srforensics.provenance import MANIFEST_NAME
 
     protocol = parse_protocol(
         manifest["protocol"]["resolved"], source=f"{run_dir / MANIFEST_NAME}: protocol"
@@ -180,9 +181,6 @@ def manifest_protocol(run_dir: Path, manifest: dict[str, Any]):
 
 def replay_lr(run_dir: str | Path, record_id: str, *, variant: int = 0) -> ReplayResult:
     """Recreate one LR of a run from its recorded parameters and compare hashes with the ledger."""
-    from srforensics import __version__
-    from srforensics.ledger import LEDGER_NAME, Ledger
-    from srforensics.provenance import MANIFEST_NAME, git_commit, read_manifest
 
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST_NAME).is_file() or not (run_dir / LEDGER_NAME).is_file():

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 if TYPE_CHECKING:
     import torch
 

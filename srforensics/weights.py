@@ -25,10 +25,12 @@ else ``$XDG_CACHE_HOME/srforensics/weights`` (``~/.cache/srforensics/weights``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -38,6 +40,9 @@ from typing import Any, Literal
 
 from srforensics.errors import SRForensicsError
 from srforensics.images import sha256_file
+
+# torch, safetensors: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 
 class WeightsError(SRForensicsError):
@@ -145,7 +150,6 @@ def torch_hub_dir() -> Path:
 def package_dir(package: str) -> Path | None:
     """The folder ``"module/sub/folder"`` of an installed package, or None when it is not
     installed. The package is found, not imported (its ``__init__`` may not import)."""
-    import importlib.util
 
     top, _, sub = package.partition("/")
     try:
@@ -322,7 +326,6 @@ def _import_file(src: Path) -> WeightSpec:
 
 def fetch(name: str, *, timeout: float = 60.0) -> Path:
     """Download registered weights into the cache and verify them (needs network)."""
-    import urllib.request
 
     s = spec(name)
     dest = cached_path(s)

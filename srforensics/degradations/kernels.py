@@ -22,6 +22,9 @@ from typing import Literal
 
 import numpy as np
 
+# scipy: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 Border = Literal["reflect", "reflect101", "replicate", "constant"]
 #: Border modes and their scipy.ndimage names: reflect = "dcba|abcd" (half-sample
 #: symmetric, MATLAB 'symmetric'), reflect101 = "dcb|abcd" (OpenCV default, torch

@@ -17,7 +17,11 @@ import numpy as np
 
 from srforensics.degradations import kernels as K
 from srforensics.degradations.base import Degradation, Field, HRStep, ProtocolError
+from srforensics.images import quantize, to_uint8
 from srforensics.resize import METHODS, imresize
+
+# PIL: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 _THETA = Field(float, default=0.0, low=-360.0, high=360.0, doc="rotation in degrees")
 _SIGMA = Field(float, low=0.01, high=50.0, doc="standard deviation along the axis, px")
@@ -306,8 +310,6 @@ def encode(img: np.ndarray, *, format: str, quality: int) -> bytes:
     """Encode an image with Pillow (JPEG: libjpeg, 4:2:0; WebP: libwebp, lossy) at ``quality``."""
     from PIL import Image
 
-    from srforensics.images import to_uint8
-
     buf = io.BytesIO()
     Image.fromarray(to_uint8(img), mode="RGB").save(buf, format=format, quality=int(quality))
     return buf.getvalue()
@@ -374,7 +376,6 @@ class Quantize(Degradation):
     fields = {}
 
     def apply(self, img):
-        from srforensics.images import quantize
 
         return quantize(img)
 

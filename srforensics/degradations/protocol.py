@@ -27,6 +27,7 @@ includes that mean the same thing do not change it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -269,7 +270,6 @@ def _find(name_or_path: str | Path, *, relative_to: Path | None = None) -> Path:
         path = relative_to / path
     if path.is_file():
         return path
-    import difflib
 
     close = difflib.get_close_matches(str(name_or_path), list(shipped), n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""

@@ -14,6 +14,10 @@ import numpy as np
 
 from srforensics.degradations.base import Field, HRStep
 from srforensics.faces import NoFaceFound
+from srforensics.images import to_uint8
+
+# torch, facenet_pytorch, PIL, skimage: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 # Canonical 5-point template (left eye, right eye, nose tip, left and right mouth
 # corners) of the 112x112 ArcFace crop (Deng et al., InsightFace), in [0, 1].
@@ -60,8 +64,6 @@ def detect_faces(img: np.ndarray, *, min_face_size: int = 20) -> list[dict[str, 
     find: the answer is no face (MTCNN itself fails on an empty image pyramid)."""
     import torch
     from PIL import Image
-
-    from srforensics.images import to_uint8
 
     if min(img.shape[:2]) < max(12, min_face_size):
         return []

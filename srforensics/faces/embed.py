@@ -20,12 +20,17 @@ and records it. Others (ArcFace ONNX, ...) plug in by entry point in group
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from srforensics import weights as W
 from srforensics.errors import SRForensicsError
 from srforensics.registry import Registry
+
+# facenet_pytorch, torch, numpy, dlib: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 FACE_EMBEDDERS: Registry[Any] = Registry(
     "face embedder", entry_point_group="srforensics.face_embedders"
@@ -125,8 +130,6 @@ class FaceNet(FaceEmbedder):
     def __init__(self, *, weights_file: str | None = None, device: str = "cpu") -> None:
         from facenet_pytorch import InceptionResnetV1
 
-        from srforensics import weights as W
-
         if weights_file:
             path = Path(weights_file).expanduser()
             if not path.is_file():
@@ -167,7 +170,6 @@ class FaceNet(FaceEmbedder):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        from srforensics import weights as W
 
         if not cls.weights_name:
             return f"no SHA-256 is registered for the {cls.dataset} weights"
@@ -254,7 +256,6 @@ class DlibResNet(FaceEmbedder):
     input_size = 150
 
     def __init__(self, *, weights_file: str | None = None, device: str = "cpu") -> None:
-        from srforensics import weights as W
 
         if weights_file:
             raise SRForensicsError(
@@ -297,9 +298,6 @@ class DlibResNet(FaceEmbedder):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        import importlib.util
-
-        from srforensics import weights as W
 
         if importlib.util.find_spec("dlib") is None:
             return "dlib is not installed (pip install dlib-bin)"

@@ -12,6 +12,7 @@ matches another subject at the threshold).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from srforensics.errors import SRForensicsError
+from srforensics.faces.align import detect_faces
+from srforensics.images import to_tensor
 
 #: Per-output identity columns and their metadata (they flow through ledger, analysis, report).
 OUTPUT_COLUMNS: dict[str, dict[str, Any]] = {
@@ -198,7 +201,6 @@ class IdentityScorer:
     """
 
     def __init__(self, embedder=None, *, detect: bool = True, protocol=None) -> None:
-        import inspect
 
         self.embedder = embedder
         self.detect = detect
@@ -216,7 +218,6 @@ class IdentityScorer:
             points = self.protocol.face_landmarks(hr_params)
             if points is not None:
                 return np.asarray(points, dtype=np.float64)
-        from srforensics.faces.align import detect_faces
 
         faces = detect_faces(hr)
         if not faces:
@@ -226,7 +227,6 @@ class IdentityScorer:
 
     def embed(self, images: Sequence[np.ndarray], landmarks=None) -> np.ndarray:
         """Unit-length embeddings of ``images`` (all with the face at ``landmarks``)."""
-        from srforensics.images import to_tensor
 
         batch = to_tensor(list(images))
         if self.takes_landmarks:
@@ -242,7 +242,6 @@ class IdentityScorer:
     ):
         """Per-output scores and embeddings (None without an embedder), and per-LR stability,
         for the outputs of one LR."""
-        from srforensics.faces.align import detect_faces
 
         per_output: list[dict[str, float]] = [{} for _ in images]
         if self.detect:

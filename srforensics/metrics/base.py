@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from srforensics.errors import SRForensicsError
 
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 if TYPE_CHECKING:
     import torch
 

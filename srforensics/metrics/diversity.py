@@ -15,9 +15,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import numpy as np
+
+from srforensics.images import to_tensor
+from srforensics.metrics.base import repeat_features
+from srforensics.metrics.pyiqa_split import split_for
+from srforensics.metrics.quality import _import_pyiqa
+
+# scipy, torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 Distance = Literal["auto", "mse16", "lpips"]
 #: Per-pixel std shown white in the std-map image (8-bit: about 25 levels).
@@ -63,8 +72,6 @@ class LPIPSMaps:
     name = "lpips"
 
     def __init__(self, device: str = "cpu") -> None:
-        from srforensics.metrics.pyiqa_split import split_for
-        from srforensics.metrics.quality import _import_pyiqa
 
         self.device = device
         self._metric = _import_pyiqa().create_metric(
@@ -74,9 +81,6 @@ class LPIPSMaps:
         self._last: tuple[bytes, tuple[Any, ...]] | None = None
 
     def _reference(self, reference: np.ndarray) -> tuple[Any, ...]:
-        import hashlib
-
-        from srforensics.images import to_tensor
 
         key = hashlib.sha256(reference.tobytes()).digest() + repr(reference.shape).encode()
         if self._last is None or self._last[0] != key:
@@ -85,9 +89,6 @@ class LPIPSMaps:
 
     def __call__(self, outputs: np.ndarray, reference: np.ndarray) -> np.ndarray:
         import torch
-
-        from srforensics.images import to_tensor
-        from srforensics.metrics.base import repeat_features
 
         with torch.no_grad():
             x = to_tensor(list(outputs)).to(self.device)

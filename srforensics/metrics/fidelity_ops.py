@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from srforensics.images import tensor_rgb_to_y
 from srforensics.resize import imresize_tensor
 
+# scipy: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 _PEAK = 255.0
 
 

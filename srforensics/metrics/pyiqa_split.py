@@ -21,8 +21,14 @@ Each split is keyed by the name of the pyiqa architecture class it reproduces.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from srforensics.metrics.base import repeat_features
+
+# torch, pyiqa, numpy: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 if TYPE_CHECKING:
     import torch
@@ -597,7 +603,6 @@ class MADSplit(_Split):
 
     def _hi(self, dst_img, ref_img, ref_f, m1_1, ci_ref) -> torch.Tensor:
         """pyiqa's ``hi_index`` (detection-based strategy), the reference's share given."""
-        import math
 
         import torch
         import torch.nn.functional as F
@@ -639,7 +644,6 @@ class MADSplit(_Split):
         return torch.norm(mp.reshape(b, c, -1), dim=2) / np.sqrt(rows * cols)
 
     def score(self, out, features):
-        import math
 
         ref_img, ref_f, m1_1, ci_ref, *ref_stats = features
         dst = self._prepare(out)
@@ -814,7 +818,6 @@ _NOT_A_SETTING = object()
 def _setting(value: Any) -> Any:
     """``value`` as a hashable setting: numbers, strings, their lists, and a
     ``functools.partial`` (FSIM keeps its settings in one); anything else is not a setting."""
-    import functools
 
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -830,8 +833,6 @@ def _setting(value: Any) -> Any:
 def _reproduces(cls: type[_Split], net: Any, device: str) -> bool:
     """Whether ``cls`` computes what ``net`` computes, on :func:`_check_images`."""
     import torch
-
-    from srforensics.metrics.base import repeat_features
 
     ref, out = _check_images(device, cls.check_size)
     try:

@@ -21,8 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from srforensics import weights as W
 from srforensics.errors import SRForensicsError
 from srforensics.metrics.base import Metric, MetricConfig, MetricUnavailable
+from srforensics.metrics.pyiqa_split import split_for
+
+# pyiqa, torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 
 def hub_policy(*, allow_downloads: bool) -> None:
@@ -109,7 +114,6 @@ def vet_weights(
     trusts pickles (``--trust-weights``). ``specs`` replaces the registered files of the
     metric (a :class:`PyIQAParams` hands pyiqa other parameters).
     """
-    from srforensics import weights as W
 
     specs = W.for_metric(name) if specs is None else specs
     if specs:
@@ -215,7 +219,6 @@ class PyIQAFactory:
 
     def weight_specs(self) -> list[Any]:
         """The registered files the metric reads."""
-        from srforensics import weights as W
 
         if self.params is not None:
             return [W.spec(self.params.weights)]
@@ -240,7 +243,6 @@ class PyIQAFactory:
         return ("pyiqa",)
 
     def describe(self) -> dict[str, Any]:
-        from srforensics import weights as W
 
         cfg = self._config()
         checks = "; ".join(f"{s.file_name}: {W.verification(s)}" for s in self.weight_specs())
@@ -302,7 +304,6 @@ class PyIQAMetric(Metric):
         self.requires_reference = meta["requires_reference"]  # type: ignore[misc]
         self.score_range = _parse_range(factory._config().get("score_range"))  # type: ignore[misc]
         self.description = meta["description"]  # type: ignore[misc]
-        from srforensics import weights as W
 
         specs = factory.weight_specs()
         if config.allow_downloads:  # registered files only, through the verifying fetch
@@ -325,7 +326,6 @@ class PyIQAMetric(Metric):
                         f"pyiqa {pyiqa_name}: {factory.params.about}; {checks.get(s.file_name, '')}"
                     )
                 W.log_weights_file(W.cached_path(s), how=how, licence=s.licence)
-        from srforensics.metrics.pyiqa_split import split_for
 
         self._split = (
             split_for(self._metric.net, config.device) if self.requires_reference else None
@@ -339,7 +339,6 @@ class PyIQAMetric(Metric):
     def _create(pyiqa: Any, factory: PyIQAFactory, config: MetricConfig) -> Any:
         """pyiqa's metric; with :class:`PyIQAParams`, reading the parameters written for it
         into a private temporary folder (pyiqa reads them in its constructor)."""
-        from srforensics import weights as W
 
         try:
             if factory.params is None:

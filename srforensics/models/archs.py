@@ -23,6 +23,11 @@ import torch.nn.functional as F
 from spandrel.architectures.ESRGAN import ESRGAN
 from torch import nn
 
+from srforensics.resize import imresize_tensor
+
+# spandrel: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 
 def _sequential(block, n: int, **kw) -> nn.Sequential:
     return nn.Sequential(*[block(**kw) for _ in range(n)])
@@ -149,7 +154,6 @@ class SRCNN(nn.Module):
         self.conv3 = nn.Conv2d(n2, num_out_ch, f3, padding=f3 // 2)
 
     def forward(self, x):
-        from srforensics.resize import imresize_tensor
 
         up = imresize_tensor(x, self.upscale)
         return self.conv3(F.relu(self.conv2(F.relu(self.conv1(up)))))

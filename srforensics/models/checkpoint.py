@@ -14,8 +14,14 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+from srforensics import weights as W
 from srforensics.errors import SRForensicsError
+from srforensics.images import sha256_file
 from srforensics.models.base import ModelCard, SRModel
+from srforensics.resize import imresize_tensor
+
+# spandrel, spandrel_extra_arches, torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 #: Suffixes of files that hold a state dict (a ``.pt``/``.pth`` may also be TorchScript).
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
@@ -66,9 +72,6 @@ class CheckpointModel(SRModel):
 
     def __init__(self, path: str | Path, *, device: str = "cpu", dtype: str = "float32") -> None:
         import torch
-
-        from srforensics import weights as W
-        from srforensics.images import sha256_file
 
         super().__init__(device=device, dtype=dtype)
         path = Path(path)
@@ -140,7 +143,6 @@ class CheckpointModel(SRModel):
     def _restore_face(self, lr, *, scale: int):
         """The LR (an aligned face crop) resized to the model's face size with MATLAB bicubic,
         restored, and resized to ``scale`` times the LR with MATLAB bicubic (antialiased)."""
-        from srforensics.resize import imresize_tensor
 
         h, w = lr.shape[-2:]
         if h != w:

@@ -36,6 +36,9 @@ from srforensics.weights import (
     spec,
 )
 
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 
 def build_network(architecture: str, args: Mapping[str, Any]):
     cls = ARCHITECTURES.get(architecture)

@@ -24,6 +24,9 @@ import numpy as np
 from srforensics.models.base import SRModel, check_seeds
 from srforensics.resize import imresize_tensor, weight_matrix
 
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 
 @lru_cache(maxsize=32)
 def _operators(big: int, small: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,9 @@ from srforensics.errors import SRForensicsError
 from srforensics.models.base import ModelCard, SRModel, check_seeds
 from srforensics.models.names import SAMPLERS
 
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 
 class Sampler(SRModel):
     """Base of samplers: wraps ``base`` and gives ``n`` outputs that may differ."""

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from srforensics.analysis import summarize, with_flags
 from srforensics.errors import SRForensicsError
+from srforensics.ledger import LEDGER_NAME, Ledger
+from srforensics.provenance import MANIFEST_NAME, read_manifest
+from srforensics.report.figures import compare_groups, png_data_uri
+from srforensics.report.render import render_template
+
+# pandas: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 
 def dataset_fingerprint(manifest: dict[str, Any]) -> str:
@@ -25,11 +34,6 @@ def dataset_fingerprint(manifest: dict[str, Any]) -> str:
 def compare_runs(
     run_dirs: Sequence[str | Path], out: str | Path, *, allow_mismatch: bool = False
 ) -> Path:
-    from srforensics.analysis import summarize, with_flags
-    from srforensics.ledger import LEDGER_NAME, Ledger
-    from srforensics.provenance import MANIFEST_NAME, read_manifest
-    from srforensics.report.figures import png_data_uri
-    from srforensics.report.render import render_template
 
     if len(run_dirs) < 2:
         raise SRForensicsError("compare needs at least two run folders")
@@ -131,7 +135,6 @@ def compare_runs(
 def _unique_labels(runs) -> None:
     """Label each run by its model, and by its run folder too where models repeat (two runs
     of one model, e.g. two seeds or versions), so that columns and chart series stay apart."""
-    from collections import Counter
 
     seen = Counter(r["label"] for r in runs)
     for r in runs:
@@ -146,8 +149,6 @@ def _unique_labels(runs) -> None:
 def _group_rows(runs) -> list[dict[str, Any]]:
     """Per-group means with CIs of every run, from their breakdowns, for single attributes."""
     import pandas as pd
-
-    from srforensics.report.figures import compare_groups
 
     frames = []
     for r in runs:

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# matplotlib: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 #: This thread's histogram axes (:func:`distribution`), reused from one histogram to the next.
 _HISTOGRAM = threading.local()
 

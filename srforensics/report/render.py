@@ -10,13 +10,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from srforensics.analysis import LedgerTables, status_counts, summarize
+from srforensics.analysis import (
+    DEFAULT_MIN_GROUP,
+    LedgerTables,
+    fairness_findings,
+    gallery_picks,
+    json_safe,
+    status_counts,
+    summarize,
+)
 from srforensics.errors import SRForensicsError
 from srforensics.images import sha256_file
 from srforensics.ledger import LEDGER_NAME, Ledger
 from srforensics.provenance import DEPENDENCY_LICENCES, MANIFEST_NAME, read_manifest
 from srforensics.report.figures import distribution, group_means, png_data_uri, scatter
 from srforensics.resources import resource_dir
+
+# jinja2, markupsafe, pandas: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 REPORT_NAME = "report.html"
 TEMPLATE = "audit.html.j2"
@@ -133,7 +144,6 @@ def _examples(run_dir: Path, results, limit: int, std_maps: dict) -> list[dict[s
 
 def _galleries(run_dir: Path, results, per, std_maps: dict, problems) -> list[dict[str, Any]]:
     """The worst cases of :func:`srforensics.analysis.gallery_picks`, with their saved images."""
-    from srforensics.analysis import gallery_picks
 
     why = {(p["record_id"], p["variant"]): p["problems"] for p in problems or []}
     ok = results[results["status"] == "ok"]
@@ -298,8 +308,6 @@ def render_report(
         else None
     )
     import pandas as pd
-
-    from srforensics.analysis import DEFAULT_MIN_GROUP, fairness_findings, json_safe
 
     groups, bd = [], None
     disparity_rows = (

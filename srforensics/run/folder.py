@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -104,7 +105,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     An advisory ``flock`` on ``RUN_DIR/.lock``: the operating system releases it when
     the process ends, however it ends (``kill -9`` included), so it never goes stale.
     """
-    import fcntl
 
     fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -19,6 +19,9 @@ from typing import Any
 
 from srforensics.errors import SRForensicsError
 
+# yaml: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 
 @dataclass(frozen=True)
 class Option:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from srforensics.errors import SRForensicsError
+from srforensics.faces import NoFaceFound
 from srforensics.images import pixel_sha256, read_image
 from srforensics.ledger import to_json
 from srforensics.recompute import describe_error as _describe_error
@@ -63,7 +64,6 @@ def load_record(
     (``--loaders``) and gives the same arrays wherever it runs. A failure is recorded in
     what it returns (status and reason), never raised: a long run goes on.
     """
-    from srforensics.faces import NoFaceFound
 
     pending = {v: list(s) for v, s in pending.items() if s}
     out = LoadedRecord(idx, rec, pending, protocol_sha256=protocol.sha256)

@@ -12,6 +12,11 @@ import numpy as np
 
 from srforensics.errors import SRForensicsError
 from srforensics.images import to_tensor
+from srforensics.metrics import METRICS, MetricUnavailable, build_metric
+from srforensics.metrics.base import portable_features, repeat_features
+
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 
 def resolve_device(device: str) -> str:
@@ -88,8 +93,6 @@ def metric_scores(
     value count other than one per output has failed (ValueError)."""
     import torch
 
-    from srforensics.metrics.base import repeat_features
-
     for f in features:
         if isinstance(f, BaseException):
             raise f
@@ -120,7 +123,6 @@ def build_metrics(
 
     ``loader``: only those whose reference features a loader process may compute
     (:attr:`~srforensics.metrics.Metric.loader_features`), the others not even built."""
-    from srforensics.metrics import METRICS, MetricUnavailable, build_metric
 
     metrics, infos, unavailable = [], [], {}
     for name in names:
@@ -158,8 +160,6 @@ def loader_features(metrics: Sequence[tuple[Any, str]], hr: np.ndarray) -> dict[
     ``{name: (key, portable features)}``. A metric that fails here is left out: the driver
     computes it again, and reports its failure as its own."""
     import torch
-
-    from srforensics.metrics.base import portable_features
 
     hr_t = to_tensor(hr)
     out: dict[str, Any] = {}

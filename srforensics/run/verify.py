@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +23,24 @@ from typing import Any
 import numpy as np
 
 from srforensics.errors import SRForensicsError
-from srforensics.images import pixel_sha256, read_image, sha256_file
+from srforensics.faces.identity import OUTPUT_COLUMNS
+from srforensics.images import pixel_sha256, read_image, sha256_file, to_tensor
 from srforensics.ledger import LEDGER_NAME, Ledger
-from srforensics.provenance import MANIFEST_NAME, read_manifest
-from srforensics.replay import _canonical
+from srforensics.metrics import MetricConfig
+from srforensics.provenance import MANIFEST_NAME, package_versions, read_manifest
+from srforensics.recompute import Recomputer
+from srforensics.replay import _canonical, manifest_protocol
+from srforensics.report import render_report
 from srforensics.run.config import AuditConfig
-from srforensics.run.scoring import resolve_device
+from srforensics.run.folder import UNHASHED
+from srforensics.run.scoring import build_metrics, metric_batches, metric_scores, resolve_device
+from srforensics.run.seal import check_seal
 from srforensics.runtime import torch_threads
 from srforensics.seeding import degradation_rng
+from srforensics.weights import weights_policy
+
+# torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
 
 
 @dataclass
@@ -78,7 +89,6 @@ def _check_file(path: Path, expected: str, label: str, result: VerifyResult) -> 
 
 
 def _check_files(run_dir: Path, manifest: dict[str, Any], result: VerifyResult) -> None:
-    from srforensics.run.folder import UNHASHED
 
     for item in manifest.get("inputs", []):
         if item.get("sha256"):
@@ -99,10 +109,6 @@ def _check_files(run_dir: Path, manifest: dict[str, Any], result: VerifyResult) 
 def _check_report(run_dir: Path, manifest: dict[str, Any], result: VerifyResult) -> None:
     """The seal (report, gate verdicts, PDF against the manifest) and the report re-rendered
     from the ledger and the manifest, byte for byte."""
-    import tempfile
-
-    from srforensics.report import render_report
-    from srforensics.run.seal import check_seal
 
     result.problems += check_seal(run_dir, result.manifest_sha256)
     report = run_dir / "report.html"
@@ -161,7 +167,6 @@ def _check_ledger(ledger, manifest: dict[str, Any], run_dir: Path, result: Verif
 
 
 def _software_notes(manifest: dict[str, Any], device: str) -> list[str]:
-    from srforensics.provenance import package_versions
 
     notes = []
     recorded, now = manifest.get("packages", {}), package_versions()
@@ -274,9 +279,6 @@ class _Rescorer:
     RTOL = 1e-6
 
     def __init__(self, manifest: dict[str, Any], config, recomputer, ledger) -> None:
-        from srforensics.faces.identity import OUTPUT_COLUMNS
-        from srforensics.metrics import MetricConfig
-        from srforensics.run.scoring import build_metrics
 
         names = [
             m["name"]
@@ -294,9 +296,6 @@ class _Rescorer:
 
     def check(self, got) -> list[str]:
         import torch
-
-        from srforensics.images import pixel_sha256, to_tensor
-        from srforensics.run.scoring import metric_batches, metric_scores
 
         if not got.outputs or got.hr is None or got.lr is None or not self.metrics:
             return []
@@ -338,9 +337,6 @@ class _Rescorer:
 
 def _recomputer(run_dir: Path, manifest: dict[str, Any], config, device: str) -> Any:
     """The run's protocol and model, loaded as the run loaded them."""
-    from srforensics.recompute import Recomputer
-    from srforensics.replay import manifest_protocol
-    from srforensics.weights import weights_policy
 
     with weights_policy(trust_pickles=config.safety.trust_weights):
         model = config.load_model(device)

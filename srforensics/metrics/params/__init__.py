@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+# scipy, torch: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 #: The libsvm header BRISQUE's model must carry: pyiqa's ``brisque`` hard-codes the kernel's
 #: gamma and the bias rho of LIVE's ``allmodel``, so a model with others would be misread.
 BRISQUE_HEADER = {"svm_type": "epsilon_svr", "kernel_type": "rbf", "gamma": 0.05, "rho": -153.591}

@@ -25,6 +25,9 @@ from srforensics.run.records import load_record
 from srforensics.run.scoring import build_metrics, loader_features, metric_key, resolve_device
 from srforensics.runtime import freeze_heap
 
+# torch, threadpoolctl, skimage: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 _LOADER: dict[str, Any] = {}
 
 

@@ -11,6 +11,9 @@ from srforensics.errors import SRForensicsError
 from srforensics.run.executors.base import Shard, Starter
 from srforensics.run.executors.workers import schedule, worker_init, worker_run
 
+# ray: imported in the functions that use them, so that importing this module (as
+# `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
+
 
 def gpu_share(cluster_gpus: float, workers: int) -> float:
     """The GPUs each of ``workers`` Ray actors asks for with ``--device cuda``.
