@@ -177,6 +177,6 @@ def test_an_altered_shipped_file_makes_the_metric_unavailable(tmp_path, monkeypa
     data = bytearray((PARAMS / "niqe_pris_params.npz").read_bytes())
     data[-10] ^= 1
     (fake / "niqe_pris_params.npz").write_bytes(bytes(data))
-    monkeypatch.setattr(W, "package_dir", lambda package: tmp_path / package)
+    monkeypatch.setattr(W.files, "package_dir", lambda package: tmp_path / package)
     reason = niqe.unavailable_reason()
     assert reason is not None and "SHA-256" in reason and "not the published one" in reason

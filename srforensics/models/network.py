@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import yaml
 
 from srforensics.errors import SRForensicsError
+from srforensics.images import sha256_file
 from srforensics.models.base import ModelCard, SRModel
 from srforensics.models.names import ARCHITECTURES
 from srforensics.weights import (
@@ -32,7 +33,6 @@ from srforensics.weights import (
     load_state_dict,
     log_weights_file,
     require,
-    sha256_file,
     spec,
 )
 

@@ -25,5 +25,6 @@ else ``$XDG_CACHE_HOME/srforensics/weights`` (``~/.cache/srforensics/weights``).
 
 from srforensics.weights import catalogue  # noqa: F401  (registers the published files)
 from srforensics.weights.files import *  # noqa: F403
+from srforensics.weights.files import _REGISTRY  # noqa: F401  (the registry itself)
 from srforensics.weights.loading import *  # noqa: F403
 from srforensics.weights.policy import *  # noqa: F403
