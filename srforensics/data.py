@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from srforensics.datasets_layouts import LAYOUTS
-from srforensics.errors import SRForensicsError
+from srforensics.errors import SRForensicsError, check_fields
 from srforensics.resources import list_resources
 
 # numpy: imported in the functions that use them, so that importing this module (as
@@ -198,11 +198,7 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
         raise DatasetError(f"cannot read dataset card {path}: {exc}") from None
     if not isinstance(data, Mapping):
         raise DatasetError(f"{path}: a dataset card is a YAML mapping")
-    unknown = sorted(set(data) - _CARD_FIELDS)
-    if unknown:
-        raise DatasetError(
-            f"{path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_CARD_FIELDS))}"
-        )
+    check_fields(data, _CARD_FIELDS, str(path), error=DatasetError)
     layout = data.get("layout", "folder")
     if root_override is None and data.get("root") is None:
         raise DatasetError(

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from srforensics.errors import SRForensicsError
+from srforensics.errors import SRForensicsError, check_fields
 from srforensics.ledger import LEDGER_NAME, Ledger
 from srforensics.provenance import MANIFEST_NAME, read_manifest
 
@@ -149,11 +149,7 @@ def parse_gates(data: Any, *, source: str = "<gates>") -> GateFile:
         where = f"{source}: gates[{i}]"
         if not isinstance(g, Mapping):
             raise GateError(f"{where}: a gate is a mapping")
-        unknown = sorted(set(g) - _GATE_FIELDS)
-        if unknown:
-            raise GateError(
-                f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_GATE_FIELDS))}"
-            )
+        check_fields(g, _GATE_FIELDS, where, error=GateError)
         for key in ("name", "metric", "op", "value"):
             if key not in g:
                 raise GateError(f"{where}: missing required field {key!r}")
@@ -191,12 +187,7 @@ def parse_gates(data: Any, *, source: str = "<gates>") -> GateFile:
                 include_small=bool(g.get("include_small", False)),
             )
         )
-    unknown = sorted(set(data) - {"gates", "min_group_size", "n_boot", "familywise"})
-    if unknown:
-        raise GateError(
-            f"{source}: unknown field(s) {', '.join(unknown)}; allowed: familywise, gates, "
-            "min_group_size, n_boot"
-        )
+    check_fields(data, ("gates", "min_group_size", "n_boot", "familywise"), source, error=GateError)
     min_group = data.get("min_group_size", 30)
     n_boot = data.get("n_boot", 1000)
     if (

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from srforensics.errors import SRForensicsError
+from srforensics.errors import SRForensicsError, check_fields
 
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
 
@@ -134,12 +134,8 @@ class Degradation:
 
     def __init__(self, *, where: str = "", **spec: Any) -> None:
         where = where or self.name
-        unknown = sorted(set(spec) - set(self.fields))
-        if unknown:
-            raise ProtocolError(
-                f"{where}: unknown field(s) {', '.join(unknown)}; "
-                f"{self.name} takes {', '.join(self.fields) or 'no fields'}"
-            )
+        takes = f"{self.name} takes {', '.join(self.fields) or 'no fields'}"
+        check_fields(spec, self.fields, where, error=ProtocolError, takes=takes)
         self.spec: dict[str, Any] = {}
         for fname, field in self.fields.items():
             if fname in spec:

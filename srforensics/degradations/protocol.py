@@ -41,7 +41,7 @@ import yaml
 
 from srforensics.degradations import DEGRADATIONS
 from srforensics.degradations.base import Degradation, HRStep, ProtocolError
-from srforensics.errors import SRForensicsError
+from srforensics.errors import SRForensicsError, check_fields
 from srforensics.images import quantize
 from srforensics.resources import list_resources
 
@@ -198,11 +198,7 @@ def parse_protocol(data: Any, *, source: str = "<protocol>", text: str = "") -> 
     """Validate a loaded YAML document into a :class:`Protocol`."""
     if not isinstance(data, Mapping):
         raise ProtocolError(f"{source}: a protocol is a YAML mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_TOP_LEVEL))
-    if unknown:
-        raise ProtocolError(
-            f"{source}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_TOP_LEVEL)}"
-        )
+    check_fields(data, _TOP_LEVEL, source, error=ProtocolError)
     for key in _REQUIRED:
         if key not in data:
             raise ProtocolError(f"{source}: missing required field {key!r}")

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from srforensics.errors import SRForensicsError
+from srforensics.errors import SRForensicsError, check_fields
 from srforensics.images import sha256_file
 from srforensics.models.base import ModelCard, SRModel
 from srforensics.models.names import ARCHITECTURES
@@ -196,11 +196,7 @@ class SpecModel(NetworkModel):
             ) from None
         if not isinstance(data, Mapping):
             raise SRForensicsError(f"{path}: a model spec is a YAML mapping")
-        unknown = sorted(set(data) - _SPEC_FIELDS)
-        if unknown:
-            raise SRForensicsError(
-                f"{path}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_FIELDS))}"
-            )
+        check_fields(data, _SPEC_FIELDS, str(path))
         for key in ("architecture", "scale", "weights"):
             if key not in data:
                 raise SRForensicsError(f"{path}: missing required field {key!r}")
