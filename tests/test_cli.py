@@ -150,6 +150,8 @@ def test_an_audit_configuration_is_made_in_groups_from_option_names():
     assert config.identity == IdentityConfig(mode="off")
     assert config.execution.workers == 2
     assert AuditConfig.from_dict(config.to_dict()) == config
+    flat = {"model": "nearest", "samples": 3, "identity": "off", "workers": 2, "command": None}
+    assert AuditConfig.from_dict(flat) == config  # a config.json with every option at the top
     with pytest.raises(SRForensicsError, match=r"sampels \(did you mean samples"):
         AuditConfig.from_options(sampels=3)
     with pytest.raises(SRForensicsError, match="--samples must be at least 1"):

@@ -455,7 +455,14 @@ class AuditConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditConfig:
-        """The configuration :meth:`to_dict` wrote."""
+        """The configuration :meth:`to_dict` wrote; a flat one (every option at the top, as
+        written before the options were grouped) is read by option name."""
+        if not any(isinstance(data.get(name), Mapping) for name in GROUPS):
+            where = option_names(GROUPS)
+            flat = {k: v for k, v in data.items() if k in where}
+            if flat.get("metrics") is not None:
+                flat["metrics"] = tuple(flat["metrics"])
+            return cls.from_options(**flat, command=data.get("command"))
         groups = {}
         for name, group in GROUPS.items():
             known = {f.name for f in fields(group)}
