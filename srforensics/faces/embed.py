@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from srforensics import weights as W
 from srforensics.errors import SRForensicsError
+from srforensics.images import sha256_file
 from srforensics.registry import Registry
 
 # facenet_pytorch, torch, numpy, dlib: imported in the functions that use them, so that importing this module (as
@@ -134,7 +135,7 @@ class FaceNet(FaceEmbedder):
             path = Path(weights_file).expanduser()
             if not path.is_file():
                 raise SRForensicsError(f"--face-weights {path}: no such file")
-            sha, origin = W.sha256_file(path), "user-supplied"
+            sha, origin = sha256_file(path), "user-supplied"
             state = W.load_state_dict(path)
         elif self.weights_name:
             path = W.require(self.weights_name)
