@@ -45,7 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"srforensics {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for add in (
+        _add_audit,
+        _add_models,
+        _add_protocols,
+        _add_metrics,
+        _add_weights,
+        _add_gate,
+        _add_datasets,
+        _add_review,
+        _add_compare,
+        _add_verify,
+        _add_report,
+    ):
+        add(sub)
+    return parser
 
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(
         "audit",
         help="run a model under a protocol and audit its outputs",
@@ -62,10 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish a run that stopped, with its recorded configuration",
     )
 
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("models", help="list models").add_subparsers(dest="action", metavar="ACTION")
     m.required = False  # no action: list
     m.add_parser("list", help="list registered models")
 
+
+def _add_protocols(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("protocols", help="list or show degradation protocols").add_subparsers(
         dest="action", metavar="ACTION"
     )
@@ -98,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("record_id", metavar="RECORD_ID")
     rep.add_argument("--variant", type=int, default=0, help="LR variant (default 0)")
 
+
+def _add_metrics(sub: argparse._SubParsersAction) -> None:
     mt = sub.add_parser("metrics", help="list metrics").add_subparsers(
         dest="action", metavar="ACTION"
     )
@@ -107,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pyiqa", action="store_true", help="also list every pyiqa metric (pyiqa:<name>)"
     )
 
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
     wt = sub.add_parser(
         "weights", help="list, fetch, import and verify weight files"
     ).add_subparsers(dest="action", metavar="ACTION")
@@ -132,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         "if any was altered or is unsafe",
     )
 
+
+def _add_gate(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser(
         "gate",
         help="judge a finished run against a gate file (exit 0 pass, 1 fail, 2 error)",
@@ -149,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--json", default=None, metavar="OUT.json", help="write the verdicts as JSON")
 
+
+def _add_datasets(sub: argparse._SubParsersAction) -> None:
     ds = sub.add_parser("datasets", help="list, show or validate dataset cards").add_subparsers(
         dest="action", metavar="ACTION"
     )
@@ -167,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the local copy (required for cards not shipped)",
     )
 
+
+def _add_review(sub: argparse._SubParsersAction) -> None:
     rv = sub.add_parser(
         "review",
         help="case review of one evidence image (no ground truth)",
@@ -222,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         "SHA-256 in each page's footer)",
     )
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     cp = sub.add_parser(
         "compare",
         help="compare runs of several models on the same protocol and dataset",
@@ -236,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare runs on different protocols or inputs",
     )
 
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
     vf = sub.add_parser(
         "verify",
         help="re-check a finished run: every hash in its manifest, and outputs recomputed",
@@ -262,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vf.add_argument("--json", default=None, metavar="OUT.json", help="also write the findings")
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="re-render the report of a run folder (and print it to PDF)")
     r.add_argument("run_dir", metavar="RUN_DIR")
     r.add_argument(
@@ -270,7 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print RUN_DIR/report.pdf with headless Chromium (page numbers, run id and "
         "manifest SHA-256 in each page's footer); sealed with the report",
     )
-    return parser
 
 
 def _cmd_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:

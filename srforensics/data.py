@@ -213,47 +213,9 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
         records = list(base.records)
         attrs = list(base.attribute_names)
     elif layout != "list":
-        mapping = data.get("attributes") or {}
-        if not isinstance(mapping, Mapping):
-            raise DatasetError(
-                f"{path}: 'attributes' must map attribute names to {{source, map|bands}}"
-            )
-        records = []
-        for raw in _raw_records(layout, root, data, str(path)):
-            file, error = _inside(root, raw["path"], str(path))
-            records.append(
-                Record(
-                    id=raw["id"],
-                    path=file,
-                    subject=raw.get("subject"),
-                    attributes=normalise_attributes(raw.get("fields", {}), mapping, str(path)),
-                    error=error,
-                )
-            )
-        records = _check_unique(records, str(path))
-        attrs = list(mapping)
+        records, attrs = _mapped_records(layout, root, data, path)
     else:
-        records, attrs = [], list(data.get("attributes") or [])
-        for i, item in enumerate(data.get("records") or []):
-            where = f"{path}: records[{i}]"
-            if not isinstance(item, Mapping) or "path" not in item:
-                raise DatasetError(f"{where}: each record needs a 'path'")
-            a = dict(item.get("attributes") or {})
-            for k in a:
-                if k not in attrs:
-                    attrs.append(k)
-            file, error = _inside(root, str(item["path"]), where)
-            records.append(
-                Record(
-                    id=str(item.get("id", item["path"])),
-                    path=file,
-                    subject=None if item.get("subject") is None else str(item["subject"]),
-                    attributes=a,
-                    sha256=item.get("sha256"),
-                    error=error,
-                )
-            )
-        records = _check_unique(records, str(path))
+        records, attrs = _listed_records(root, data, path)
     return Dataset(
         name=str(data.get("name", path.stem)),
         root=root,
@@ -265,6 +227,51 @@ def load_card(path: Path, *, root_override: Path | None = None) -> Dataset:
         card_path=str(path),
         sensitive=tuple(data["sensitive"]) if data.get("sensitive") is not None else None,
     )
+
+
+def _mapped_records(layout: str, root: Path, data: Mapping, path: Path):
+    """Records of a known dataset layout, their fields mapped onto attributes by the card."""
+    mapping = data.get("attributes") or {}
+    if not isinstance(mapping, Mapping):
+        raise DatasetError(
+            f"{path}: 'attributes' must map attribute names to {{source, map|bands}}"
+        )
+    records = []
+    for raw in _raw_records(layout, root, data, str(path)):
+        file, error = _inside(root, raw["path"], str(path))
+        records.append(
+            Record(
+                id=raw["id"],
+                path=file,
+                subject=raw.get("subject"),
+                attributes=normalise_attributes(raw.get("fields", {}), mapping, str(path)),
+                error=error,
+            )
+        )
+    return _check_unique(records, str(path)), list(mapping)
+
+
+def _listed_records(root: Path, data: Mapping, path: Path):
+    """Records listed one by one in the card (``layout: list``)."""
+    records, attrs = [], list(data.get("attributes") or [])
+    for i, item in enumerate(data.get("records") or []):
+        where = f"{path}: records[{i}]"
+        if not isinstance(item, Mapping) or "path" not in item:
+            raise DatasetError(f"{where}: each record needs a 'path'")
+        a = dict(item.get("attributes") or {})
+        attrs += [k for k in a if k not in attrs]
+        file, error = _inside(root, str(item["path"]), where)
+        records.append(
+            Record(
+                id=str(item.get("id", item["path"])),
+                path=file,
+                subject=None if item.get("subject") is None else str(item["subject"]),
+                attributes=a,
+                sha256=item.get("sha256"),
+                error=error,
+            )
+        )
+    return _check_unique(records, str(path)), attrs
 
 
 def load_folder(root: Path) -> Dataset:
@@ -279,58 +286,10 @@ def load_folder(root: Path) -> Dataset:
             "manifest (columns: path or file, subject, attributes)"
         )
     csv_path = manifests[0] if manifests else root / CSV_NAME
-    records: list[Record] = []
-    skipped: list[tuple[str, str]] = []
-    attrs: list[str] = []
     if csv_path.is_file():
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            cols = reader.fieldnames or []
-            key = next((c for c in PATH_COLUMNS if c in cols), None)
-            if key is None:
-                raise DatasetError(
-                    f"{csv_path}: needs a 'path' or 'file' column naming each image, and may have "
-                    f"'subject', 'id' and attribute columns (found: {', '.join(cols) or 'none'})"
-                )
-            attrs = [c for c in cols if c not in (key, "subject", "id")]
-            for line, row in enumerate(reader, start=2):
-                where = f"{csv_path}:{line}"
-                rel = (row.get(key) or "").strip()
-                if not rel:
-                    raise DatasetError(f"{where}: empty {key!r}")
-                file, error = _inside(root, rel, where)
-                records.append(
-                    Record(
-                        id=(row.get("id") or rel).strip(),
-                        path=file,
-                        subject=(row.get("subject") or "").strip() or None,
-                        attributes={a: ((row.get(a) or "").strip() or None) for a in attrs},
-                        error=error,
-                    )
-                )
-        listed = {r.path.resolve() for r in records} | {csv_path.resolve()}
-        for p in sorted(root.rglob("*")):
-            parts = p.relative_to(root).parts
-            if p.is_dir() or any(part.startswith(".") for part in parts):
-                continue
-            if p.resolve() not in listed:
-                skipped.append((p.relative_to(root).as_posix(), f"not listed in {csv_path.name}"))
+        records, attrs, skipped = _csv_records(root, csv_path)
     else:
-        for p in sorted(root.rglob("*")):
-            rel = p.relative_to(root).as_posix()
-            if p.is_dir() or any(part.startswith(".") for part in p.relative_to(root).parts):
-                continue  # folders, and hidden files (.DS_Store, .git/)
-            if not p.is_file():
-                skipped.append((rel, "not a regular file (a named pipe, socket or device)"))
-            elif p.suffix.lower() in IMAGE_SUFFIXES:
-                file, error = _inside(root, rel, str(root))
-                records.append(Record(id=rel, path=file, subject=p.stem, error=error))
-            else:
-                skipped.append((rel, f"not an image file ({p.suffix or 'no suffix'})"))
-        if not records:
-            raise DatasetError(
-                f"dataset folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no {CSV_NAME}"
-            )
+        records, attrs, skipped = _scanned_records(root)
     records = _check_unique(records, str(csv_path if csv_path.is_file() else root))
     return Dataset(
         name=root.name,
@@ -339,6 +298,70 @@ def load_folder(root: Path) -> Dataset:
         attribute_names=tuple(attrs),
         skipped=tuple(skipped),
     )
+
+
+def _visible_files(root: Path):
+    """Everything below ``root`` but folders and hidden files (.DS_Store, .git/), sorted."""
+    for p in sorted(root.rglob("*")):
+        if not p.is_dir() and not any(part.startswith(".") for part in p.relative_to(root).parts):
+            yield p
+
+
+def _csv_records(root: Path, csv_path: Path):
+    """The records a folder's manifest lists; the folder's other files are skipped, with why."""
+    records: list[Record] = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        key = next((c for c in PATH_COLUMNS if c in cols), None)
+        if key is None:
+            raise DatasetError(
+                f"{csv_path}: needs a 'path' or 'file' column naming each image, and may have "
+                f"'subject', 'id' and attribute columns (found: {', '.join(cols) or 'none'})"
+            )
+        attrs = [c for c in cols if c not in (key, "subject", "id")]
+        for line, row in enumerate(reader, start=2):
+            where = f"{csv_path}:{line}"
+            rel = (row.get(key) or "").strip()
+            if not rel:
+                raise DatasetError(f"{where}: empty {key!r}")
+            file, error = _inside(root, rel, where)
+            records.append(
+                Record(
+                    id=(row.get("id") or rel).strip(),
+                    path=file,
+                    subject=(row.get("subject") or "").strip() or None,
+                    attributes={a: ((row.get(a) or "").strip() or None) for a in attrs},
+                    error=error,
+                )
+            )
+    listed = {r.path.resolve() for r in records} | {csv_path.resolve()}
+    skipped = [
+        (p.relative_to(root).as_posix(), f"not listed in {csv_path.name}")
+        for p in _visible_files(root)
+        if p.resolve() not in listed
+    ]
+    return records, attrs, skipped
+
+
+def _scanned_records(root: Path):
+    """A folder without a manifest: one record an image file, its stem the subject."""
+    records: list[Record] = []
+    skipped: list[tuple[str, str]] = []
+    for p in _visible_files(root):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file():
+            skipped.append((rel, "not a regular file (a named pipe, socket or device)"))
+        elif p.suffix.lower() in IMAGE_SUFFIXES:
+            file, error = _inside(root, rel, str(root))
+            records.append(Record(id=rel, path=file, subject=p.stem, error=error))
+        else:
+            skipped.append((rel, f"not an image file ({p.suffix or 'no suffix'})"))
+    if not records:
+        raise DatasetError(
+            f"dataset folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no {CSV_NAME}"
+        )
+    return records, [], skipped
 
 
 def available_datasets() -> dict[str, Path]:

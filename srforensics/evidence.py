@@ -80,33 +80,12 @@ class ReviewConfig:
 
 def run_review(config: ReviewConfig) -> Path:
     """Review one evidence image; return the path of ``review.html``."""
-    from srforensics.models import load_model
-
     started = utc_now()
     image, sha = read_image(config.image, max_pixels=config.max_pixels)
     lr = quantize(image)
     device = resolve_device(config.device)
-    model = load_model(
-        config.model,
-        args=config.model_args,
-        device=device,
-        sampler=config.sampler,
-        sampler_args=config.sampler_args,
-    )
-    if model.scale is not None and model.scale != config.scale:
-        raise SRForensicsError(
-            f"model {config.model!r} upscales x{model.scale}; use --scale {model.scale}"
-        )
+    model, n_samples, deterministic_note = _review_model(config, device)
     card = model.card()
-    n_samples, deterministic_note = config.samples, None
-    if not card.stochastic and config.samples > 1:
-        n_samples = 1
-        deterministic_note = (
-            f"{card.name} is deterministic: its {config.samples} outputs would be identical, so "
-            "one is drawn. For a spread of plausible outputs use a stochastic model or "
-            "--sampler tta, mc-dropout or input-noise"
-        )
-        print(f"review: {deterministic_note}", file=sys.stderr)
     out_dir = Path(config.out or f"review-{Path(config.image).stem}").resolve()
     (out_dir / "outputs").mkdir(parents=True, exist_ok=True)
     seeds = [model_seed(config.seed, sha, 0, s) for s in range(n_samples)]
@@ -122,27 +101,7 @@ def run_review(config: ReviewConfig) -> Path:
         )
     outputs = [quantize(o.permute(1, 2, 0).cpu().numpy()) for o in outs[0]]
     mconf = MetricConfig(scale=config.scale, device=device)
-    lr_metric = build_metric("lr_psnr", mconf)
-    batch, lr_t = to_tensor(outputs), to_tensor(lr).expand(len(outputs), -1, -1, -1)
-    rows = [
-        {"sample": s, "seed": seeds[s], "sha256": pixel_sha256(o), "file": f"outputs/s{s:03d}.png"}
-        for s, o in enumerate(outputs)
-    ]
-    for r, v in zip(rows, lr_metric(batch, None, lr=lr_t).tolist(), strict=True):
-        r["lr_psnr"] = v
-        r["consistent"] = v >= 45.0
-    unavailable = {}
-    for name in config.nr_metrics:
-        try:
-            metric = build_metric(name, mconf)
-            if metric.requires_reference:
-                raise MetricUnavailable(
-                    f"{name} needs a ground truth, which a case review does not have"
-                )
-            for r, v in zip(rows, metric(batch).tolist(), strict=True):
-                r[name] = v
-        except MetricUnavailable as exc:
-            unavailable[name] = str(exc)
+    rows, unavailable = _score_outputs(config, outputs, lr, seeds, mconf)
     reference = (
         _against_reference(config, outputs, rows, mconf, out_dir, device)
         if config.reference
@@ -187,6 +146,61 @@ def run_review(config: ReviewConfig) -> Path:
 #: Full-reference metrics of the outputs against ``--reference`` (RGB: the reference is no
 #: HR of the model's input, so the SR convention's Y-channel border crop is not assumed).
 REFERENCE_METRICS = ("psnr_rgb", "ssim_rgb")
+
+
+def _review_model(config: ReviewConfig, device):
+    """The review's model, and how many outputs it draws: one for a deterministic model
+    (with the note that says why), ``config.samples`` otherwise."""
+    from srforensics.models import load_model
+
+    model = load_model(
+        config.model,
+        args=config.model_args,
+        device=device,
+        sampler=config.sampler,
+        sampler_args=config.sampler_args,
+    )
+    if model.scale is not None and model.scale != config.scale:
+        raise SRForensicsError(
+            f"model {config.model!r} upscales x{model.scale}; use --scale {model.scale}"
+        )
+    card = model.card()
+    if card.stochastic or config.samples <= 1:
+        return model, config.samples, None
+    note = (
+        f"{card.name} is deterministic: its {config.samples} outputs would be identical, so "
+        "one is drawn. For a spread of plausible outputs use a stochastic model or "
+        "--sampler tta, mc-dropout or input-noise"
+    )
+    print(f"review: {note}", file=sys.stderr)
+    return model, 1, note
+
+
+def _score_outputs(config: ReviewConfig, outputs, lr, seeds, mconf: MetricConfig):
+    """One row an output (seed, pixel hash, LR-PSNR and consistency, the no-reference
+    metrics) and the reasons of the metrics that could not be computed."""
+    lr_metric = build_metric("lr_psnr", mconf)
+    batch, lr_t = to_tensor(outputs), to_tensor(lr).expand(len(outputs), -1, -1, -1)
+    rows = [
+        {"sample": s, "seed": seeds[s], "sha256": pixel_sha256(o), "file": f"outputs/s{s:03d}.png"}
+        for s, o in enumerate(outputs)
+    ]
+    for r, v in zip(rows, lr_metric(batch, None, lr=lr_t).tolist(), strict=True):
+        r["lr_psnr"] = v
+        r["consistent"] = v >= 45.0
+    unavailable = {}
+    for name in config.nr_metrics:
+        try:
+            metric = build_metric(name, mconf)
+            if metric.requires_reference:
+                raise MetricUnavailable(
+                    f"{name} needs a ground truth, which a case review does not have"
+                )
+            for r, v in zip(rows, metric(batch).tolist(), strict=True):
+                r[name] = v
+        except MetricUnavailable as exc:
+            unavailable[name] = str(exc)
+    return rows, unavailable
 
 
 def _against_reference(config: ReviewConfig, outputs, rows, mconf, out_dir: Path, device: str):

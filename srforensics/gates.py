@@ -273,8 +273,8 @@ def evaluate(gate_file: GateFile, results: pd.DataFrame, *, seed: int = 0) -> li
     Raises :class:`GateError` for a gate naming a column or attribute the run does not
     have; a gate that exists but cannot be judged gives an ``error`` verdict.
     """
-    from srforensics.analysis import OVERALL_KEY, group_tables, with_error_columns
-    from srforensics.resampling import RecordTable, Resampling, estimate
+    from srforensics.analysis import group_tables, with_error_columns
+    from srforensics.resampling import Resampling
 
     results = with_error_columns(results)
     for g in gate_file.gates:
@@ -304,59 +304,72 @@ def evaluate(gate_file: GateFile, results: pd.DataFrame, *, seed: int = 0) -> li
     for g in gate_file.gates:
         if g.disparity:
             verdicts.append(_judge_disparity(g, results, gate_file, rs, seed, family))
-            continue
-        if not g.by:
-            rows = ok[ok[g.metric].notna()]
-            if rows.empty:
-                verdicts.append(_error(g.name, f"no output has a value of {g.metric}"))
-                continue
-            row = estimate(RecordTable.from_outputs(ok, [g.metric]), rs, OVERALL_KEY).row(g.metric)
-            passed, text = _judge_mean(g, row, level)
-            if passed is None:
-                verdicts.append(_error(g.name, text, row))
-            else:
-                verdicts.append(Verdict(g.name, passed, _message(g, passed, text + family), row))
-            continue
-        feature = "×".join(g.by)
-        failing, checked, skipped, unjudged = [], {}, {}, []
-        for label, table in tables(g).items():
-            n = int((table.counts[:, 0] > 0).sum())
-            if n == 0:
-                continue
-            if not _judged(g, table, gate_file):
-                skipped[label] = n
-                continue
-            row = estimate(table, rs, (feature, label)).row(g.metric)
-            passed, text = _judge_mean(g, row, level)
-            checked[label] = row
-            if passed is None:
-                unjudged.append(f"{feature}={label}: {text}")
-            elif not passed:
-                failing.append(f"{feature}={label}: {text}")
-        detail = {"groups": checked, "small_groups": skipped}
-        small = (
-            f"could not judge small groups (< {gate_file.min_group_size} records): "
-            + ", ".join(f"{k} ({v} records)" for k, v in skipped.items())
-            if skipped
-            else ""
-        )
-        if not checked or unjudged:
-            why = "; ".join(unjudged) or (
-                f"no group of {feature} has {gate_file.min_group_size}+ records with {g.metric}; "
-                "set include_small to judge small groups"
-            )
-            verdicts.append(_error(g.name, why + (f"; {small}" if small else ""), detail))
-            continue
-        passed = not failing
-        text = (
-            "; ".join(failing)
-            if failing
-            else f"every group of {feature} meets {g.op} {_fmt(g.value)} on its "
-            f"{_bound_name(g.op)} bound ({len(checked)} groups)"
-        )
-        text += (f"; {small}" if small else "") + family
-        verdicts.append(Verdict(g.name, passed, _message(g, passed, text), detail))
+        elif not g.by:
+            verdicts.append(_judge_overall(g, ok, rs, level, family))
+        else:
+            verdicts.append(_judge_groups(g, tables(g), gate_file, rs, level, family))
     return verdicts
+
+
+def _judge_overall(g: Gate, ok: pd.DataFrame, rs, level: float, family: str) -> Verdict:
+    """A gate on the whole run's mean."""
+    from srforensics.analysis import OVERALL_KEY
+    from srforensics.resampling import RecordTable, estimate
+
+    if ok[g.metric].notna().sum() == 0:
+        return _error(g.name, f"no output has a value of {g.metric}")
+    row = estimate(RecordTable.from_outputs(ok, [g.metric]), rs, OVERALL_KEY).row(g.metric)
+    passed, text = _judge_mean(g, row, level)
+    if passed is None:
+        return _error(g.name, text, row)
+    return Verdict(g.name, passed, _message(g, passed, text + family), row)
+
+
+def _judge_groups(
+    g: Gate, tables: dict, gate_file: GateFile, rs, level: float, family: str
+) -> Verdict:
+    """A gate that every group of ``g.by`` must meet (small groups are reported, not judged,
+    unless the gate file includes them)."""
+    from srforensics.resampling import estimate
+
+    feature = "×".join(g.by)
+    failing, checked, skipped, unjudged = [], {}, {}, []
+    for label, table in tables.items():
+        n = int((table.counts[:, 0] > 0).sum())
+        if n == 0:
+            continue
+        if not _judged(g, table, gate_file):
+            skipped[label] = n
+            continue
+        row = estimate(table, rs, (feature, label)).row(g.metric)
+        passed, text = _judge_mean(g, row, level)
+        checked[label] = row
+        if passed is None:
+            unjudged.append(f"{feature}={label}: {text}")
+        elif not passed:
+            failing.append(f"{feature}={label}: {text}")
+    detail = {"groups": checked, "small_groups": skipped}
+    small = (
+        f"could not judge small groups (< {gate_file.min_group_size} records): "
+        + ", ".join(f"{k} ({v} records)" for k, v in skipped.items())
+        if skipped
+        else ""
+    )
+    if not checked or unjudged:
+        why = "; ".join(unjudged) or (
+            f"no group of {feature} has {gate_file.min_group_size}+ records with {g.metric}; "
+            "set include_small to judge small groups"
+        )
+        return _error(g.name, why + (f"; {small}" if small else ""), detail)
+    passed = not failing
+    text = (
+        "; ".join(failing)
+        if failing
+        else f"every group of {feature} meets {g.op} {_fmt(g.value)} on its "
+        f"{_bound_name(g.op)} bound ({len(checked)} groups)"
+    )
+    text += (f"; {small}" if small else "") + family
+    return Verdict(g.name, passed, _message(g, passed, text), detail)
 
 
 def _judge_disparity(

@@ -302,35 +302,39 @@ class Ledger:
                 ],
             )
             for o in outputs:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record_id,
-                        variant,
-                        o.sample,
-                        o.seed,
-                        o.status,
-                        o.error,
-                        o.output_sha256,
-                        o.output_path,
-                        batch,
-                    ),
+                self._put_output(record_id, variant, o, batch)
+
+    def _put_output(self, record_id: str, variant: int, o: OutputRow, batch: int | None) -> None:
+        """One output and its scores (inside :meth:`put_lr`'s transaction)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record_id,
+                variant,
+                o.sample,
+                o.seed,
+                o.status,
+                o.error,
+                o.output_sha256,
+                o.output_path,
+                batch,
+            ),
+        )
+        names = set(o.scores or {}) | set(o.notes or {})
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    record_id,
+                    variant,
+                    o.sample,
+                    m,
+                    _finite_or_inf((o.scores or {}).get(m)),
+                    (o.notes or {}).get(m),
                 )
-                names = set(o.scores or {}) | set(o.notes or {})
-                self.conn.executemany(
-                    "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            record_id,
-                            variant,
-                            o.sample,
-                            m,
-                            _finite_or_inf((o.scores or {}).get(m)),
-                            (o.notes or {}).get(m),
-                        )
-                        for m in sorted(names)
-                    ],
-                )
+                for m in sorted(names)
+            ],
+        )
 
     # -- batches: which LRs went through the model together ------------------------
     def next_batch(self) -> int:

@@ -34,32 +34,68 @@ def dataset_fingerprint(manifest: dict[str, Any]) -> str:
 def compare_runs(
     run_dirs: Sequence[str | Path], out: str | Path, *, allow_mismatch: bool = False
 ) -> Path:
+    """Write one self-contained HTML page with the runs side by side.
 
+    Parameters
+    ----------
+    run_dirs : sequence of str or Path
+        Two or more finished run folders.
+    out : str or Path
+        The page to write.
+    allow_mismatch : bool, default False
+        Compare runs whose resolved protocol or input files differ (refused otherwise).
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
     if len(run_dirs) < 2:
         raise SRForensicsError("compare needs at least two run folders")
-    runs = []
-    for d in map(Path, run_dirs):
-        if not (d / MANIFEST_NAME).is_file() or not (d / LEDGER_NAME).is_file():
-            raise SRForensicsError(
-                f"{d} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})"
-            )
-        manifest = read_manifest(d)
-        with Ledger(d / LEDGER_NAME) as ledger:
-            results, metrics = with_flags(ledger.results()), ledger.metrics()
-        runs.append(
-            {
-                "dir": d,
-                "manifest": manifest,
-                "results": results,
-                "metrics": metrics,
-                "label": f"{manifest['model']['name']}"
-                + (f"+{manifest['model']['sampler']}" if manifest["model"].get("sampler") else ""),
-                "summary": {m["name"]: m for m in summarize(results, metrics)},
-                "dataset": dataset_fingerprint(manifest),
-                "protocol": manifest["protocol"]["sha256"],
-            }
-        )
+    runs = [_read_run(d) for d in map(Path, run_dirs)]
     _unique_labels(runs)
+    mismatches = _mismatches(runs)
+    if mismatches and not allow_mismatch:
+        raise SRForensicsError(
+            "; ".join(mismatches)
+            + ": the runs are not on the same footing; use --allow-mismatch to compare anyway"
+        )
+    html = render_template(
+        "compare.html.j2",
+        runs=runs,
+        table=_metric_table(runs),
+        groups=_group_rows(runs),
+        examples=_side_by_side(runs),
+        mismatches=mismatches,
+        protocol=runs[0]["manifest"]["protocol"],
+        dataset=runs[0]["manifest"]["dataset"],
+    )
+    out = Path(out)
+    out.write_text(html, encoding="utf-8")
+    return out
+
+
+def _read_run(d: Path) -> dict[str, Any]:
+    if not (d / MANIFEST_NAME).is_file() or not (d / LEDGER_NAME).is_file():
+        raise SRForensicsError(f"{d} is not a run folder (needs {MANIFEST_NAME} and {LEDGER_NAME})")
+    manifest = read_manifest(d)
+    with Ledger(d / LEDGER_NAME) as ledger:
+        results, metrics = with_flags(ledger.results()), ledger.metrics()
+    return {
+        "dir": d,
+        "manifest": manifest,
+        "results": results,
+        "metrics": metrics,
+        "label": f"{manifest['model']['name']}"
+        + (f"+{manifest['model']['sampler']}" if manifest["model"].get("sampler") else ""),
+        "summary": {m["name"]: m for m in summarize(results, metrics)},
+        "dataset": dataset_fingerprint(manifest),
+        "protocol": manifest["protocol"]["sha256"],
+    }
+
+
+def _mismatches(runs: list[dict[str, Any]]) -> list[str]:
+    """Each run whose protocol or input files differ from the first run's, in words."""
     mismatches = []
     for r in runs[1:]:
         for key, what in (("protocol", "protocol"), ("dataset", "input files")):
@@ -68,11 +104,11 @@ def compare_runs(
                     f"{r['dir']} has a different {what} ({r[key][:12]}...) from {runs[0]['dir']} "
                     f"({runs[0][key][:12]}...)"
                 )
-    if mismatches and not allow_mismatch:
-        raise SRForensicsError(
-            "; ".join(mismatches)
-            + ": the runs are not on the same footing; use --allow-mismatch to compare anyway"
-        )
+    return mismatches
+
+
+def _metric_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row a metric of any run, one cell a run (unavailable where a run lacks it)."""
     names = []
     for r in runs:
         names += [m["name"] for m in r["metrics"] if m["name"] not in names]
@@ -87,26 +123,26 @@ def compare_runs(
                 "cells": [c or {"unavailable": "not in this run", "n": 0} for c in cells],
             }
         )
-    groups = _group_rows(runs)
-    # The same records, variant 0, side by side: where every run saved the images.
+    return table
+
+
+def _side_by_side(runs: list[dict[str, Any]], limit: int = 6) -> list[dict[str, Any]]:
+    """The same records, variant 0, side by side: those for which every run saved images."""
+
+    def saved(results):
+        return (results["variant"] == 0) & results["output_path"].notna()
+
     shared = None
     for r in runs:
-        ok = r["results"][
-            (r["results"]["status"] == "ok")
-            & r["results"]["output_path"].notna()
-            & (r["results"]["variant"] == 0)
-        ]
+        ok = r["results"][(r["results"]["status"] == "ok") & saved(r["results"])]
         ids = list(dict.fromkeys(ok["record_id"]))
         shared = ids if shared is None else [i for i in shared if i in ids]
     examples = []
-    for rid in (shared or [])[:6]:
+    for rid in (shared or [])[:limit]:
         row = {"record_id": rid, "images": []}
         for k, r in enumerate(runs):
-            first = r["results"][
-                (r["results"]["record_id"] == rid)
-                & (r["results"]["variant"] == 0)
-                & r["results"]["output_path"].notna()
-            ].iloc[0]
+            res = r["results"]
+            first = res[(res["record_id"] == rid) & saved(res)].iloc[0]
             if k == 0:
                 row["hr"] = png_data_uri((r["dir"] / first["hr_path"]).read_bytes())
                 row["lr"] = png_data_uri((r["dir"] / first["lr_path"]).read_bytes())
@@ -117,19 +153,7 @@ def compare_runs(
                 }
             )
         examples.append(row)
-    html = render_template(
-        "compare.html.j2",
-        runs=runs,
-        table=table,
-        groups=groups,
-        examples=examples,
-        mismatches=mismatches,
-        protocol=runs[0]["manifest"]["protocol"],
-        dataset=runs[0]["manifest"]["dataset"],
-    )
-    out = Path(out)
-    out.write_text(html, encoding="utf-8")
-    return out
+    return examples
 
 
 def _unique_labels(runs) -> None:

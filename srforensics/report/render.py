@@ -302,57 +302,7 @@ def render_report(
     problems = [r for r in records if r["status"] != "ok"]
     per_cols, per_rows = _per_input_rows(per, metrics)
     std_maps = _std_maps(per)
-    gates = (
-        json.loads((run_dir / "gates.json").read_text())
-        if (run_dir / "gates.json").is_file()
-        else None
-    )
-    import pandas as pd
-
-    groups, bd = [], None
-    disparity_rows = (
-        json.loads((run_dir / "disparities.json").read_text())
-        if (run_dir / "disparities.json").is_file()
-        else []
-    )
-    if (run_dir / "breakdown.parquet").is_file():
-        bd = pd.read_parquet(run_dir / "breakdown.parquet")
-        groups = json_safe(bd[bd["feature"] != "overall"].to_dict("records"))
-    overall = (
-        {
-            r["metric"]: r["mean"]
-            for r in json_safe(bd[bd["feature"] == "overall"].to_dict("records"))
-        }
-        if bd is not None
-        else {}
-    )
-    group_figures = []
-    for (metric, feature), part in (
-        pd.DataFrame(groups).groupby(["metric", "feature"], sort=False) if groups else []
-    ):
-        if (
-            "×" not in feature and len(part) > 1
-        ):  # single attributes; intersections stay in the table
-            group_figures.append(
-                group_means(
-                    json_safe(part.to_dict("records")),
-                    metric=metric,
-                    feature=feature,
-                    overall=overall.get(metric),
-                )
-            )
-    scatter_src = None
-    if {"id_cosine", "lr_psnr"} <= set(ok.columns) and ok[["id_cosine", "lr_psnr"]].notna().all(
-        axis=1
-    ).any():
-        pts = ok[["id_cosine", "lr_psnr"]].dropna()
-        scatter_src = scatter(
-            pts["lr_psnr"].clip(upper=100).tolist(),
-            pts["id_cosine"].tolist(),
-            xlabel="LR-PSNR (dB; consistent at >= 45)",
-            ylabel="identity cosine to HR",
-            xline=45.0,
-        )
+    gates = _read_json(run_dir / "gates.json", None)
     context = dict(
         manifest=manifest,
         manifest_sha256=sha256_file(run_dir / MANIFEST_NAME),
@@ -372,20 +322,16 @@ def render_report(
         n_per_input=int((per["n_ok"] > 0).sum()) if len(per) else 0,
         consistency=_consistency(results),
         gates=gates,
-        groups=groups,
-        fairness_findings=fairness_findings(bd, disparity_rows),
         resampling=manifest.get("resampling") or {"n_boot": 0, "seed": 0, "level": 0.95},
         min_group=DEFAULT_MIN_GROUP,
-        n_comparisons=len(groups),
-        disparities=disparity_rows,
-        group_figures=group_figures,
-        scatter_src=scatter_src,
+        scatter_src=_identity_scatter(ok),
         status=status_counts(results) if len(results) else {},
         n_records=len(records),
         problems=problems,
         note_rows=note_rows,
         licences=DEPENDENCY_LICENCES,
         packages=manifest.get("packages", {}),
+        **_fairness_context(run_dir),
     )
     # The histograms last: those drawn elsewhere (``drawn``) have had the most time.
     drawn = {} if drawn is None else drawn
@@ -397,3 +343,63 @@ def render_report(
     path = Path(out) if out is not None else run_dir / REPORT_NAME
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def _fairness_context(run_dir: Path) -> dict[str, Any]:
+    """The report's demographic section: the breakdown's groups, their figures, the
+    disparities and the findings drawn from them."""
+    import pandas as pd
+
+    groups, bd = [], None
+    disparity_rows = _read_json(run_dir / "disparities.json", [])
+    if (run_dir / "breakdown.parquet").is_file():
+        bd = pd.read_parquet(run_dir / "breakdown.parquet")
+        groups = json_safe(bd[bd["feature"] != "overall"].to_dict("records"))
+    overall = (
+        {
+            r["metric"]: r["mean"]
+            for r in json_safe(bd[bd["feature"] == "overall"].to_dict("records"))
+        }
+        if bd is not None
+        else {}
+    )
+    group_figures = []
+    for (metric, feature), part in (
+        pd.DataFrame(groups).groupby(["metric", "feature"], sort=False) if groups else []
+    ):
+        if "×" not in feature and len(part) > 1:  # single attributes; intersections: table only
+            group_figures.append(
+                group_means(
+                    json_safe(part.to_dict("records")),
+                    metric=metric,
+                    feature=feature,
+                    overall=overall.get(metric),
+                )
+            )
+    return dict(
+        groups=groups,
+        fairness_findings=fairness_findings(bd, disparity_rows),
+        n_comparisons=len(groups),
+        disparities=disparity_rows,
+        group_figures=group_figures,
+    )
+
+
+def _identity_scatter(ok) -> str | None:
+    """Identity cosine against LR-PSNR, one point an output, when both were computed."""
+    if not {"id_cosine", "lr_psnr"} <= set(ok.columns):
+        return None
+    pts = ok[["id_cosine", "lr_psnr"]].dropna()
+    if not len(pts):
+        return None
+    return scatter(
+        pts["lr_psnr"].clip(upper=100).tolist(),
+        pts["id_cosine"].tolist(),
+        xlabel="LR-PSNR (dB; consistent at >= 45)",
+        ylabel="identity cosine to HR",
+        xline=45.0,
+    )
