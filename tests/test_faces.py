@@ -60,3 +60,95 @@ def test_channels_last_detector_finds_what_facenet_pytorchs_default_finds():
             [f["landmarks"] for f in faces], np.asarray(points, float), atol=0.01
         )
         np.testing.assert_allclose([f["prob"] for f in faces], np.asarray(probs, float), atol=1e-5)
+
+
+def _photos(realfaces, names):
+    from PIL import Image
+
+    return [np.asarray(Image.open(realfaces / "identities" / n).convert("RGB")) for n in names]
+
+
+def _channels_last_reference(rgb):
+    """facenet-pytorch's own ``MTCNN.detect`` with the detector's channels-last networks."""
+    import torch
+    from PIL import Image
+
+    from srforensics.faces.mtcnn import _detector
+
+    with torch.no_grad():
+        boxes, probs, points = _detector(20).detect(Image.fromarray(rgb), landmarks=True)
+    return np.asarray(boxes, float), np.asarray(probs, float), np.asarray(points, float)
+
+
+@pytest.mark.parametrize("name", ["obama_1.jpg", "kit_harington_2.jpg", "alex_lacamoire_1.png"])
+def test_cascade_gives_what_facenet_pytorchs_detect_gives(realfaces, name):
+    """The cascade of srforensics.faces.mtcnn against facenet-pytorch's ``MTCNN.detect`` on
+    the same networks: measured equal to the bit; tolerance 1e-4 px for float reordering."""
+    from srforensics.faces.align import detect_faces
+
+    (rgb,) = _photos(realfaces, [name])
+    boxes, probs, points = _channels_last_reference(rgb)
+    faces = detect_faces(rgb)
+    assert len(faces) == len(boxes) >= 1
+    np.testing.assert_allclose([f["box"] for f in faces], boxes, atol=1e-4)
+    np.testing.assert_allclose([f["landmarks"] for f in faces], points, atol=1e-4)
+    np.testing.assert_allclose([f["prob"] for f in faces], probs, atol=1e-6)
+
+
+def test_a_batch_of_equal_images_finds_what_each_alone_finds(astronaut):
+    """Outputs of one LR go through the cascade together: the same faces as one by one
+    (tolerance 1e-3 px: a batched convolution may sum in another order)."""
+    from srforensics.faces.mtcnn import detect_batch
+
+    rng = np.random.default_rng(0)
+    crop = astronaut[20:276, 120:376]
+    noisy = [np.clip(crop + rng.normal(0, 0.03, crop.shape), 0, 1) for _ in range(3)]
+    images = [*noisy, astronaut, np.zeros((8, 8, 3))]  # two sizes, and one too small for a face
+    batched = detect_batch(images)
+    alone = [detect_batch([img])[0] for img in images]
+    assert [len(f) for f in batched] == [len(f) for f in alone]
+    assert all(len(f) >= 1 for f in batched[:4]) and batched[4] == []
+    for b, a in zip(batched, alone, strict=True):
+        for fb, fa in zip(b, a, strict=True):
+            np.testing.assert_allclose(fb["box"], fa["box"], atol=1e-3)
+            np.testing.assert_allclose(fb["landmarks"], fa["landmarks"], atol=1e-3)
+
+
+def test_bounded_search_finds_the_full_searchs_largest_face(realfaces, astronaut):
+    """The alignment's bounded search against the full pyramid's largest face (facenet's
+    ``MTCNN.detect``, select_largest) on real photographs: measured equal, tolerance 1e-4 px."""
+    from skimage import data
+
+    from srforensics.faces.mtcnn import search_largest_face
+
+    names = ["obama_3.jpg", "biden_2.jpg", "rose_leslie_2.jpg"]
+    camera = np.repeat(data.camera()[..., None], 3, -1)
+    for rgb in [*_photos(realfaces, names), camera]:
+        boxes, _, points = _channels_last_reference(rgb)
+        faces, search = search_largest_face(rgb)
+        np.testing.assert_allclose(faces[0]["box"], boxes[0], atol=1e-4)
+        np.testing.assert_allclose(faces[0]["landmarks"], points[0], atol=1e-4)
+        assert search["from_face"] == pytest.approx(min(rgb.shape[:2]) / 12, abs=1e-3)
+    # Large portraits are found without the finest levels; camera's 55 px face, under twice
+    # 512 / 12 px, is looked for again on the full pyramid.
+    assert search["full"] is True
+    assert search_largest_face(_photos(realfaces, names[:1])[0])[1]["full"] is False
+
+
+def test_bounded_search_falls_back_to_the_full_pyramid_for_a_small_face(astronaut):
+    """A 70 px face on a 1200 px canvas: under the coarse search's 100 px, found by the full
+    search (the face the full pyramid finds on the same canvas)."""
+    from skimage.transform import resize
+
+    from srforensics.faces.align import detect_faces
+    from srforensics.faces.mtcnn import search_largest_face
+
+    canvas = np.zeros((1200, 1200, 3))
+    canvas[500:640, 500:640] = resize(astronaut[0:256, 120:376], (140, 140))
+    faces, search = search_largest_face(canvas)
+    assert search == {"from_face": 100.0, "full": True}
+    full = detect_faces(canvas)
+    assert len(faces) == len(full) >= 1
+    np.testing.assert_allclose(faces[0]["box"], full[0]["box"], atol=1e-4)
+    x1, y1, x2, y2 = faces[0]["box"]
+    assert 500 < x1 < x2 < 640 and 480 < y1 < y2 < 660

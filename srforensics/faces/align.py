@@ -7,14 +7,13 @@ the degradation and every output are compared on.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from srforensics.degradations.base import Field, HRStep
 from srforensics.faces import NoFaceFound
-from srforensics.images import to_uint8
+from srforensics.faces.mtcnn import detect_batch, search_largest_face
 
 # torch, facenet_pytorch, PIL, skimage: imported in the functions that use them, so that importing this module (as
 # `srforensics --help` and `metrics list` do, or a run that never calls them) stays cheap.
@@ -40,50 +39,14 @@ def template(size: int, padding: float) -> np.ndarray:
     return (_TEMPLATE_112 * (1 - 2 * padding) + padding) * size
 
 
-@lru_cache(maxsize=2)
-def _detector(min_face_size: int):
-    """MTCNN, its weights channels-last.
-
-    A convolution's output takes its weights' memory layout, so the whole cascade runs
-    channels-last: torch's CPU max-pooling is 5 to 15 times faster on it than on
-    contiguous tensors, and detection takes half the time (the protocol's main cost).
-    Boxes and landmarks agree with the contiguous network's to about 3e-5 px (sums in
-    another order; tests/test_faces.py).
-    """
-    import torch
-    from facenet_pytorch import MTCNN
-
-    detector = MTCNN(keep_all=True, min_face_size=min_face_size, device="cpu")
-    return detector.to(memory_format=torch.channels_last)
-
-
 def detect_faces(img: np.ndarray, *, min_face_size: int = 20) -> list[dict[str, Any]]:
     """Detect faces in an RGB float image; each: ``box`` (x1, y1, x2, y2), ``prob``, ``landmarks`` (5, 2).
 
-    An image smaller than ``min_face_size`` (or MTCNN's 12 px window) holds no face MTCNN can
-    find: the answer is no face (MTCNN itself fails on an empty image pyramid)."""
-    import torch
-    from PIL import Image
-
-    if min(img.shape[:2]) < max(12, min_face_size):
-        return []
-
-    with torch.no_grad():
-        boxes, probs, points = _detector(min_face_size).detect(
-            Image.fromarray(to_uint8(img)), landmarks=True
-        )
-    if boxes is None:
-        return []
-    faces = []
-    for b, p, lm in zip(boxes, probs, points, strict=True):
-        faces.append(
-            {
-                "box": [float(v) for v in np.asarray(b, dtype=float)],
-                "prob": float(p),
-                "landmarks": np.asarray(lm, dtype=float).tolist(),
-            }
-        )
-    return faces
+    The faces facenet-pytorch's ``MTCNN.detect`` finds, largest first, computed by
+    :func:`srforensics.faces.mtcnn.detect_batch`. An image smaller than ``min_face_size``
+    (or MTCNN's 12 px window) holds no face MTCNN can find: the answer is no face (MTCNN
+    itself fails on an empty image pyramid)."""
+    return detect_batch([img], min_face_size=min_face_size)[0]
 
 
 def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -123,10 +86,10 @@ class FaceAlign(HRStep):
                 f"image {img.shape[1]}x{img.shape[0]} is smaller than the smallest face MTCNN "
                 f"looks for ({smallest} px): too small for a face protocol"
             )
-        faces = detect_faces(img, min_face_size=self.spec["min_face_size"])
+        faces, search = search_largest_face(img, min_face_size=self.spec["min_face_size"])
         if not faces:
             raise NoFaceFound("MTCNN found no face in the HR image")
-        face = max(faces, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
+        face = faces[0]  # the largest
         dst = template(self.spec["size"], self.spec["padding"])
         matrix = similarity_matrix(np.asarray(face["landmarks"]), dst)
         return {
@@ -136,6 +99,7 @@ class FaceAlign(HRStep):
             "prob": face["prob"],
             "landmarks": face["landmarks"],
             "faces_found": len(faces),
+            "search": search,
         }
 
     def points(self, params) -> np.ndarray:

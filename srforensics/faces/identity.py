@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from srforensics.errors import SRForensicsError
-from srforensics.faces.align import detect_faces
+from srforensics.faces.mtcnn import detect_batch, search_largest_face
 from srforensics.images import to_tensor
 
 #: Per-output identity columns and their metadata (they flow through ledger, analysis, report).
@@ -219,11 +219,8 @@ class IdentityScorer:
             if points is not None:
                 return np.asarray(points, dtype=np.float64)
 
-        faces = detect_faces(hr)
-        if not faces:
-            return None
-        f = max(faces, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
-        return np.asarray(f["landmarks"], dtype=np.float64)
+        faces, _ = search_largest_face(hr)
+        return np.asarray(faces[0]["landmarks"], dtype=np.float64) if faces else None
 
     def embed(self, images: Sequence[np.ndarray], landmarks=None) -> np.ndarray:
         """Unit-length embeddings of ``images`` (all with the face at ``landmarks``)."""
@@ -244,9 +241,9 @@ class IdentityScorer:
         for the outputs of one LR."""
 
         per_output: list[dict[str, float]] = [{} for _ in images]
-        if self.detect:
-            for scores, img in zip(per_output, images, strict=True):
-                scores["face_detected"] = float(bool(detect_faces(img)))
+        if self.detect:  # the outputs of one LR have one size: one pass of the cascade
+            for scores, faces in zip(per_output, detect_batch(list(images)), strict=True):
+                scores["face_detected"] = float(bool(faces))
         if self.embedder is None:
             return per_output, None, {}
         embs = self.embed(images, landmarks)
