@@ -65,6 +65,9 @@ colour changes, and photographic crops of its other sample images.
 - ``ssim``: SSIM in the SR convention against scikit-image's, pairs per second on one thread
   (from scratch, and against reference statistics computed once), and the largest
   difference of the values.
+- ``detection``: face detection as the ``faces`` protocol runs it (the HR's largest face by
+  a bounded search; one LR's outputs in one batch) against facenet-pytorch's
+  ``MTCNN.detect`` called per image, on one thread, and how far their answers differ.
 - ``cli_help_s``, ``metrics_list_s``: ``srforensics --help`` and ``srforensics metrics list``
   in a fresh process.
 """
@@ -98,7 +101,16 @@ from workloads import make_faces, make_photos  # noqa: E402
 RRDB = "workloads:RandomRRDBNet"
 
 #: What the benchmark can measure (``--parts``), in the order it measures them.
-PARTS = ("throughput", "end_to_end", "breakdown", "memory", "workers", "ssim", "help")
+PARTS = (
+    "throughput",
+    "end_to_end",
+    "breakdown",
+    "memory",
+    "workers",
+    "ssim",
+    "detection",
+    "help",
+)
 
 
 def _warm_up() -> None:
@@ -548,6 +560,105 @@ def ssim_speed(*, pairs: int = 32, size: int = 128, repeats: int = 5) -> dict[st
     return result
 
 
+def _detection_photos(limit: int) -> tuple[list[np.ndarray], str]:
+    """Real photographs for the detection part: ``$SRFORENSICS_REALFACES`` or
+    ``../shared/realfaces`` beside the checkout when there, else scikit-image's astronaut
+    and camera at 512 and 1024 px."""
+    from PIL import Image
+
+    sys.path.insert(0, str(_TESTS))
+    from conftest import realfaces_dir
+
+    root = realfaces_dir()
+    if root is not None:
+        files = sorted(
+            p
+            for p in [*(root / "identities").iterdir(), *(root / "evidence").iterdir()]
+            if p.suffix.lower() in (".jpg", ".png")
+        )[:limit]
+        photos = [np.asarray(Image.open(p).convert("RGB")) for p in files]
+        return photos, f"{len(photos)} photographs of {root.name} (identities, evidence)"
+    from skimage import data
+
+    base = [data.astronaut(), np.repeat(data.camera()[..., None], 3, -1)]
+    photos = base + [np.asarray(Image.fromarray(b).resize((1024, 1024))) for b in base]
+    return photos, "scikit-image astronaut and camera at 512 and 1024 px"
+
+
+def detection_speed(*, photos: int, repeats: int) -> dict[str, Any]:
+    """Face detection as the ``faces`` protocol runs it against facenet-pytorch's per-image
+    ``MTCNN.detect`` (the same channels-last networks), on one thread, the best of
+    ``repeats``: the HR's largest face (:func:`~srforensics.faces.mtcnn.search_largest_face`)
+    on real photographs, and the outputs of one LR (4 of 128 px,
+    :func:`~srforensics.faces.mtcnn.detect_batch`) against a call per output. Agreement:
+    the largest difference of the largest face's landmarks and box (px), and of the outputs'
+    faces found."""
+    import torch
+    from PIL import Image
+
+    from srforensics.faces.mtcnn import _detector, detect_batch, search_largest_face
+
+    hrs, source = _detection_photos(photos)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_faces(Path(tmp), 4, seed=5)
+        outputs = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.iterdir())]
+    mtcnn = _detector(20)
+
+    def facenet(img):
+        boxes, _, points = mtcnn.detect(Image.fromarray(img), landmarks=True)
+        return boxes, points
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            facenet(hrs[0]), search_largest_face(hrs[0])  # first calls
+            ref = [facenet(h) for h in hrs]
+            ours = [search_largest_face(h) for h in hrs]
+            landmarks = max(
+                float(np.abs(np.asarray(f[0]["landmarks"]) - r[1][0]).max())
+                for (f, _), r in zip(ours, ref, strict=True)
+            )
+            box = max(
+                float(np.abs(np.asarray(f[0]["box"]) - r[0][0]).max())
+                for (f, _), r in zip(ours, ref, strict=True)
+            )
+            found_ref = [facenet(o)[0] is not None for o in outputs]
+            found = [bool(f) for f in detect_batch(outputs)]
+            hr_facenet = best(lambda: [facenet(h) for h in hrs])
+            hr_ours = best(lambda: [search_largest_face(h) for h in hrs])
+            out_facenet = best(lambda: [facenet(o) for o in outputs])
+            out_ours = best(lambda: detect_batch(outputs))
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "hr_images": source,
+        "hr_facenet_s": round(hr_facenet, 3),
+        "hr_srforensics_s": round(hr_ours, 3),
+        "hr_speedup": round(hr_facenet / hr_ours, 2),
+        "hr_full_searches": sum(search["full"] for _, search in ours),
+        "max_landmark_difference_px": landmarks,
+        "max_box_difference_px": box,
+        "outputs": f"{len(outputs)} generated faces of 128 px (one LR's outputs)",
+        "outputs_facenet_ms": round(out_facenet * 1e3, 1),
+        "outputs_srforensics_ms": round(out_ours * 1e3, 1),
+        "outputs_speedup": round(out_facenet / out_ours, 2),
+        "outputs_same_faces_found": found == found_ref,
+        # A record of the faces protocol: one HR, 2 LRs of 4 outputs (from the figures above).
+        "faces_record_speedup": round(
+            (hr_facenet / len(hrs) + 2 * out_facenet) / (hr_ours / len(hrs) + 2 * out_ours), 2
+        ),
+    }
+
+
 def cli_seconds(*args: str) -> float:
     """``srforensics ARGS`` in a fresh process, wall seconds."""
     t = time.perf_counter()
@@ -716,6 +827,11 @@ def main(argv: list[str] | None = None) -> int:
                 repeats=1 if args.quick else 3,
             )  # fmt: skip
         save()
+    if "detection" in parts:
+        result["detection"] = detection_speed(
+            photos=4 if args.quick else 40, repeats=1 if args.quick else 5
+        )
+        save()
     if "help" in parts:
         result["cli_help_s"] = cli_seconds("--help")
         result["metrics_list_s"] = cli_seconds("metrics", "list")
@@ -770,6 +886,14 @@ def print_table(result: dict[str, Any]) -> None:
             f"SSIM pairs/s: ours {q['ours_pairs_per_s']} (reference features once "
             f"{q['ours_reference_features_pairs_per_s']}), scikit-image {q['skimage_pairs_per_s']}; "
             f"ratio {q['ours_vs_skimage']}, max difference {q['max_abs_difference']:.1e}"
+        )
+    if "detection" in result:
+        d = result["detection"]
+        print(
+            f"face detection vs facenet-pytorch per image: HR x{d['hr_speedup']} "
+            f"({d['hr_srforensics_s']} vs {d['hr_facenet_s']} s, largest landmark difference "
+            f"{d['max_landmark_difference_px']} px), outputs x{d['outputs_speedup']}, "
+            f"a faces record x{d['faces_record_speedup']}"
         )
     if "cli_help_s" in result:
         print(f"srforensics --help: {result['cli_help_s']} s")

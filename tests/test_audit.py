@@ -100,6 +100,7 @@ def test_run_folder_contents(tiny_run, tiny_dataset):
     assert hashes["coffee.png"] == sha256_file(tiny_dataset / "coffee.png")
     assert manifest["packages"]["torch"] and manifest["packages"]["pyiqa"]
     assert manifest["config"]["study"]["samples"] == 2
+    assert manifest["face_detection"] is None  # bicubic-x4 looks for no face
     assert manifest["config"]["study"]["metrics"] == METRICS
 
 
@@ -273,6 +274,12 @@ def test_quick_start_faces_on_the_sample_dataset(tmp_path):
     # NIQE and BRISQUE with the parameters that ship with the package (no download).
     assert ok.niqe.between(0, 100).all() and ok.brisque.between(-10, 150).all()
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    # How the faces were found, and each HR's search beside its alignment.
+    assert manifest["face_detection"]["coarse_share"] == pytest.approx(1 / 12)
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:
+        rows = db.execute("SELECT hr_params FROM records WHERE status = 'ok'").fetchall()
+    searches = [s["search"] for (p,) in rows for s in json.loads(p) if "search" in s]
+    assert searches and all(set(s) == {"from_face", "full"} for s in searches)
     shipped = {Path(w["path"]).name: w["sha256"] for w in manifest["weights"]}
     assert shipped["niqe_pris_params.npz"] == W.spec("niqe-pristine").sha256
     assert shipped["brisque_live_allmodel"] == W.spec("brisque-live").sha256

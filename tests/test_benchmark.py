@@ -71,6 +71,13 @@ def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
     assert data["overhead_ratio"] is None
     if _glibc():  # tuned as the CLI tunes its process
         assert "M_MMAP_THRESHOLD=33554432" in data["machine"]["allocator"]
+    out = tmp_path / "detection.json"
+    proc = bench("--parts", "detection", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    d = json.loads(out.read_text())["detection"]
+    # The detector's answers against facenet-pytorch's own per-image call (no speed here).
+    assert d["max_landmark_difference_px"] <= 1e-3 and d["max_box_difference_px"] <= 1e-3
+    assert d["outputs_same_faces_found"] is True and d["hr_speedup"] > 0
     proc = bench("--parts", "throughput,gpu", "--out", str(tmp_path / "x.json"))
     assert (
         proc.returncode == 2

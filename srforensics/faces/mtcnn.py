@@ -257,3 +257,18 @@ def search_largest_face(
             return found, {"from_face": round(from_face, 3), "full": False}
     found = detect_batch([img], min_face_size=min_face_size)[0]
     return found, {"from_face": round(from_face, 3), "full": True}
+
+
+def settings() -> dict[str, Any]:
+    """How faces are detected, as a run's manifest records it."""
+    return {
+        "detector": "MTCNN (facenet-pytorch networks and weights, channels-last)",
+        "thresholds": list(THRESHOLDS),
+        "factor": FACTOR,
+        "hr_search": (
+            "the pyramid levels for faces of at least coarse_share of the shorter side first; "
+            "the full pyramid when the largest face found is under twice that width"
+        ),
+        "coarse_share": COARSE_SHARE,
+        "outputs": "the outputs of one LR in one pass of the cascade",
+    }

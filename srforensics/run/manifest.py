@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from srforensics import __version__
+from srforensics.faces.mtcnn import settings as face_settings
 from srforensics.images import sha256_file
 from srforensics.provenance import environment, git_commit, package_versions, utc_now
 from srforensics.resampling import Resampling
@@ -53,6 +54,7 @@ def start_manifest(parts, ledger, run_dir: Path, history: list) -> dict[str, Any
             "scheme": SEED_SCHEME,
         },
         "device": parts.device,
+        "face_detection": face_settings() if protocol.needs_face else None,
         "diversity_distance": parts.distance_name,
         "packages": package_versions(),
         "git": git_commit(),
