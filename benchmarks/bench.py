@@ -589,19 +589,25 @@ def detection_speed(*, photos: int, repeats: int) -> dict[str, Any]:
     """Face detection as the ``faces`` protocol runs it against facenet-pytorch's per-image
     ``MTCNN.detect`` (the same channels-last networks), on one thread, the best of
     ``repeats``: the HR's largest face (:func:`~srforensics.faces.mtcnn.search_largest_face`)
-    on real photographs, and the outputs of one LR (4 of 128 px,
-    :func:`~srforensics.faces.mtcnn.detect_batch`) against a call per output. Agreement:
-    the largest difference of the largest face's landmarks and box (px), and of the outputs'
-    faces found."""
+    on real photographs, and the outputs of one LR (4 of 128 px, with a face and without,
+    :func:`~srforensics.faces.mtcnn.faces_found`) against a call per output. Agreement: the
+    largest difference of the largest face's landmarks and box (px), and whether the
+    outputs' faces found are the same."""
     import torch
     from PIL import Image
 
-    from srforensics.faces.mtcnn import _detector, detect_batch, search_largest_face
+    from srforensics.faces.mtcnn import _detector, faces_found, search_largest_face
 
     hrs, source = _detection_photos(photos)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = make_faces(Path(tmp), 4, seed=5)
-        outputs = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.iterdir())]
+        folder = make_faces(Path(tmp) / "faces", 4, seed=5)
+        with_face = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.iterdir())]
+    from skimage import data
+
+    no_face = [  # scikit-image's coffee, cat and rocket, 128 px
+        np.asarray(Image.fromarray(img).resize((128, 128)))
+        for img in (data.coffee(), data.chelsea(), data.rocket(), data.coffee()[:, 200:500])
+    ]
     mtcnn = _detector(20)
 
     def facenet(img):
@@ -631,12 +637,16 @@ def detection_speed(*, photos: int, repeats: int) -> dict[str, Any]:
                 float(np.abs(np.asarray(f[0]["box"]) - r[0][0]).max())
                 for (f, _), r in zip(ours, ref, strict=True)
             )
-            found_ref = [facenet(o)[0] is not None for o in outputs]
-            found = [bool(f) for f in detect_batch(outputs)]
+            same = all(
+                faces_found(o) == [facenet(i)[0] is not None for i in o]
+                for o in (with_face, no_face)
+            )
             hr_facenet = best(lambda: [facenet(h) for h in hrs])
             hr_ours = best(lambda: [search_largest_face(h) for h in hrs])
-            out_facenet = best(lambda: [facenet(o) for o in outputs])
-            out_ours = best(lambda: detect_batch(outputs))
+            out_facenet = best(lambda: [facenet(o) for o in with_face])
+            out_ours = best(lambda: faces_found(with_face))
+            none_facenet = best(lambda: [facenet(o) for o in no_face])
+            none_ours = best(lambda: faces_found(no_face))
     finally:
         torch.set_num_threads(threads)
     return {
@@ -647,12 +657,16 @@ def detection_speed(*, photos: int, repeats: int) -> dict[str, Any]:
         "hr_full_searches": sum(search["full"] for _, search in ours),
         "max_landmark_difference_px": landmarks,
         "max_box_difference_px": box,
-        "outputs": f"{len(outputs)} generated faces of 128 px (one LR's outputs)",
+        "outputs": "one LR's outputs: 4 generated faces of 128 px; 4 photographs without a face",
         "outputs_facenet_ms": round(out_facenet * 1e3, 1),
         "outputs_srforensics_ms": round(out_ours * 1e3, 1),
         "outputs_speedup": round(out_facenet / out_ours, 2),
-        "outputs_same_faces_found": found == found_ref,
+        "no_face_outputs_facenet_ms": round(none_facenet * 1e3, 1),
+        "no_face_outputs_srforensics_ms": round(none_ours * 1e3, 1),
+        "no_face_outputs_speedup": round(none_facenet / none_ours, 2),
+        "outputs_same_faces_found": same,
         # A record of the faces protocol: one HR, 2 LRs of 4 outputs (from the figures above).
+        "no_face_outputs_found": sum(faces_found(no_face)),
         "faces_record_speedup": round(
             (hr_facenet / len(hrs) + 2 * out_facenet) / (hr_ours / len(hrs) + 2 * out_ours), 2
         ),
@@ -892,7 +906,8 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"face detection vs facenet-pytorch per image: HR x{d['hr_speedup']} "
             f"({d['hr_srforensics_s']} vs {d['hr_facenet_s']} s, largest landmark difference "
-            f"{d['max_landmark_difference_px']} px), outputs x{d['outputs_speedup']}, "
+            f"{d['max_landmark_difference_px']} px), outputs x{d['outputs_speedup']} (without "
+            f"a face x{d['no_face_outputs_speedup']}), "
             f"a faces record x{d['faces_record_speedup']}"
         )
     if "cli_help_s" in result:

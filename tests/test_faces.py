@@ -7,6 +7,7 @@ import pytest
 
 from srforensics.faces import NoFaceFound
 from srforensics.faces.align import FaceAlign, template
+from srforensics.images import to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,30 @@ def test_bounded_search_falls_back_to_the_full_pyramid_for_a_small_face(astronau
     np.testing.assert_allclose(faces[0]["box"], full[0]["box"], atol=1e-4)
     x1, y1, x2, y2 = faces[0]["box"]
     assert 500 < x1 < x2 < 640 and 480 < y1 < y2 < 660
+
+
+def test_faces_found_in_outputs_is_what_facenet_finds_in_each(astronaut):
+    """``face_detected`` for one LR's outputs (one batch, coarse levels first) against
+    facenet-pytorch's ``MTCNN.detect`` on each output alone: aligned faces, noisy ones,
+    photographs without a face, and a face under a quarter of the side (found by the full
+    search)."""
+    from skimage import data
+    from skimage.transform import resize
+
+    from srforensics.faces.mtcnn import detect_batch, faces_found
+
+    rng = np.random.default_rng(1)
+    face = resize(astronaut[0:256, 120:376], (128, 128))
+    small = np.zeros((128, 128, 3))
+    small[44:84, 44:84] = resize(face, (40, 40))  # a face box of about 13 px
+    groups = [
+        [np.clip(face + rng.normal(0, s, face.shape), 0, 1) for s in (0.0, 0.05, 0.1, 0.2)],
+        [resize(img / 255.0, (128, 128)) for img in (data.coffee(), data.chelsea(), data.rocket())],
+        [small, small[::-1].copy()],
+    ]
+    for group in groups:
+        expected = [_channels_last_reference(to_uint8(img))[0].ndim == 2 for img in group]
+        assert faces_found(group) == expected
+    # The small face: missed by the coarse levels, found by the full search.
+    assert detect_batch([small], from_face=32.0) == [[]] and faces_found([small]) == [True]
+    assert not any(faces_found(groups[1]))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from srforensics.errors import SRForensicsError
-from srforensics.faces.mtcnn import detect_batch, search_largest_face
+from srforensics.faces.mtcnn import faces_found, search_largest_face
 from srforensics.images import to_tensor
 
 #: Per-output identity columns and their metadata (they flow through ledger, analysis, report).
@@ -242,8 +242,8 @@ class IdentityScorer:
 
         per_output: list[dict[str, float]] = [{} for _ in images]
         if self.detect:  # the outputs of one LR have one size: one pass of the cascade
-            for scores, faces in zip(per_output, detect_batch(list(images)), strict=True):
-                scores["face_detected"] = float(bool(faces))
+            for scores, found in zip(per_output, faces_found(list(images)), strict=True):
+                scores["face_detected"] = float(found)
         if self.embedder is None:
             return per_output, None, {}
         embs = self.embed(images, landmarks)

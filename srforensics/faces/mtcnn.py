@@ -259,6 +259,35 @@ def search_largest_face(
     return found, {"from_face": round(from_face, 3), "full": True}
 
 
+#: :func:`faces_found` looks first for faces at least this share of an output's shorter side.
+OUTPUT_SHARE = 1 / 4
+
+
+def faces_found(images: Sequence[np.ndarray], *, min_face_size: int = 20) -> list[bool]:
+    """Whether MTCNN finds a face in each of ``images`` (the ``face_detected`` score).
+
+    The images are searched first on the pyramid levels for faces of at least
+    ``OUTPUT_SHARE`` of the shorter side (an aligned output's face fills about 60% of it);
+    those where that finds nothing are searched on the full pyramid, so a "no face" is
+    always the full search's. A face found by the first search is a face the full search
+    finds unless a box from a skipped level outscores its candidate in the first
+    non-maximum suppression and then fails R-Net or O-Net; on the outputs of
+    tests/test_faces.py the two agree.
+    """
+    found = [False] * len(images)
+    todo = list(range(len(images)))
+    for share in (OUTPUT_SHARE, None):
+        if not todo:
+            break
+        group = [images[i] for i in todo]
+        bound = None if share is None else min(np.shape(group[0])[:2]) * share
+        faces = detect_batch(group, min_face_size=min_face_size, from_face=bound)
+        for i, f in zip(todo, faces, strict=True):
+            found[i] = bool(f)
+        todo = [i for i in todo if not found[i]]
+    return found
+
+
 def settings() -> dict[str, Any]:
     """How faces are detected, as a run's manifest records it."""
     return {
@@ -270,5 +299,9 @@ def settings() -> dict[str, Any]:
             "the full pyramid when the largest face found is under twice that width"
         ),
         "coarse_share": COARSE_SHARE,
-        "outputs": "the outputs of one LR in one pass of the cascade",
+        "outputs": (
+            "the outputs of one LR in one pass: the levels for faces of at least output_share "
+            "of the shorter side first; the full pyramid for those where no face is found"
+        ),
+        "output_share": OUTPUT_SHARE,
     }
