@@ -180,3 +180,5 @@ def test_faces_found_in_outputs_is_what_facenet_finds_in_each(astronaut):
     # The small face: missed by the coarse levels, found by the full search.
     assert detect_batch([small], from_face=32.0) == [[]] and faces_found([small]) == [True]
     assert not any(faces_found(groups[1]))
+    # Images of several sizes: each size searched on its own bound.
+    assert faces_found([astronaut, groups[1][0], face, small]) == [True, False, True, True]

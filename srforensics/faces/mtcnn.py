@@ -275,16 +275,20 @@ def faces_found(images: Sequence[np.ndarray], *, min_face_size: int = 20) -> lis
     tests/test_faces.py the two agree.
     """
     found = [False] * len(images)
-    todo = list(range(len(images)))
-    for share in (OUTPUT_SHARE, None):
-        if not todo:
-            break
-        group = [images[i] for i in todo]
-        bound = None if share is None else min(np.shape(group[0])[:2]) * share
-        faces = detect_batch(group, min_face_size=min_face_size, from_face=bound)
-        for i, f in zip(todo, faces, strict=True):
-            found[i] = bool(f)
-        todo = [i for i in todo if not found[i]]
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        sizes.setdefault(tuple(np.shape(img)[:2]), []).append(i)
+    for (h, w), todo in sizes.items():
+        coarse = min(h, w) * OUTPUT_SHARE
+        for bound in (coarse, None) if coarse > min_face_size else (None,):
+            faces = detect_batch(
+                [images[i] for i in todo], min_face_size=min_face_size, from_face=bound
+            )
+            for i, f in zip(todo, faces, strict=True):
+                found[i] = bool(f)
+            todo = [i for i in todo if not found[i]]
+            if not todo:
+                break
     return found
 
 
