@@ -168,6 +168,14 @@ def _stage3(net, imgs, boxes, image_inds):
     return boxes[pick], image_inds[pick], points[pick]
 
 
+def _by_size(images: Sequence[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+    """The indices of ``images``, grouped by (height, width)."""
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        sizes.setdefault(tuple(np.shape(img)[:2]), []).append(i)
+    return sizes
+
+
 def detect_batch(
     images: Sequence[np.ndarray], *, min_face_size: int = 20, from_face: float | None = None
 ) -> list[list[dict[str, Any]]]:
@@ -182,10 +190,7 @@ def detect_batch(
     window) has no face.
     """
     found: list[list[dict[str, Any]]] = [[] for _ in images]
-    sizes: dict[tuple[int, int], list[int]] = {}
-    for i, img in enumerate(images):
-        sizes.setdefault(tuple(np.shape(img)[:2]), []).append(i)
-    for (h, w), idx in sizes.items():
+    for (h, w), idx in _by_size(images).items():
         if min(h, w) >= max(12, min_face_size):
             faces = _cascade([images[i] for i in idx], min_face_size, from_face)
             for i, f in zip(idx, faces, strict=True):
@@ -275,10 +280,7 @@ def faces_found(images: Sequence[np.ndarray], *, min_face_size: int = 20) -> lis
     tests/test_faces.py the two agree.
     """
     found = [False] * len(images)
-    sizes: dict[tuple[int, int], list[int]] = {}
-    for i, img in enumerate(images):
-        sizes.setdefault(tuple(np.shape(img)[:2]), []).append(i)
-    for (h, w), todo in sizes.items():
+    for (h, w), todo in _by_size(images).items():
         coarse = min(h, w) * OUTPUT_SHARE
         for bound in (coarse, None) if coarse > min_face_size else (None,):
             faces = detect_batch(
