@@ -7,7 +7,8 @@ faces scikit-image ships (astronaut, camera) by random shifts, zooms, flips and
 colour changes, and photographic crops of its other sample images.
 
 - ``throughput``: the ``faces`` protocol with its default metrics, N outputs
-  per LR, for ``bicubic`` and a small RRDBNet with seeded random weights;
+  per LR, for ``bicubic`` and a small RRDBNet with seeded random weights (on
+  ``--device cuda``: RRDBNet at ESRGAN's size and the small one), at each ``--batch-size``;
   outputs per second of the whole audit (report included), the fastest of nine
   runs (one with ``--quick``; two for the audit without loaders). The audits use
   ``--loaders`` (default 1 on a machine with two or more CPUs: decoding,
@@ -32,6 +33,9 @@ colour changes, and photographic crops of its other sample images.
   of the metric time of the ``faces`` protocol's default metrics) are then computed
   in the loader process, beside the model and the scores, while the denominator
   counts them as this process computes them alone.
+- ``vs_bare_model``: the audit's outputs per second over the bare model's: the model's
+  seconds alone on the same batches (outputs back on the CPU) over the audit's wall time,
+  bracketed as the overhead ratio; the median.
 - ``in_run_ratio``: the same audits' wall time / (model time + metric time
   measured inside each audit, :class:`srforensics.run.pipeline.RunTiming`, the
   loaders' seconds on reference features included): no drift between numerator
@@ -68,6 +72,10 @@ colour changes, and photographic crops of its other sample images.
 - ``detection``: face detection as the ``faces`` protocol runs it (the HR's largest face by
   a bounded search; one LR's outputs in one batch) against facenet-pytorch's
   ``MTCNN.detect`` called per image, on one thread, and how far their answers differ.
+- ``metrics``: each of the ``faces`` protocol's default metrics alone, on ``--device``: its
+  time per output scoring batches of 8 and of 64 distinct outputs of 128 px against one
+  HR's reference features, and the time of those features for one HR (the audit computes
+  them once per input); the best of five.
 - ``cli_help_s``, ``metrics_list_s``: ``srforensics --help`` and ``srforensics metrics list``
   in a fresh process.
 """
@@ -99,6 +107,8 @@ from workloads import make_faces, make_photos  # noqa: E402
 
 #: The random RRDBNet, as a model target.
 RRDB = "workloads:RandomRRDBNet"
+#: RRDBNet at ESRGAN's size (64 features, 23 blocks), random weights: measured on a GPU.
+RRDB_ESRGAN = "workloads:ESRGANSizeRRDBNet"
 
 #: What the benchmark can measure (``--parts``), in the order it measures them.
 PARTS = (
@@ -109,6 +119,7 @@ PARTS = (
     "workers",
     "ssim",
     "detection",
+    "metrics",
     "help",
 )
 
@@ -203,6 +214,7 @@ def throughput(
     device: str = "cpu",
     loaders: int = 0,
     repeats: int = 1,
+    batch_size: int = 8,
 ) -> dict[str, Any]:
     """The audit ``repeats + 1`` times, each followed by its parts measured alone.
 
@@ -226,6 +238,7 @@ def throughput(
             breakdown_boot=0,
             device=device,
             loaders=loaders,
+            batch_size=batch_size,
         )
         t = time.perf_counter()
         run = run_audit(config)
@@ -238,6 +251,10 @@ def throughput(
 
     core = ("model_s", "metrics_s")
     ratios = [walls[r] / bracket(r, core) for r in range(1, repeats + 1)]
+    # The audit's outputs per second over the bare model's: the same model calls on the same
+    # batches alone (outputs back on the CPU, as the audit takes them), the model's time
+    # over the audit's.
+    vs_model = [bracket(r, ("model_s",)) / walls[r] for r in range(1, repeats + 1)]
     with_protocol = [walls[r] / bracket(r, (*core, "protocol_s")) for r in range(1, repeats + 1)]
     in_run = [tm.wall_s / (tm.model_s + tm.metrics_s + tm.loader_metrics_s) for tm in timings[1:]]
     wall = min(walls[1:])
@@ -246,6 +263,7 @@ def throughput(
     return {
         "model": model,
         "loaders": loaders,
+        "batch_size": batch_size,
         "records": len(list(faces.glob("*.png"))),
         "samples": samples,
         "outputs": n_out,
@@ -263,6 +281,8 @@ def throughput(
         "overhead_ratio_each": [round(r, 3) for r in ratios],
         "overhead_ratio": round(float(np.median(ratios)), 3),
         "overhead_ratio_with_protocol": round(float(np.median(with_protocol)), 3),
+        "vs_bare_model_each": [round(v, 3) for v in vs_model],
+        "vs_bare_model": round(float(np.median(vs_model)), 3),
         "in_run_ratio_each": [round(r, 3) for r in in_run],
         "in_run_ratio": round(float(np.median(in_run)), 3),
         "own_s_each": [round(tm.own_s, 3) for tm in timings[1:]],
@@ -560,6 +580,57 @@ def ssim_speed(*, pairs: int = 32, size: int = 128, repeats: int = 5) -> dict[st
     return result
 
 
+def metric_costs(*, device: str, batches=(8, 64), repeats: int = 5) -> dict[str, Any]:
+    """Each default metric of ``faces`` alone on ``device``: milliseconds per output scoring
+    ``batches`` distinct outputs of 128 px against one HR's reference features, and
+    milliseconds of those features for the HR; the best of ``repeats`` (after one call)."""
+    import torch
+
+    from srforensics.degradations.protocol import load_protocol
+    from srforensics.metrics import MetricConfig, build_metric
+    from srforensics.run.scoring import repeat_features
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(1, 3, 128, 128, generator=g).to(device)
+    lr1 = torch.nn.functional.interpolate(hr, scale_factor=0.25, mode="bicubic")
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        for name in load_protocol("faces").metrics:
+            metric = build_metric(name, MetricConfig(scale=4, device=device))
+            row: dict[str, float] = {}
+            feats = metric.reference_features(hr) if metric.requires_reference else None
+            for b in batches:
+                noise = 0.05 * torch.randn(b, 3, 128, 128, generator=g).to(device)
+                outs, lr = (hr + noise).clamp(0, 1), lr1.expand(b, -1, -1, -1)
+                if feats is not None:
+                    reps = repeat_features([feats], [b])
+                    s = best(lambda: metric.score_features(outs, reps, lr=lr))  # noqa: B023
+                else:
+                    ref = hr.expand(b, -1, -1, -1) if metric.requires_reference else None
+                    s = best(lambda: metric(outs, ref, lr=lr))  # noqa: B023
+                row[f"ms_per_output_batch_{b}"] = round(s / b * 1000, 3)
+            if metric.requires_reference:
+                ref_s = best(lambda: metric.reference_features(hr))  # noqa: B023
+                row["reference_features_ms"] = round(ref_s * 1000, 3)
+            out[name] = row
+    return {"device": device, "size": 128, "metrics": out}
+
+
 def _detection_photos(limit: int) -> tuple[list[np.ndarray], str]:
     """Real photographs for the detection part: ``$SRFORENSICS_REALFACES`` or
     ``../shared/realfaces`` beside the checkout when there, else scikit-image's astronaut
@@ -726,11 +797,17 @@ def main(argv: list[str] | None = None) -> int:
         "bicubic audit without loaders is measured beside them",
     )
     parser.add_argument(
+        "--batch-size",
+        default="8",
+        metavar="B[,B]",
+        help="--batch-size of the throughput audits, one or several (default 8, the audit's)",
+    )
+    parser.add_argument(
         "--parts",
         default=",".join(PARTS),
         metavar="A,B",
-        help=f"what to measure, of {', '.join(PARTS)} (default: all). Only throughput uses "
-        "--device: a short GPU lease can measure it alone",
+        help=f"what to measure, of {', '.join(PARTS)} (default: all). Only throughput and "
+        "metrics use --device: a short GPU lease can measure them alone",
     )
     parser.add_argument(
         "--repeats",
@@ -747,6 +824,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
         parser.error(f"--parts takes some of {', '.join(PARTS)}, got {args.parts!r}")
+    try:
+        batch_sizes = [int(b) for b in args.batch_size.split(",")]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1:
+        parser.error(f"--batch-size takes positive integers, got {args.batch_size!r}")
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     q = args.quick
@@ -782,7 +865,10 @@ def main(argv: list[str] | None = None) -> int:
         if "throughput" in parts:
             _warm_up()
             faces = make_faces(tmp / "faces", sizes["faces"])
-            for i, m in enumerate(() if q else ("bicubic", RRDB)):
+            # On a GPU the model is the cost that matters: RRDBNet at ESRGAN's size and the
+            # small one; on the CPU, bicubic and the small RRDBNet.
+            models = (RRDB_ESRGAN, RRDB) if args.device == "cuda" else ("bicubic", RRDB)
+            for i, m in enumerate(() if q else models):
                 # warm-up: first calls and lazy loads are not the audit's cost
                 throughput(
                     make_faces(tmp / "warm", 2, seed=99),
@@ -792,11 +878,11 @@ def main(argv: list[str] | None = None) -> int:
                     device=args.device,
                     loaders=args.loaders,
                 )
-            runs = [("bicubic", args.loaders), (RRDB, args.loaders)]
-            if args.loaders:
-                runs.append(("bicubic", 0))
+            runs = [(m, args.loaders, b) for b in batch_sizes for m in models]
+            if args.loaders and args.device == "cpu":
+                runs.append(("bicubic", 0, batch_sizes[0]))
             result["throughput"] = []
-            for i, (m, n) in enumerate(runs):
+            for i, (m, n, b) in enumerate(runs):
                 t = throughput(
                     faces,
                     tmp / f"run-{i}",
@@ -805,9 +891,14 @@ def main(argv: list[str] | None = None) -> int:
                     device=args.device,
                     loaders=n,
                     repeats=sizes["repeats"] if n == args.loaders else min(2, sizes["repeats"]),
+                    batch_size=b,
                 )
                 result["throughput"].append(t)
-                print(f"measured: {m}, loaders {n}: overhead {t['overhead_ratio']}", flush=True)
+                print(
+                    f"measured: {m}, loaders {n}, batch {b}: overhead {t['overhead_ratio']}, "
+                    f"vs bare model {t['vs_bare_model']}",
+                    flush=True,
+                )
                 save()
             result["overhead_ratio"] = max(
                 t["overhead_ratio"] for t in result["throughput"] if t["loaders"] == args.loaders
@@ -846,6 +937,9 @@ def main(argv: list[str] | None = None) -> int:
             photos=4 if args.quick else 40, repeats=1 if args.quick else 5
         )
         save()
+    if "metrics" in parts:
+        result["metrics"] = metric_costs(device=args.device, repeats=1 if args.quick else 5)
+        save()
     if "help" in parts:
         result["cli_help_s"] = cli_seconds("--help")
         result["metrics_list_s"] = cli_seconds("metrics", "list")
@@ -862,14 +956,14 @@ def print_table(result: dict[str, Any]) -> None:
     if "throughput" in result:
         print(
             f"{'workload':<44} {'out/s':>8} {'wall s':>8} {'model s':>8} {'metric s':>9} "
-            f"{'overhead':>9} {'in run':>7}"
+            f"{'overhead':>9} {'in run':>7} {'vs model':>9}"
         )
         for t in result["throughput"]:
-            name = f"{t['model']} (faces, N={t['samples']}, loaders {t['loaders']})"
+            name = f"{t['model'].split(':')[-1]} (N={t['samples']}, L{t['loaders']}, B{t['batch_size']})"
             print(
                 f"{name:<44} {t['outputs_per_s']:>8} "
                 f"{t['wall_s']:>8} {t['model_s']:>8} {t['metrics_s']:>9} {t['overhead_ratio']:>9} "
-                f"{t['in_run_ratio']:>7}"
+                f"{t['in_run_ratio']:>7} {t['vs_bare_model']:>9}"
             )
     if "breakdown" in result:
         b = result["breakdown"]
@@ -910,6 +1004,15 @@ def print_table(result: dict[str, Any]) -> None:
             f"a face x{d['no_face_outputs_speedup']}), "
             f"a faces record x{d['faces_record_speedup']}"
         )
+    if "metrics" in result:
+        print(
+            f"metrics on {result['metrics']['device']} (ms per output, batch 8 / 64; reference features ms):"
+        )
+        for name, row in result["metrics"]["metrics"].items():
+            ref = row.get("reference_features_ms", "-")
+            print(
+                f"  {name:<12} {row['ms_per_output_batch_8']:>8} / {row['ms_per_output_batch_64']:<8} {ref}"
+            )
     if "cli_help_s" in result:
         print(f"srforensics --help: {result['cli_help_s']} s")
         print(f"srforensics metrics list: {result['metrics_list_s']} s")

@@ -43,8 +43,21 @@ def test_the_benchmark_writes_its_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["overhead_ratio"] > 0 and data["complete"] is True
-    assert {"throughput", "memory", "workers", "cli_help_s", "machine"} <= set(data)
+    assert {"throughput", "memory", "workers", "metrics", "cli_help_s", "machine"} <= set(data)
     assert all(t["in_run_ratio"] > 1 for t in data["throughput"])  # wall > model + metrics
+    assert all(0 < t["vs_bare_model"] < 1 for t in data["throughput"])  # the model alone is faster
+    assert {t["batch_size"] for t in data["throughput"]} == {8}  # the audit's default
+    from srforensics.degradations.protocol import load_protocol
+
+    costs = data["metrics"]["metrics"]  # each default metric of faces, alone
+    assert list(costs) == list(load_protocol("faces").metrics)
+    assert all(
+        r["ms_per_output_batch_8"] > 0 and r["ms_per_output_batch_64"] > 0 for r in costs.values()
+    )
+    assert all(
+        ("reference_features_ms" in r) == (n not in {"lr_psnr", "piqe", "niqe", "brisque"})
+        for n, r in costs.items()
+    )
     b = data["breakdown"]  # 8 faces × 2 variants × 1 output, with two sensitive attributes
     assert b["outputs"] == 16 and 0 < b["breakdown_s"] < b["wall_s"]
 

@@ -18,6 +18,8 @@ class RandomRRDBNet(SRModel):
     """A small RRDBNet (ESRGAN's generator: 16 features, 2 blocks) with seeded random weights."""
 
     name = "random-rrdbnet"
+    num_feat = 16
+    num_block = 2
     scale = 4
     version = "random-init"
     source = "tests/workloads.py"
@@ -29,7 +31,9 @@ class RandomRRDBNet(SRModel):
 
         super().__init__(device=device, dtype=dtype)
         torch.manual_seed(seed)
-        self.net = RRDBNet(num_in_ch=3, num_out_ch=3, scale=4, num_feat=16, num_block=2)
+        self.net = RRDBNet(
+            num_in_ch=3, num_out_ch=3, scale=4, num_feat=self.num_feat, num_block=self.num_block
+        )
         self.net.eval().to(device, self.torch_dtype)
 
     def upscale(self, lr, *, scale):
@@ -40,6 +44,15 @@ class RandomRRDBNet(SRModel):
 
     def card(self) -> ModelCard:
         return ModelCard(name=self.name, version=self.version, source=self.source, licence="n/a")
+
+
+class ESRGANSizeRRDBNet(RandomRRDBNet):
+    """RRDBNet x4 at ESRGAN's published size (64 features, 23 blocks, 16.7 M parameters) with
+    seeded random weights: the cost of a real ESRGAN or Real-ESRGAN checkpoint."""
+
+    name = "random-rrdbnet-esrgan-size"
+    num_feat = 64
+    num_block = 23
 
 
 def make_faces(folder: Path, n: int, *, size: int = 128, seed: int = 0) -> Path:
