@@ -91,6 +91,7 @@ def test_the_benchmark_measures_the_parts_asked_for(tmp_path):
     # The detector's answers against facenet-pytorch's own per-image call (no speed here).
     assert d["max_landmark_difference_px"] <= 1e-3 and d["max_box_difference_px"] <= 1e-3
     assert d["outputs_same_faces_found"] is True and d["hr_speedup"] > 0
+    assert d["no_face_outputs_found"] == 0 and d["no_face_record_speedup"] > 0
     proc = bench("--parts", "throughput,gpu", "--out", str(tmp_path / "x.json"))
     assert (
         proc.returncode == 2

@@ -63,6 +63,74 @@ def test_channels_last_detector_finds_what_facenet_pytorchs_default_finds():
         np.testing.assert_allclose([f["prob"] for f in faces], np.asarray(probs, float), atol=1e-5)
 
 
+def _torch_area(pixels, size, box=None):
+    """torch's area resize (``interpolate(mode="area")``), as facenet-pytorch's
+    ``imresample`` calls it, of uint8 images (N, H, W, 3) or of one box (row, col, h, w)
+    of image ``box[0]``, normalised as MTCNN takes it."""
+    import torch
+    from torch.nn.functional import interpolate
+
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().contiguous()
+    if box is not None:
+        i, r, c, h, w = box
+        x = x[i : i + 1, :, r : r + h, c : c + w]
+    return (interpolate(x, size=size, mode="area") - 127.5) * 0.0078125
+
+
+def _check_area_resizes(pixels, sizes, boxes, crop_size):
+    from srforensics.faces.mtcnn import _Pixels
+
+    table = _Pixels(pixels)
+    which = list(range(len(pixels)))
+    for size in sizes:
+        assert np.array_equal(table.level(which, size), _torch_area(pixels, size)), size
+    inds, y, x, h, w = (np.array(v) for v in zip(*boxes, strict=True))
+    # facenet's pad gives 1-based, inclusive rows y..ey and columns x..ex.
+    crops = table.crops(inds, y + 1, y + h, x + 1, x + w, crop_size)
+    expected = np.concatenate([_torch_area(pixels, (crop_size,) * 2, b) for b in boxes])
+    assert np.array_equal(crops, expected)
+    return table
+
+
+def test_area_resizes_from_the_summed_area_table_are_torchs_to_the_bit():
+    """Pyramid levels and R-Net / O-Net crops from the summed-area table against torch's own
+    area resize: equal bit for bit (exact integer sums, divided as torch divides), on random
+    and saturated 8-bit images, odd sizes, boxes on the borders; bins over 2**24 / 255
+    pixels go to torch itself; the table is added up two ways (a few small images, one
+    large one) and is int64 where int32 would overflow."""
+    from srforensics.faces.mtcnn import pyramid_scales
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (3, 97, 131, 3), dtype=np.uint8)
+    sizes = [(int(97 * s + 1), int(131 * s + 1)) for s in pyramid_scales(97, 131, 20)]
+    boxes = [(int(rng.integers(3)), 0, 0, 97, 131), (2, 90, 120, 7, 11), (1, 5, 7, 1, 1)]
+    boxes += [
+        (
+            int(rng.integers(3)),
+            int(r),
+            int(c),
+            int(rng.integers(1, 98 - r)),
+            int(rng.integers(1, 132 - c)),
+        )
+        for r, c in rng.integers(0, 90, (40, 2))
+    ]
+    for crop_size in (24, 48):
+        _check_area_resizes(pixels, sizes, boxes, crop_size)
+    # One output from 300 x 300 pixels: a bin of 90000 > 65793, torch's float32 sum rounds.
+    big = np.full((1, 300, 300, 3), 255, dtype=np.uint8)
+    big[0, ::7] = rng.integers(0, 256, (43, 300, 3), dtype=np.uint8)
+    _check_area_resizes(big, [(1, 1), (2, 3)], [(0, 0, 0, 300, 300)], 1)
+    # A photograph's size (the table added up row after row).
+    photo = rng.integers(0, 256, (1, 1000, 1100, 3), dtype=np.uint8)
+    sizes = [(601, 661), (int(1000 * 0.0301 + 1), int(1100 * 0.0301 + 1))]
+    table = _check_area_resizes(photo, sizes, [(0, 0, 0, 1000, 1100), (0, 990, 3, 10, 12)], 48)
+    assert table.table.dtype == np.int32
+    # 2900 x 3000 saturated pixels: sums beyond int32.
+    huge = np.full((1, 2900, 3000, 3), 255, dtype=np.uint8)
+    table = _check_area_resizes(huge, [(13, 14)], [(0, 0, 0, 2900, 3000), (0, 7, 9, 50, 60)], 24)
+    assert table.table.dtype == np.int64
+
+
 def _photos(realfaces, names):
     from PIL import Image
 
@@ -182,3 +250,22 @@ def test_faces_found_in_outputs_is_what_facenet_finds_in_each(astronaut):
     assert not any(faces_found(groups[1]))
     # Images of several sizes: each size searched on its own bound.
     assert faces_found([astronaut, groups[1][0], face, small]) == [True, False, True, True]
+
+
+def test_candidates_without_a_pixel_are_dropped_before_r_net(astronaut):
+    """A candidate box wholly outside its image has no crop: dropped (facenet-pytorch leaves
+    it out of its crops and then fails on the mismatch), the others scored as alone."""
+    import torch
+
+    from srforensics.faces.mtcnn import _Cascade
+
+    def stage2(boxes):  # a fresh cascade each time: R-Net's answers are kept per cascade
+        cascade = _Cascade([to_uint8(astronaut)], 20)
+        return cascade._stage2(boxes, torch.zeros(len(boxes), dtype=torch.long))
+
+    inside = torch.tensor([[180.0, 60.0, 290.0, 200.0, 0.9]])
+    outside = torch.tensor([[-90.0, -80.0, -40.0, -30.0, 0.95]])
+    alone, both = stage2(inside.clone()), stage2(torch.cat([outside, inside]))
+    assert len(alone[0]) == 1  # Eileen Collins' face passes R-Net
+    assert torch.equal(both[0], alone[0]) and torch.equal(both[1], alone[1])
+    assert len(stage2(outside.clone())[0]) == 0
