@@ -105,6 +105,13 @@ def _summed_area(pixels: np.ndarray) -> np.ndarray:
     return table
 
 
+def _normalised(pixels):
+    """facenet's ``(x - 127.5) * 0.0078125``, the same two operations, in place."""
+    pixels -= 127.5
+    pixels *= 0.0078125
+    return pixels
+
+
 class _Pixels:
     """Images of one size as the cascade reads them, with their summed-area table.
 
@@ -133,8 +140,8 @@ class _Pixels:
         from torch.nn.functional import interpolate
 
         zero = np.zeros(1, dtype=np.int64)
-        r0, r1 = (b[0] for b in _bins(zero, np.array([self.h]), size[0]))
-        c0, c1 = (b[0] for b in _bins(zero, np.array([self.w]), size[1]))
+        (r0,), (r1,) = _bins(zero, np.array([self.h]), size[0])
+        (c0,), (c1,) = _bins(zero, np.array([self.w]), size[1])
         kh, kw = r1 - r0, c1 - c0
         if kh.max() * kw.max() > _EXACT_BIN:
             out = interpolate(self._floats(which), size=size, mode="area")
@@ -145,9 +152,7 @@ class _Pixels:
             out = torch.from_numpy(sums.astype(np.float32))
             out /= torch.from_numpy(kh.astype(np.float32))[:, None]
             out /= torch.from_numpy(kw.astype(np.float32))
-        out -= 127.5  # facenet's normalisation, the same two operations in place
-        out *= 0.0078125
-        return out
+        return _normalised(out)
 
     def crops(self, inds, y, ey, x, ex, size: int):
         """Each box's crop (rows ``y``..``ey``, columns ``x``..``ex``, 1-based and inclusive,
@@ -176,9 +181,13 @@ class _Pixels:
         for k in large:  # bins whose float32 sums round: torch's own resize
             crop = self._floats([inds[k]])[:, :, y[k] - 1 : ey[k], x[k] - 1 : ex[k]]
             out[k] = interpolate(crop, size=(size, size), mode="area")[0]
-        out -= 127.5  # facenet's normalisation, the same two operations in place
-        out *= 0.0078125
-        return out
+        return _normalised(out)
+
+
+def _searchable(h: int, w: int, min_face_size: int) -> bool:
+    """Whether an image of h x w can hold a face: its shorter side at least the smallest
+    face looked for and P-Net's 12 px window."""
+    return min(h, w) >= max(12, min_face_size)
 
 
 def _by_size(images: Sequence[np.ndarray]) -> dict[tuple[int, int], list[int]]:
@@ -204,7 +213,7 @@ def detect_batch(
     """
     found: list[list[dict[str, Any]]] = [[] for _ in images]
     for (h, w), idx in _by_size(images).items():
-        if min(h, w) >= max(12, min_face_size):
+        if _searchable(h, w, min_face_size):
             faces = _Cascade([images[i] for i in idx], min_face_size).search(
                 range(len(idx)), from_face
             )
@@ -223,8 +232,8 @@ class _Cascade:
     """
 
     def __init__(self, images: Sequence[np.ndarray], min_face_size: int):
-        # uint8 values as floats, channels first: what facenet's detect_face computes on (it
-        # quantises a PIL image the same way).
+        # uint8 values: what facenet's detect_face computes on (it quantises a PIL image the
+        # same way).
         pixels = np.stack(
             [img if img.dtype == np.uint8 else to_uint8(img) for img in map(np.asarray, images)]
         )
@@ -336,6 +345,8 @@ class _Cascade:
         if not len(boxes):
             return boxes, image_inds
         boxes, image_inds, (y, ey, x, ex) = self._with_pixels(boxes, image_inds)
+        if not len(boxes):
+            return boxes, image_inds
         keys = list(
             zip(image_inds.tolist(), y.tolist(), ey.tolist(), x.tolist(), ex.tolist(), strict=True)
         )
@@ -348,16 +359,11 @@ class _Cascade:
             self._rnet.update(
                 zip([keys[k] for k in new], zip(reg, prob[:, 1], strict=True), strict=True)
             )
-        if not keys:
-            return boxes, image_inds
-        out = (
-            torch.stack([self._rnet[key][0] for key in keys]),
-            torch.stack([self._rnet[key][1] for key in keys]),
-        )
-        score = out[1]
+        mv = torch.stack([self._rnet[key][0] for key in keys])
+        score = torch.stack([self._rnet[key][1] for key in keys])
         ipass = score > THRESHOLDS[1]
         boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
-        image_inds, mv = image_inds[ipass], out[0][ipass]
+        image_inds, mv = image_inds[ipass], mv[ipass]
         pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
         return rerec(bbreg(boxes[pick], mv[pick])), image_inds[pick]
 
@@ -410,7 +416,7 @@ def search_largest_face(
     those of ``from_face`` px or more).
     """
     from_face = max(float(min_face_size), min(np.shape(img)[:2]) * COARSE_SHARE)
-    if min(np.shape(img)[:2]) < max(12, min_face_size):
+    if not _searchable(*np.shape(img)[:2], min_face_size):
         return [], {"from_face": round(from_face, 3), "full": True}
     cascade = _Cascade([img], min_face_size)
     if from_face > min_face_size:
@@ -438,7 +444,7 @@ def faces_found(images: Sequence[np.ndarray], *, min_face_size: int = 20) -> lis
     """
     found = [False] * len(images)
     for (h, w), idx in _by_size(images).items():
-        if min(h, w) < max(12, min_face_size):
+        if not _searchable(h, w, min_face_size):
             continue
         cascade = _Cascade([images[i] for i in idx], min_face_size)
         coarse = min(h, w) * OUTPUT_SHARE
